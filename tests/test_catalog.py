@@ -1,0 +1,111 @@
+import json
+
+import pytest
+
+from llamaforge.catalog import get_gpu, get_model, gpus, models, parse_hardware
+from llamaforge.errors import UserError
+
+# Published parameter counts (Hugging Face safetensors metadata of each repository).
+PUBLISHED = {
+    "llama-3.1-8b": 8_030_261_248,
+    "llama-2-13b": 13_015_864_320,
+    "llama-3.1-70b": 70_553_706_496,
+    "llama-3.1-405b": 405_853_388_800,
+    "llama-2-7b": 6_738_415_616,
+    "llama-2-70b": 68_976_648_192,
+    "qwen3-8b": 8_190_735_360,
+}
+
+
+@pytest.mark.parametrize("model_id,expected", PUBLISHED.items())
+def test_parameter_count_equals_published(model_id, expected):
+    assert get_model(model_id).parameter_count() == expected
+
+
+def test_every_catalog_entry_matches_its_own_published_count():
+    for spec in models().values():
+        assert spec.parameter_count() == spec.published_params, spec.id
+
+
+def test_tiny_is_about_100k_parameters():
+    assert 50_000 <= get_model("tiny").parameter_count() <= 200_000
+
+
+def test_required_gpus_present():
+    for gid in ["H100-80GB", "H200-141GB", "A100-80GB", "A100-40GB", "L40S-48GB", "A6000-48GB",
+                "A10G-24GB", "RTX4090-24GB", "RTX3090-24GB", "RTX4070S-12GB"]:
+        g = gpus()[gid]
+        assert g.memory_gib > 0 and g.bf16_tflops > 0 and g.usd_per_hour > 0
+
+
+@pytest.mark.parametrize("text,count,gpu,nodes", [
+    ("8xH100-80GB", 8, "H100-80GB", 1),
+    ("1xRTX4070S-12GB", 1, "RTX4070S-12GB", 1),
+    ("H200-141GB", 1, "H200-141GB", 1),
+    ("2x rtx3090-24gb", 2, "RTX3090-24GB", 1),
+    ("8xH100-80GB-2nodes", 8, "H100-80GB", 2),
+])
+def test_parse_hardware(text, count, gpu, nodes):
+    hw = parse_hardware(text)
+    assert (hw.gpus_per_node, hw.gpu.id, hw.nodes) == (count, gpu, nodes)
+
+
+def test_nodes_option_and_labels():
+    hw = parse_hardware("8xH100-80GB", nodes=2)
+    assert hw.world_size == 16
+    assert hw.label == "8xH100-80GB-2nodes"
+    assert parse_hardware("4xA100-80GB").label == "4xA100-80GB"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("8xH100", "malformed hardware"),
+    ("eightxH100-80GB", "unknown GPU"),
+    ("8xH101-80GB", "unknown GPU"),
+    ("0xH100-80GB", "1..16"),
+    ("", "malformed hardware"),
+])
+def test_bad_hardware_is_a_user_error(text, fragment):
+    with pytest.raises(UserError, match=fragment):
+        parse_hardware(text)
+
+
+def test_unknown_model_suggests_and_lists():
+    with pytest.raises(UserError) as exc:
+        get_model("llama-3.1-7b")
+    msg = str(exc.value)
+    assert "did you mean" in msg and "llama-3.1-8b" in msg and "\n" not in msg
+
+
+def test_unknown_gpu_suggests():
+    with pytest.raises(UserError, match="did you mean H100-80GB"):
+        get_gpu("H100-80G")
+
+
+def test_model_from_local_config(tmp_path):
+    cfg = {
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128256, "tie_word_embeddings": False, "max_position_embeddings": 131072,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    spec = get_model(str(tmp_path))
+    assert spec.parameter_count() == 8_030_261_248
+    assert spec.source.endswith("config.json")
+
+
+def test_model_from_bad_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(UserError, match="missing integer"):
+        get_model(str(tmp_path / "config.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a readable JSON"):
+        get_model(str(tmp_path / "bad.json"))
+
+
+def test_cli_catalog_json(cli):
+    res = cli("models", "--json")
+    assert res.code == 0
+    ids = {m["id"]: m["parameters"] for m in res.json()["models"]}
+    assert ids["llama-3.1-405b"] == 405_853_388_800
+    res = cli("gpus", "--json")
+    assert res.code == 0 and len(res.json()["gpus"]) == 10

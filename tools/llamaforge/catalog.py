@@ -1,0 +1,272 @@
+"""The catalogs of models and GPUs (data in facts/*.yaml) and the parsing of user-written names.
+
+Pure: reads the packaged YAML facts once, and a local HF config.json when a model is given as a
+path. No torch, no network."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .paths import FACTS_DIR
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture constants of a decoder-only Llama-family model."""
+
+    id: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_embeddings: bool = False
+    qk_norm: bool = False
+    family: str = "llama"
+    hf_repo: str | None = None
+    max_position: int = 4096
+    rope_theta: float = 10000.0
+    chat_template: str = "chatml"
+    gated: bool = False
+    published_params: int | None = None
+    source: str = "catalog"  # "catalog" or the path of the config.json it came from
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each linear layer of one decoder block."""
+        h, i = self.hidden_size, self.intermediate_size
+        return {
+            "q_proj": (h, self.q_dim),
+            "k_proj": (h, self.kv_dim),
+            "v_proj": (h, self.kv_dim),
+            "o_proj": (self.q_dim, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @property
+    def params_per_layer_linear(self) -> int:
+        return sum(a * b for a, b in self.linear_shapes().values())
+
+    @property
+    def params_per_layer_norm(self) -> int:
+        return 2 * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the decoder blocks' linear layers: what bitsandbytes quantizes."""
+        return self.num_layers * self.params_per_layer_linear
+
+    @property
+    def norm_params(self) -> int:
+        return self.num_layers * self.params_per_layer_norm + self.hidden_size
+
+    def parameter_count(self) -> int:
+        return self.linear_params + self.norm_params + self.embedding_params + self.lm_head_params
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["parameters"] = self.parameter_count()
+        return d
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    id: str
+    name: str
+    memory_gib: float
+    bf16: bool
+    bf16_tflops: float
+    compute_capability: str
+    interconnect: str
+    usd_per_hour: float
+
+    @property
+    def supports_flash_attention(self) -> bool:
+        return float(self.compute_capability) >= 8.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """`gpus_per_node` GPUs of one kind on each of `nodes` nodes."""
+
+    gpu: GpuSpec
+    gpus_per_node: int = 1
+    nodes: int = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def label(self) -> str:
+        """`8xH100-80GB`, with `-2nodes` appended for multi-node hardware (the file-name form)."""
+        base = f"{self.gpus_per_node}x{self.gpu.id}"
+        return base if self.nodes == 1 else f"{base}-{self.nodes}nodes"
+
+    def __str__(self) -> str:
+        base = f"{self.gpus_per_node}x{self.gpu.id}"
+        return base if self.nodes == 1 else f"{base} x {self.nodes} nodes"
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.gpu.usd_per_hour * self.world_size
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "gpu": self.gpu.id,
+            "gpus_per_node": self.gpus_per_node,
+            "nodes": self.nodes,
+            "world_size": self.world_size,
+            "gpu_memory_gib": self.gpu.memory_gib,
+        }
+
+
+# ---- loading the facts ---------------------------------------------------------------------
+
+
+def _load_yaml(name: str) -> dict:
+    with open(FACTS_DIR / name, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@lru_cache(maxsize=1)
+def models() -> dict[str, ModelSpec]:
+    return {mid: ModelSpec(id=mid, **fields) for mid, fields in _load_yaml("models.yaml").items()}
+
+
+@lru_cache(maxsize=1)
+def gpus() -> dict[str, GpuSpec]:
+    return {gid: GpuSpec(id=gid, **fields) for gid, fields in _load_yaml("gpus.yaml").items()}
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def get_model(name: str) -> ModelSpec:
+    """A catalog id (`llama-3.1-70b`) or a path to a local HF config.json (or its folder)."""
+    catalog = models()
+    key = name.strip().lower()
+    if key in catalog:
+        return catalog[key]
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
+    if path.is_file():
+        return model_from_hf_config(path)
+    raise UserError(
+        f"unknown model {name!r}{_suggest(key, list(catalog))}; "
+        f"use one of {', '.join(catalog)} or a path to a local config.json"
+    )
+
+
+def get_gpu(name: str) -> GpuSpec:
+    catalog = gpus()
+    by_lower = {gid.lower(): gid for gid in catalog}
+    key = name.strip().lower()
+    if key in by_lower:
+        return catalog[by_lower[key]]
+    raise UserError(
+        f"unknown GPU {name!r}{_suggest(name.strip(), list(catalog))}; use one of {', '.join(catalog)}"
+    )
+
+
+_HARDWARE_RE = re.compile(r"^\s*(?:(\d+)\s*[xX×]\s*)?([A-Za-z0-9]+-\d+GB)(?:-(\d+)nodes?)?\s*$", re.I)
+
+
+def parse_hardware(text: str, nodes: int | None = None) -> Hardware:
+    """Parse `8xH100-80GB` (or `H100-80GB` for one GPU; the file-name form `8xH100-80GB-2nodes`
+    is accepted too). `nodes` from `--nodes` overrides a node count written in the string."""
+    m = _HARDWARE_RE.match(text or "")
+    if not m:
+        raise UserError(
+            f"malformed hardware {text!r}; write <count>x<GPU>, e.g. 8xH100-80GB "
+            f"(GPUs: {', '.join(gpus())})"
+        )
+    count = int(m.group(1) or 1)
+    gpu = get_gpu(m.group(2))
+    n_nodes = nodes if nodes is not None else int(m.group(3) or 1)
+    if count < 1 or count > 16:
+        raise UserError(f"hardware {text!r}: GPUs per node must be 1..16")
+    if n_nodes < 1 or n_nodes > 1024:
+        raise UserError(f"hardware {text!r}: --nodes must be 1..1024")
+    return Hardware(gpu=gpu, gpus_per_node=count, nodes=n_nodes)
+
+
+def model_from_hf_config(path: Path) -> ModelSpec:
+    """A ModelSpec from a local Hugging Face config.json of a Llama-like decoder."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: a model config must be a JSON object")
+    required = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
+    missing = [k for k in required if not isinstance(cfg.get(k), int)]
+    if missing:
+        raise UserError(f"{path}: not a Llama-like decoder config (missing integer {', '.join(missing)})")
+    heads = cfg["num_attention_heads"]
+    model_type = str(cfg.get("model_type", "llama"))
+    return ModelSpec(
+        id=Path(path).resolve().parent.name,
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_layers=cfg["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+        head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
+        vocab_size=cfg["vocab_size"],
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        qk_norm=model_type.startswith("qwen3"),
+        family=model_type,
+        hf_repo=None,
+        max_position=int(cfg.get("max_position_embeddings") or 4096),
+        rope_theta=float(cfg.get("rope_theta") or 10000.0),
+        source=str(path),
+    )
+
+
+@dataclass
+class CatalogListing:
+    models: list[dict] = field(default_factory=list)
+    gpus: list[dict] = field(default_factory=list)
+
+
+def listing() -> CatalogListing:
+    return CatalogListing(
+        models=[m.to_dict() for m in models().values()],
+        gpus=[g.to_dict() for g in gpus().values()],
+    )

@@ -1,0 +1,3 @@
+"""(commands are added here by their workstream)"""
+
+from . import app  # noqa: F401

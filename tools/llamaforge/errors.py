@@ -1,0 +1,23 @@
+"""Errors a user can cause. The CLI prints them as one line and exits 2, without a traceback.
+Anything else that escapes is a bug and may raise."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: a name, a path, a YAML file, a row. The message names the thing
+    and the fix, on one line."""
+
+    exit_code = 2
+
+
+class Infeasible(UserError):
+    """A request that cannot fit or run on the given hardware. Carries the reason and, where the
+    planner found one, the smallest catalog hardware that would work."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, suggestion: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.suggestion = suggestion
+        self.details = details or {}

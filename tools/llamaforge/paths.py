@@ -1,0 +1,54 @@
+"""Where the repository's data lives. The package is installed editable from the repository, so
+templates/, recipes/, datasets/ and evals/ are found next to tools/. LLAMAFORGE_HOME overrides."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+FACTS_DIR = PACKAGE_DIR / "facts"
+
+
+@lru_cache(maxsize=1)
+def repo_root() -> Path:
+    env = os.environ.get("LLAMAFORGE_HOME")
+    candidates = [Path(env)] if env else []
+    candidates.append(PACKAGE_DIR.parent.parent)
+    for cand in candidates:
+        if (cand / "templates").is_dir() and (cand / "pyproject.toml").is_file():
+            return cand.resolve()
+    raise UserError(
+        "cannot find the LlamaForge repository (templates/ and pyproject.toml); "
+        "install with `pip install -e .` from a clone, or set LLAMAFORGE_HOME to the clone"
+    )
+
+
+def templates_dir() -> Path:
+    return repo_root() / "templates"
+
+
+def recipes_dir() -> Path:
+    return repo_root() / "recipes"
+
+
+def datasets_dir() -> Path:
+    return repo_root() / "datasets"
+
+
+def evals_dir() -> Path:
+    return repo_root() / "evals"
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the repository (or the working directory) when it is inside one."""
+    path = Path(path).resolve()
+    for base in (Path.cwd().resolve(), repo_root()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)

@@ -1,0 +1,157 @@
+"""`TrainSetup`: one fine-tuning configuration as LlamaForge reasons about it — model, hardware,
+method, parallelism, offload, batch shape, memory savers. The estimator prices it, the planner
+chooses it, the renderer writes it as an Axolotl recipe, `check` reconstructs it from a recipe.
+
+Pure data; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from .catalog import Hardware, ModelSpec
+from .errors import UserError
+
+Method = Literal["full", "lora", "qlora"]
+Parallel = Literal["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]
+Offload = Literal["none", "optimizer", "params", "all"]
+WeightFormat = Literal["fp32", "bf16", "int8", "nf4", "nf4_dq"]
+
+METHODS: tuple[str, ...] = ("full", "lora", "qlora")
+PARALLELS: tuple[str, ...] = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp")
+OFFLOADS: tuple[str, ...] = ("none", "optimizer", "params", "all")
+ATTN_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_LINEAR = ("gate_proj", "up_proj", "down_proj")
+ALL_LINEAR = ATTN_LINEAR + MLP_LINEAR
+
+# Optimizer names as Axolotl 0.19 spells them, with the bytes of state they keep per trainable
+# parameter (besides the fp32/bf16 master copy, which the estimator accounts separately).
+OPTIMIZER_STATE_BYTES: dict[str, float] = {
+    "adamw_torch": 8.0,
+    "adamw_torch_fused": 8.0,
+    "adamw_torch_4bit": 1.0,
+    "adamw_bnb_8bit": 2.0,
+    "adamw_8bit": 2.0,
+    "paged_adamw_8bit": 2.0,
+    "paged_adamw_32bit": 8.0,
+    "adafactor": 4.0,
+    "sgd": 4.0,
+    "lion_pytorch": 4.0,
+    "ademamix_8bit": 3.0,
+    "adopt_adamw": 8.0,
+    "came_pytorch": 8.0,
+    "muon": 4.0,
+}
+PAGED_OPTIMIZERS = frozenset({"paged_adamw_8bit", "paged_adamw_32bit"})
+
+
+def parse_lora_targets(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """`attn` | `all` | `q_proj,v_proj,...` -> a tuple of module names in canonical order."""
+    if isinstance(text, (list, tuple)):
+        names = [str(t).strip() for t in text]
+    else:
+        key = text.strip().lower()
+        if key in ("all", "all-linear", "linear"):
+            return ALL_LINEAR
+        if key in ("attn", "attention"):
+            return ATTN_LINEAR
+        if key == "mlp":
+            return MLP_LINEAR
+        names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in ALL_LINEAR]
+    if unknown or not names:
+        raise UserError(
+            f"unknown LoRA target(s) {', '.join(unknown) or '(none)'}; use attn, all, mlp or a "
+            f"comma list of {', '.join(ALL_LINEAR)}"
+        )
+    return tuple(n for n in ALL_LINEAR if n in names)
+
+
+def default_weight_format(method: str) -> str:
+    return "nf4_dq" if method == "qlora" else "bf16"
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    model: ModelSpec
+    hardware: Hardware
+    method: str = "lora"                     # Method
+    parallel: str = "single"                 # Parallel
+    offload: str = "none"                    # Offload
+    weight_format: str = ""                  # WeightFormat; "" = the method's default
+    lora_r: int = 16
+    lora_alpha: int | None = None            # None = 2 * lora_r
+    lora_targets: tuple[str, ...] = ALL_LINEAR
+    seq_len: int = 2048
+    micro_batch: int = 1
+    grad_accum: int = 1
+    grad_ckpt: bool = True
+    optimizer: str = "adamw_torch_fused"
+    attn: str = "flash_attention_2"          # flash_attention_2 | sdpa | eager
+    sample_packing: bool = True
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.parallel not in PARALLELS:
+            raise UserError(f"unknown parallelism {self.parallel!r}; use one of {', '.join(PARALLELS)}")
+        if self.offload not in OFFLOADS:
+            raise UserError(f"unknown offload {self.offload!r}; use one of {', '.join(OFFLOADS)}")
+        if not self.weight_format:
+            object.__setattr__(self, "weight_format", default_weight_format(self.method))
+        if self.seq_len < 1 or self.micro_batch < 1 or self.grad_accum < 1:
+            raise UserError("sequence length, micro-batch and gradient accumulation must be >= 1")
+        if self.method != "full" and self.lora_r < 1:
+            raise UserError("--lora-r must be >= 1")
+
+    # ---- derived ----------------------------------------------------------------------------
+    @property
+    def is_adapter(self) -> bool:
+        return self.method in ("lora", "qlora")
+
+    @property
+    def alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+
+    @property
+    def world_size(self) -> int:
+        return self.hardware.world_size
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step: micro-batch x accumulation x data-parallel ranks."""
+        return self.micro_batch * self.grad_accum * self.world_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+    @property
+    def deepspeed_stage(self) -> int | None:
+        return {"zero1": 1, "zero2": 2, "zero3": 3}.get(self.parallel)
+
+    def lora_param_count(self) -> int:
+        """Trainable LoRA parameters: r x (in + out) for each targeted linear of each layer."""
+        if not self.is_adapter:
+            return 0
+        shapes = self.model.linear_shapes()
+        per_layer = sum(self.lora_r * (shapes[t][0] + shapes[t][1]) for t in self.lora_targets)
+        return per_layer * self.model.num_layers
+
+    def trainable_params(self) -> int:
+        return self.lora_param_count() if self.is_adapter else self.model.parameter_count()
+
+    def with_(self, **changes) -> TrainSetup:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.id
+        d["hardware"] = self.hardware.to_dict()
+        d["lora_targets"] = list(self.lora_targets)
+        d["lora_alpha"] = self.alpha if self.is_adapter else None
+        d["global_batch"] = self.global_batch
+        d["trainable_params"] = self.trainable_params()
+        d["notes"] = list(self.notes)
+        return d
