@@ -34,6 +34,8 @@ class ModelSpec:
     qk_norm: bool = False
     family: str = "llama"
     hf_repo: str | None = None
+    instruct_repo: str | None = None
+    pad_token: str | None = None
     max_position: int = 4096
     rope_theta: float = 10000.0
     chat_template: str = "chatml"
