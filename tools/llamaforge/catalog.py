@@ -41,6 +41,7 @@ class ModelSpec:
     chat_template: str = "chatml"
     gated: bool = False
     published_params: int | None = None
+    initializer_range: float = 0.02
     source: str = "catalog"  # "catalog" or the path of the config.json it came from
 
     # ---- derived sizes -------------------------------------------------------------------

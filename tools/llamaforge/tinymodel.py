@@ -84,6 +84,7 @@ def create_tiny_model(
         bos_token_id=tokenizer.convert_tokens_to_ids(BOS_TOKEN),
         eos_token_id=tokenizer.convert_tokens_to_ids(EOS_TOKEN),
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        initializer_range=spec.initializer_range,
         torch_dtype="float32",
     )
     torch.manual_seed(seed)
