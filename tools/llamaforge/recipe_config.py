@@ -1,0 +1,408 @@
+"""Reading an Axolotl YAML config (ours or hand-written) and rebuilding from it the `TrainSetup`
+Axolotl 0.19 would really run: the quantization it really builds, the parallelism of the DeepSpeed
+JSON or fsdp_config, the batch shape, the model the config names.
+
+`read_config`, `read_deepspeed` and `resolve_model` touch files; `setup_from_config` and the
+parsers are pure. Notes for the user come back as (severity, key, message) tuples."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .catalog import Hardware, ModelSpec, get_model, model_from_hf_config, models
+from .errors import UserError
+from .training import ALL_LINEAR, OPTIMIZER_STATE_BYTES, TrainSetup
+
+Note = tuple[str, str, str]  # (severity, key, message)
+
+HEADER_RE = re.compile(r"^#\s*llamaforge-([a-z][a-z-]*)\s*:\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    data: dict
+    header: dict[str, str] = field(default_factory=dict)  # llamaforge-<name>: value comment lines
+
+    @property
+    def folder(self) -> Path:
+        return self.path.resolve().parent
+
+
+def parse_header(text: str) -> dict[str, str]:
+    """`# llamaforge-model: llama-3.1-70b` lines of the leading comment block -> {"model": ...}."""
+    header: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            break
+        m = HEADER_RE.match(stripped)
+        if m:
+            header.setdefault(m.group(1), m.group(2))
+    return header
+
+
+def read_config(path: str | Path) -> LoadedConfig:
+    """Read an Axolotl YAML config. A missing, unreadable or malformed file, or YAML that is not a
+    mapping, is the user's mistake: UserError, one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file; give the path of an Axolotl YAML config")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: malformed YAML{at}: {problem}; fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"{path}: an Axolotl config must be a YAML mapping of keys to values, this is {kind}")
+    return LoadedConfig(path=path, data=data, header=parse_header(text))
+
+
+# ---- DeepSpeed -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeepSpeedInfo:
+    """What the config's `deepspeed` value means. `config` is the JSON when it could be read;
+    `note` says how the stage was found when it was not (from the file name), `error` when the
+    file is there but is not a DeepSpeed JSON object."""
+
+    stage: int | None = None
+    offload: str = "none"
+    config: dict | None = None
+    found_at: str | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+def deepspeed_from_json(ds: dict) -> tuple[int, str]:
+    """(ZeRO stage, offload) of a DeepSpeed config. Pure."""
+    zero = ds.get("zero_optimization") or {}
+    stage = int_or(zero.get("stage"), 0) if isinstance(zero, dict) else 0
+    zero = zero if isinstance(zero, dict) else {}
+
+    def on_host(block: Any) -> bool:
+        return isinstance(block, dict) and str(block.get("device", "none")).lower() in ("cpu", "nvme")
+
+    # DeepSpeed only offloads parameters under ZeRO-3; it ignores offload_param below that.
+    opt, par = on_host(zero.get("offload_optimizer")), stage == 3 and on_host(zero.get("offload_param"))
+    offload = "all" if (opt and par) else "optimizer" if opt else "params" if par else "none"
+    return stage, offload
+
+
+def deepspeed_from_name(name: str) -> tuple[int | None, str]:
+    """(stage, offload) guessed from a DeepSpeed file name like Axolotl's deepspeed_configs/
+    (zero2.json, zero3_bf16_cpuoffload_all.json, zero3_bf16_cpuoffload_params.json). Pure."""
+    base = Path(name).name.lower()
+    m = re.search(r"zero[_-]?([0-3])", base)
+    stage = int(m.group(1)) if m else None
+    if "offload" not in base:
+        offload = "none"
+    elif "all" in base:
+        offload = "all"
+    elif "param" in base:
+        offload = "params"
+    else:
+        offload = "optimizer"
+    return stage, offload
+
+
+def read_deepspeed(value: Any, search_dirs: list[Path]) -> DeepSpeedInfo | None:
+    """Resolve the config's `deepspeed` value: an inline mapping, or a path looked up relative to
+    each of `search_dirs` (Axolotl itself opens it relative to the launch directory)."""
+    if not value:
+        return None
+    if isinstance(value, dict):
+        stage, offload = deepspeed_from_json(value)
+        return DeepSpeedInfo(stage=stage, offload=offload, config=value, found_at="inline")
+    name = str(value)
+    candidates = [Path(name)] if Path(name).is_absolute() else [d / name for d in search_dirs]
+    for cand in candidates:
+        if cand.is_file():
+            try:
+                ds = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return DeepSpeedInfo(error=f"deepspeed file {cand} is not valid JSON ({exc})", found_at=str(cand))
+            if not isinstance(ds, dict):
+                return DeepSpeedInfo(error=f"deepspeed file {cand} is not a JSON object", found_at=str(cand))
+            stage, offload = deepspeed_from_json(ds)
+            return DeepSpeedInfo(stage=stage, offload=offload, config=ds, found_at=str(cand))
+    stage, offload = deepspeed_from_name(name)
+    looked = ", ".join(dict.fromkeys(str(d) for d in search_dirs)) or "."
+    guess = f"assumed ZeRO-{stage}" if stage is not None else "could not tell the ZeRO stage"
+    offload_text = f" with {offload} offload" if offload != "none" else ""
+    note = (
+        f"deepspeed file {name!r} not found (looked in {looked}); Axolotl opens it relative to the "
+        f"directory you launch from. {guess}{offload_text} from its name"
+    )
+    return DeepSpeedInfo(stage=stage, offload=offload, note=note)
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model: ModelSpec | None
+    notes: tuple[Note, ...] = ()
+
+
+SIZE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)b(?![a-z])")
+
+
+def _size_of(name: str) -> str | None:
+    m = SIZE_RE.search(name.lower())
+    return m.group(1) if m else None
+
+
+def model_from_name(name: str) -> ModelSpec | None:
+    """A catalog model guessed from the parameter count written in a model name (`llama-405b`,
+    `Meta-Llama-3.1-8B-Instruct`, `qwen3-8b-base`). Among models of that size, a family named in
+    the name wins (qwen, llama-2, llama-3); otherwise the newest Llama. Pure."""
+    base = name.rstrip("/").split("/")[-1].lower()
+    size = _size_of(base)
+    if size is None:
+        return None
+    same_size = [m for m in models().values() if _size_of(m.id) == size]
+    families = {
+        "qwen": lambda m: m.id.startswith("qwen"),
+        "llama-2": lambda m: m.id.startswith("llama-2"),
+        "llama-3": lambda m: m.id.startswith("llama-3"),
+    }
+    spelled = re.sub(r"[_\s]", "-", base).replace("llama2", "llama-2").replace("llama3", "llama-3")
+    for token, belongs in families.items():
+        if token in spelled:
+            picked = [m for m in same_size if belongs(m)]
+            if picked:
+                return picked[0]
+    same_size.sort(key=lambda m: (not m.id.startswith("llama-3"), not m.id.startswith("llama")))
+    return same_size[0] if same_size else None
+
+
+def resolve_model(
+    cfg: dict, header: dict[str, str], model: str | ModelSpec | None, search_dirs: list[Path]
+) -> ModelChoice:
+    """The catalog model the config trains: --model, the recipe header, base_model as a catalog
+    Hub id, a local folder with config.json, or the size written in base_model's name."""
+    if isinstance(model, ModelSpec):
+        return ModelChoice(model)
+    if model:
+        return ModelChoice(get_model(model))  # a bad --model is the user's mistake: exit 2
+    if header.get("model"):
+        try:
+            return ModelChoice(get_model(header["model"]))
+        except UserError as exc:
+            return ModelChoice(None, (("error", "llamaforge-model", f"recipe header: {exc}"),))
+    base = str(cfg.get("base_model") or "").strip()
+    if not base:
+        return ModelChoice(None, (("info", "memory", "no base_model, so no model to estimate; pass --model"),))
+    for m in models().values():
+        repos = {r.lower() for r in (m.hf_repo, getattr(m, "instruct_repo", None)) if r}
+        if base.lower() in repos:
+            return ModelChoice(m)
+    for folder in [Path(base)] if Path(base).is_absolute() else [d / base for d in search_dirs]:
+        if (folder / "config.json").is_file():
+            try:
+                return ModelChoice(model_from_hf_config(folder / "config.json"))
+            except UserError as exc:
+                return ModelChoice(None, (("warning", "base_model", str(exc)),))
+    guessed = model_from_name(base)
+    if guessed is not None:
+        return ModelChoice(guessed, ((
+            "info", "base_model",
+            f"took base_model {base!r} to be {guessed.id} from the size in its name; pass --model to be exact",
+        ),))
+    return ModelChoice(None, ((
+        "info", "memory",
+        f"could not tell which model base_model {base!r} is (not a catalog Hub id, no local "
+        "config.json, no size in its name); pass --model to check memory",
+    ),))
+
+
+# ---- the setup Axolotl would run --------------------------------------------------------------
+
+
+def attn_implementation(cfg: dict, legacy_flags: list[list[str]] | list[tuple[str, str]]) -> str | None:
+    """The attention backend Axolotl resolves: attn_implementation, else the first legacy flag set
+    in Axolotl's priority order (AxolotlInputConfig.normalize_attn_implementation). Pure."""
+    if cfg.get("attn_implementation"):
+        return str(cfg["attn_implementation"])
+    for flag, impl in legacy_flags:
+        if cfg.get(flag):
+            return impl
+    return None
+
+
+def fsdp_block(cfg: dict) -> dict | None:
+    """fsdp_config with Axolotl's `fsdp_` prefix stripping applied; {} for the legacy `fsdp` list."""
+    block = cfg.get("fsdp_config")
+    if isinstance(block, dict):
+        return {(k[5:] if k.startswith("fsdp_") and k != "fsdp_version" else k): v for k, v in block.items()}
+    if cfg.get("fsdp"):
+        return {}
+    return None
+
+
+def fsdp_version(cfg: dict) -> Any:
+    block = cfg.get("fsdp_config") if isinstance(cfg.get("fsdp_config"), dict) else {}
+    return cfg.get("fsdp_version") or block.get("fsdp_version") or block.get("version")
+
+
+def _weight_format(cfg: dict, adapter: str | None, *, zero3: bool, fsdp: dict | None, gpu_bf16: bool) -> tuple[str, str]:
+    """(method, weight format) as Axolotl 0.19 loads the base (axolotl/loaders/model.py)."""
+    bf16 = cfg.get("bf16", "auto")
+    sixteen = bool(cfg.get("bfloat16") or cfg.get("fp16") or cfg.get("float16") or bf16 is True
+                   or (bf16 == "auto" and gpu_bf16))
+    base16 = "bf16" if sixteen else "fp32"
+    if adapter is None:
+        return "full", base16
+    if adapter == "qlora" and cfg.get("load_in_4bit"):
+        kwargs = cfg.get("bnb_config_kwargs") or {}
+        double = kwargs.get("bnb_4bit_use_double_quant", True) if isinstance(kwargs, dict) else True
+        return "qlora", "nf4_dq" if double else "nf4"
+    if cfg.get("load_in_8bit"):
+        return "lora", "int8"
+    if cfg.get("load_in_4bit"):
+        # No quantization is built for `adapter: lora`; prepare_model_for_kbit_training upcasts the
+        # 16-bit base to fp32 unless ZeRO-3 or FSDP with cpu_ram_efficient_loading skips it.
+        skipped = zero3 or (fsdp is not None and bool(fsdp.get("cpu_ram_efficient_loading")))
+        return "lora", base16 if skipped else "fp32"
+    return "lora", base16
+
+
+def _lora_targets(cfg: dict) -> tuple[tuple[str, ...], list[str]]:
+    """Decoder linears LoRA wraps: lora_target_linear -> all of them; plus lora_target_modules
+    names; PEFT's Llama default (q_proj, v_proj) when neither is set."""
+    if cfg.get("lora_target_linear"):
+        return ALL_LINEAR, []
+    modules = cfg.get("lora_target_modules")
+    if isinstance(modules, str):
+        modules = ALL_LINEAR if modules.lower() in ("all-linear", "all_linear") else [modules]
+    if not modules:
+        return ("q_proj", "v_proj"), ["no lora_target_modules/lora_target_linear: PEFT's Llama default q_proj, v_proj"]
+    names = {str(m) for m in modules}
+    chosen = tuple(n for n in ALL_LINEAR if n in names)
+    others = sorted(names - set(ALL_LINEAR))
+    notes = [f"lora_target_modules {', '.join(others)} not priced (only decoder linears are)"] if others else []
+    return chosen or ("q_proj", "v_proj"), notes
+
+
+def _estimator_optimizer(name: str) -> tuple[str, str | None]:
+    if name in OPTIMIZER_STATE_BYTES:
+        return name, None
+    lowered = name.lower()
+    priced = "adamw_bnb_8bit" if "8bit" in lowered else "adamw_torch_4bit" if "4bit" in lowered else "adamw_torch"
+    return priced, f"optimizer {name} is not in the estimator's table; priced as {priced}"
+
+
+def int_or(value: Any, default: int) -> int:
+    """`value` as an int, or `default` when it is unset or not a number."""
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def batch_shape(cfg: dict, defaults: dict[str, Any]) -> tuple[int, int]:
+    """(micro_batch_size, gradient_accumulation_steps) as Axolotl derives them: accumulation
+    from batch_size // micro_batch_size when only batch_size is given (normalize_config). Pure."""
+    micro = max(1, int_or(cfg.get("micro_batch_size"), int_or(defaults.get("micro_batch_size"), 1)))
+    accum = cfg.get("gradient_accumulation_steps")
+    if accum is None and cfg.get("batch_size"):
+        accum = int_or(cfg.get("batch_size"), micro) // micro
+    return micro, max(1, int_or(accum, int_or(defaults.get("gradient_accumulation_steps"), 1)))
+
+
+def setup_from_config(
+    cfg: dict,
+    *,
+    model: ModelSpec,
+    hardware: Hardware,
+    deepspeed: DeepSpeedInfo | None,
+    defaults: dict[str, Any],
+    legacy_attention_flags: list,
+) -> tuple[TrainSetup | None, list[Note]]:
+    """The TrainSetup Axolotl would run for `cfg` on `hardware`, and what was assumed. Pure.
+    `defaults` are the schema's field defaults (sequence_len 512, micro_batch_size 1…)."""
+    notes: list[Note] = []
+    adapter = cfg.get("adapter") or None
+    if adapter not in (None, "lora", "qlora"):
+        return None, [("info", "memory", f"adapter {adapter!r}: memory is only estimated for full, lora and qlora")]
+    fsdp = fsdp_block(cfg)
+    stage = deepspeed.stage if deepspeed else None
+    if deepspeed and deepspeed.stage is None:
+        notes.append(("info", "memory", "ZeRO stage unknown; estimated as plain data parallelism"))
+    if fsdp is not None:
+        parallel = "fsdp"
+        offload = "all" if fsdp.get("offload_params") else "none"
+    elif stage:
+        parallel, offload = f"zero{stage}", deepspeed.offload
+    else:
+        parallel = "ddp" if hardware.world_size > 1 else "single"
+        offload = "none"
+    method, weights = _weight_format(cfg, adapter, zero3=stage == 3, fsdp=fsdp, gpu_bf16=hardware.gpu.bf16)
+
+    micro, accum = batch_shape(cfg, defaults)
+    optimizer, opt_note = _estimator_optimizer(str(cfg.get("optimizer") or defaults.get("optimizer") or "adamw_torch_fused"))
+    if opt_note:
+        notes.append(("info", "optimizer", opt_note))
+    attn = attn_implementation(cfg, legacy_attention_flags)
+    attn_kind = "eager" if attn == "eager" else "sdpa" if attn in (None, "sdpa") else "flash_attention_2"
+    targets, target_notes = _lora_targets(cfg) if method != "full" else ((), [])
+    notes += [("info", "lora_target_modules", n) for n in target_notes]
+    lora_r = int_or(cfg.get("lora_r"), 0)
+    if method != "full" and lora_r < 1:
+        lora_r = 8
+        notes.append(("info", "lora_r", "lora_r not set; priced at 8, PEFT's default"))
+    fields = dict(
+        model=model,
+        hardware=hardware,
+        method=method,
+        parallel=parallel,
+        offload=offload,
+        weight_format=weights,
+        lora_r=lora_r if method != "full" else 16,
+        lora_alpha=int_or(cfg.get("lora_alpha"), 0) or None,
+        lora_targets=targets or ALL_LINEAR,
+        seq_len=int_or(cfg.get("sequence_len"), int_or(defaults.get("sequence_len"), 512)),
+        micro_batch=micro,
+        grad_accum=accum,
+        grad_ckpt=bool(cfg.get("gradient_checkpointing", defaults.get("gradient_checkpointing"))),
+        optimizer=optimizer,
+        attn=attn_kind,
+        sample_packing=bool(cfg.get("sample_packing")),
+    )
+    try:
+        return TrainSetup(**fields), notes
+    except UserError as exc:  # e.g. sequence_len: 0
+        return None, notes + [("error", "memory", f"cannot estimate this config: {exc}")]
+
+
+def describe_setup(setup: TrainSetup) -> str:
+    """One line saying how the config was read, for the user to check the memory verdict against."""
+    method = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}[setup.method]
+    parallel = {"single": "one GPU", "ddp": "DDP", "zero1": "ZeRO-1", "zero2": "ZeRO-2",
+                "zero3": "ZeRO-3", "fsdp": "FSDP"}[setup.parallel]
+    offload = f", {setup.offload} offloaded" if setup.offload != "none" else ""
+    lora = f" r={setup.lora_r} on {len(setup.lora_targets)} linears," if setup.is_adapter else ""
+    return (
+        f"read as {setup.model.id} {method} ({setup.weight_format} base weights),{lora} {parallel}{offload} "
+        f"on {setup.hardware}, sequence {setup.seq_len}, micro-batch {setup.micro_batch} x "
+        f"accumulation {setup.grad_accum}, gradient checkpointing {'on' if setup.grad_ckpt else 'off'}, "
+        f"{setup.optimizer}, attention {setup.attn}"
+    )
