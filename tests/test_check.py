@@ -1,0 +1,537 @@
+"""`llamaforge check` without Axolotl: the pure finders against the stored 0.19.0 schema, the
+rebuilding of a TrainSetup from a config, the CLI's exit codes and JSON shape. Axolotl's own
+validation is exercised in test_check_schema.py (slow)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llamaforge import check as check_mod
+from llamaforge.axolotl_schema import SchemaError, gpu_capabilities, load_snapshot
+from llamaforge.catalog import get_model, parse_hardware
+from llamaforge.check import (
+    check_config,
+    derive_facts,
+    find_bad_combinations,
+    find_deprecated_keys,
+    find_ignored_keys,
+    load_rules,
+    memory_findings,
+    schema_findings,
+)
+from llamaforge.errors import UserError
+from llamaforge.recipe_config import (
+    DeepSpeedInfo,
+    deepspeed_from_json,
+    deepspeed_from_name,
+    model_from_name,
+    parse_header,
+    read_config,
+    read_deepspeed,
+    resolve_model,
+    setup_from_config,
+)
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+ISSUE_405B = CONFIGS / "issue2-405b-lora-8xH100.yaml"
+CLEAN_8B = CONFIGS / "clean-8b-qlora.yaml"
+IGNORED_405B = {"bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "bnb_4bit_quant_type", "push_to_hub"}
+H100x8 = parse_hardware("8xH100-80GB")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_snapshot("0.19.0")
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def base_lora(**extra) -> dict:
+    cfg = {
+        "base_model": "meta-llama/Llama-3.1-8B-Instruct", "adapter": "lora", "lora_r": 16,
+        "lora_target_linear": True, "datasets": [{"path": "d.jsonl", "type": "chat_template"}],
+        "sequence_len": 2048, "micro_batch_size": 1, "gradient_accumulation_steps": 4,
+        "learning_rate": 1e-4, "attn_implementation": "flash_attention_2", "output_dir": "out",
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def keys_of(findings, severity=None) -> set[str]:
+    return {f.key for f in findings if severity is None or f.severity == severity}
+
+
+# ---- (b) keys Axolotl ignores ---------------------------------------------------------------
+
+
+def test_issue_config_names_exactly_the_four_ignored_keys(table, rules):
+    findings = find_ignored_keys(load(ISSUE_405B), table, rules)
+    assert keys_of(findings) == IGNORED_405B
+    assert all(f.severity == "error" for f in findings)
+    bnb = next(f for f in findings if f.key == "bnb_4bit_quant_type")
+    assert "bnb_config_kwargs" in bnb.message and "adapter: qlora" in bnb.message
+    push = next(f for f in findings if f.key == "push_to_hub")
+    assert "hub_model_id" in push.message
+
+
+def test_aliases_and_field_names_are_known_keys(table, rules):
+    # model_type/model_config/model_kwargs/model_revision are pydantic aliases of
+    # type_of_model/overrides_of_model_config/...; the field names are accepted too (validate_by_name).
+    cfg = base_lora(model_type="LlamaForCausalLM", model_config={"rope_theta": 1e6},
+                    model_kwargs={}, model_revision="main", type_of_model="AutoModelForCausalLM",
+                    fsdp_config={"version": 2, "fsdp_version": 2})
+    assert find_ignored_keys(cfg, table, rules) == []
+
+
+def test_did_you_mean(table, rules):
+    findings = find_ignored_keys(base_lora(lora_rank=32, learning_rat=1e-4, sequence_length=512), table, rules)
+    by_key = {f.key: f.message for f in findings}
+    assert "did you mean `lora_r`?" in by_key["lora_rank"]
+    assert "did you mean `learning_rate`?" in by_key["learning_rat"]
+    assert "did you mean `sequence_len`?" in by_key["sequence_length"]
+
+
+def test_suggestions_skip_deprecated_keys(table, rules):
+    message = find_ignored_keys(base_lora(flash_attn=True), table, rules)[0].message
+    assert "flash_attention`" not in message  # the deprecated legacy flag is not suggested
+
+
+def test_keys_inside_datasets_entries_are_checked(table, rules):
+    cfg = base_lora(datasets=[
+        {"path": "a.jsonl", "type": "chat_template", "field_messages": "m"},
+        {"path": "b.jsonl", "type": "chat_template", "feild_messages": "m"},
+    ], test_datasets=[{"path": "c.jsonl", "type": "chat_template", "splt": "test"}])
+    findings = find_ignored_keys(cfg, table, rules)
+    assert keys_of(findings) == {"datasets[1].feild_messages", "test_datasets[0].splt"}
+    assert "did you mean `field_messages`?" in findings[0].message
+
+
+def test_dataset_entries_use_the_model_validate_config_picks(table, rules):
+    # DPO entries are validated as DPODataset: field_chosen is real there, not for SFT.
+    entry = {"path": "p.jsonl", "type": "chatml.intel", "field_chosen": "c", "field_rejected": "r"}
+    assert find_ignored_keys(base_lora(rl="dpo", datasets=[entry]), table, rules) == []
+    assert keys_of(find_ignored_keys(base_lora(datasets=[entry]), table, rules)) == {
+        "datasets[0].field_chosen", "datasets[0].field_rejected"}
+
+
+def test_nested_blocks_with_models_are_checked(table, rules):
+    cfg = base_lora(
+        trl={"beta": 0.1, "bogus_knob": 1},
+        datasets=[{"path": "a", "type": {"field_instruction": "q", "feild_output": "a"}}],
+        fsdp_version=2, fsdp_config={"offload_params": False, "auto_wrap_polcy": "TRANSFORMER_BASED_WRAP"},
+        model_config={"anything": 1},  # a free-form dict: no model, not checked
+    )
+    findings = find_ignored_keys(cfg, table, rules)
+    assert keys_of(findings) == {"trl.bogus_knob", "datasets[0].type.feild_output", "fsdp_config.auto_wrap_polcy"}
+    assert "did you mean `auto_wrap_policy`?" in next(f.message for f in findings if f.key.startswith("fsdp"))
+
+
+def test_plugin_configs_without_their_schema_only_warn(table, rules):
+    findings = find_ignored_keys(base_lora(cut_cross_entropy_x=True), table, rules, plugins_unloaded=True)
+    assert [f.severity for f in findings] == ["warning"]
+
+
+# ---- (c) deprecated keys ----------------------------------------------------------------
+
+
+def test_deprecated_keys_with_replacements(table, rules):
+    cfg = base_lora(
+        attn_implementation=None, flash_attention=True, dpo_beta=0.1, rope_scaling={"type": "linear"},
+        gc_steps=10, datasets=[{"path": "a", "type": "chat_template", "message_field_role": "from"}],
+        fsdp_version=2, fsdp_config={"fsdp_offload_params": True},
+    )
+    by_key = {f.key: f for f in find_deprecated_keys(cfg, table, rules)}
+    assert set(by_key) == {"flash_attention", "dpo_beta", "rope_scaling", "gc_steps",
+                           "datasets[0].message_field_role", "fsdp_config.fsdp_offload_params"}
+    assert "attn_implementation: flash_attention_2" in by_key["flash_attention"].message
+    assert "rl_beta" in by_key["dpo_beta"].message
+    assert by_key["rope_scaling"].severity == "error"  # removed: Axolotl raises when it is set
+    assert by_key["flash_attention"].severity == "warning"
+    assert "write `offload_params`" in by_key["fsdp_config.fsdp_offload_params"].message
+    assert "message_property_mappings" in by_key["datasets[0].message_field_role"].message
+
+
+def test_renamed_fsdp_keys_are_not_reported_as_ignored(table, rules):
+    cfg = base_lora(fsdp_version=2, fsdp_config={"fsdp_offload_params": True, "fsdp_version": 2})
+    assert find_ignored_keys(cfg, table, rules) == []
+
+
+def test_clean_config_has_no_key_findings(table, rules):
+    cfg = load(CLEAN_8B)
+    assert find_ignored_keys(cfg, table, rules) == []
+    assert find_deprecated_keys(cfg, table, rules) == []
+
+
+# ---- (d) known-bad combinations --------------------------------------------------------------
+
+
+def combos(cfg, table, rules, hardware=H100x8, deepspeed=None):
+    facts = derive_facts(cfg, table=table, deepspeed=deepspeed, hardware=hardware)
+    return find_bad_combinations(cfg, facts, rules)
+
+
+def test_lora_with_load_in_4bit_is_an_error(table, rules):
+    found = combos(base_lora(load_in_4bit=True), table, rules)
+    assert [(f.severity, f.key) for f in found] == [("error", "load_in_4bit")]
+    assert "adapter: qlora" in found[0].message
+    assert combos(base_lora(adapter="qlora", load_in_4bit=True), table, rules) == []
+    assert combos(base_lora(load_in_8bit=True, load_in_4bit=True), table, rules) == []
+
+
+def test_deepspeed_with_fsdp_config(table, rules):
+    cfg = base_lora(deepspeed="zero2.json", fsdp_version=2, fsdp_config={"offload_params": False})
+    assert keys_of(combos(cfg, table, rules), "error") == {"deepspeed"}
+    assert combos(base_lora(deepspeed="zero2.json"), table, rules) == []
+
+
+@pytest.mark.parametrize("extra,warns", [
+    ({"attn_implementation": None}, True),
+    ({"attn_implementation": "fp8"}, True),
+    ({"attn_implementation": None, "flash_attention": True}, False),
+    ({"attn_implementation": "sdpa"}, False),
+    ({"attn_implementation": "flash_attention_2"}, False),
+])
+def test_sample_packing_needs_an_isolating_attention(table, rules, extra, warns):
+    found = combos(base_lora(sample_packing=True, **extra), table, rules)
+    assert (keys_of(found, "warning") == {"sample_packing"}) is warns
+
+
+def test_fsdp1_is_deprecated(table, rules):
+    assert keys_of(combos(base_lora(fsdp_config={"offload_params": False}), table, rules)) == {"fsdp_version"}
+    assert combos(base_lora(fsdp_config={"fsdp_version": 2}), table, rules) == []
+
+
+def test_deepspeed_batch_sizes(table, rules):
+    ds = {"zero_optimization": {"stage": 2}, "train_batch_size": 4,
+          "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 2}
+    info = DeepSpeedInfo(stage=2, config=ds, found_at="inline")
+    cfg = base_lora(micro_batch_size=4, gradient_accumulation_steps=1, deepspeed="x.json")
+    found = combos(cfg, table, rules, hardware=parse_hardware("2xH100-80GB"), deepspeed=info)
+    texts = sorted(f.message for f in found)
+    assert len(found) == 2 and all(f.severity == "error" for f in found)
+    assert "gradient_accumulation_steps=2" in texts[0]
+    assert "train_batch_size=4" in texts[1] and "4 x gradient_accumulation_steps 1 x 2 GPUs = 8" in texts[1]
+    # no hardware: the per-GPU values are still compared, the total cannot be
+    found = combos(cfg, table, rules, hardware=None, deepspeed=info)
+    assert len(found) == 1
+    auto = DeepSpeedInfo(stage=2, config={k: "auto" for k in ds if k != "zero_optimization"}, found_at="x")
+    assert combos(cfg, table, rules, deepspeed=auto) == []
+
+
+def test_rules_file_is_well_formed(rules):
+    ids = [r["id"] for r in rules["rules"]]
+    assert len(ids) == len(set(ids))
+    for rule in rules["rules"]:
+        assert rule["severity"] in ("error", "warning", "info")
+        assert rule["key"] and rule["message"] and rule["source"]
+        if "check" in rule:
+            assert rule["check"] in check_mod.RULE_CHECKS
+        else:
+            check_mod._holds(rule["when"], {}, rules)  # every condition is one the evaluator knows
+
+
+# ---- (a) and (e) as findings ------------------------------------------------------------------
+
+
+def test_schema_errors_name_the_key():
+    cfg = {"adapter": "qlora", "load_in_4bit": False, "learning_rate": 1}
+    found = schema_findings([
+        SchemaError("learning_rate", "Input should be a valid number"),
+        SchemaError("", "Require cfg.load_in_4bit to be True for qlora"),
+        SchemaError("", "something about nothing"),
+    ], cfg, "0.19.0")
+    assert [f.key for f in found] == ["learning_rate", "load_in_4bit", "schema"]
+    assert all(f.severity == "error" and "Axolotl 0.19.0 rejects" in f.message for f in found)
+
+
+def test_memory_findings():
+    too_big = types.SimpleNamespace(peak_gpu_gib=1624.0, usable_gpu_gib=76.2, fits=False,
+                                    breakdown={"weights": 1512.0, "activations": 30.0, "lora": 2.0, "overhead": 1.0})
+    (f,) = memory_findings(too_big, H100x8)
+    assert f.severity == "error" and f.key == "memory"
+    assert "1,624.0 GiB" in f.message and "76.2 GiB" in f.message and "weights 1,512.0 GiB" in f.message
+    assert "overhead" not in f.message  # only the largest three
+    fits = types.SimpleNamespace(peak_gpu_gib=20.0, usable_gpu_gib=76.2, fits=True, breakdown={})
+    assert [x.severity for x in memory_findings(fits, H100x8)] == ["info"]
+
+
+def test_gpu_capabilities_from_the_catalog():
+    caps = gpu_capabilities(bf16=True, compute_capability="9.0", world_size=16, nodes=2,
+                            tf32_min_cc=8.0, fp8_min_cc=9.0)
+    assert caps == {"bf16": True, "tf32": True, "fp8": True, "n_gpu": 16, "n_node": 2, "compute_capability": "sm_90"}
+    a100 = gpu_capabilities(bf16=True, compute_capability="8.0", world_size=1, nodes=1, tf32_min_cc=8.0, fp8_min_cc=9.0)
+    assert a100["fp8"] is False and a100["compute_capability"] == "sm_80"
+
+
+# ---- reading configs and rebuilding the TrainSetup ---------------------------------------------
+
+
+def test_parse_header_reads_the_leading_comment_block():
+    text = "# Llama 405B LoRA\n# llamaforge-model: llama-3.1-405b\n#  llamaforge-hardware:  8xH100-80GB-2nodes \n\nbase_model: x\n# llamaforge-model: ignored\n"
+    assert parse_header(text) == {"model": "llama-3.1-405b", "hardware": "8xH100-80GB-2nodes"}
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("a: [1, 2\n", "malformed YAML at line"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("", "this is empty"),
+])
+def test_read_config_rejects_bad_yaml(tmp_path, content, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    with pytest.raises(UserError, match=needle):
+        read_config(path)
+
+
+def test_read_config_missing_file(tmp_path):
+    with pytest.raises(UserError, match="no such config file"):
+        read_config(tmp_path / "nope.yaml")
+
+
+def test_deepspeed_parsing():
+    assert deepspeed_from_json({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},
+                                                      "offload_param": {"device": "cpu"}}}) == (3, "all")
+    assert deepspeed_from_json({"zero_optimization": {"stage": 3, "offload_param": {"device": "none"}}}) == (3, "none")
+    assert deepspeed_from_json({}) == (0, "none")
+    assert deepspeed_from_name("deepspeed_configs/zero2.json") == (2, "none")
+    assert deepspeed_from_name("zero3_bf16_cpuoffload_all.json") == (3, "all")
+    assert deepspeed_from_name("zero3_bf16_cpuoffload_params.json") == (3, "params")
+    assert deepspeed_from_name("ds.json") == (None, "none")
+
+
+def test_read_deepspeed_looks_in_each_folder(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+    found = read_deepspeed("ds.json", [tmp_path / "a", tmp_path / "b"])
+    assert found.stage == 1 and found.found_at.endswith("ds.json") and found.note is None
+    missing = read_deepspeed("configs/zero3_bf16.json", [tmp_path])
+    assert missing.stage == 3 and missing.config is None and "not found" in missing.note
+    (tmp_path / "bad.json").write_text("{nope")
+    assert "not valid JSON" in read_deepspeed("bad.json", [tmp_path]).error
+    assert read_deepspeed({"zero_optimization": {"stage": 2}}, []).stage == 2
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("./models/llama-405b", "llama-3.1-405b"),
+    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),
+    ("NousResearch/Llama-2-70b-chat-hf", "llama-2-70b"),
+    ("llama-70b", "llama-3.1-70b"),
+    ("Qwen/Qwen3-8B", "qwen3-8b"),
+    ("my-org/llama2_13b_merged", "llama-2-13b"),
+    ("mistralai/Mistral-Large", None),
+])
+def test_model_from_the_size_in_its_name(name, expected):
+    got = model_from_name(name)
+    assert (got.id if got else None) == expected
+
+
+def test_resolve_model_order(tmp_path):
+    hub = resolve_model({"base_model": "meta-llama/Llama-3.1-70B-Instruct"}, {}, None, [tmp_path])
+    assert hub.model.id == "llama-3.1-70b" and hub.notes == ()
+    header = resolve_model({"base_model": "meta-llama/Llama-3.1-70B"}, {"model": "llama-3.1-8b"}, None, [tmp_path])
+    assert header.model.id == "llama-3.1-8b"
+    assert resolve_model({"base_model": "x"}, {"model": "llama-3.1-8b"}, "qwen3-8b", []).model.id == "qwen3-8b"
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "vocab_size": 100, "model_type": "llama"}))
+    local = resolve_model({"base_model": "ckpt"}, {}, None, [tmp_path])
+    assert local.model.hidden_size == 64
+    guessed = resolve_model({"base_model": "./models/llama-405b"}, {}, None, [tmp_path])
+    assert guessed.model.id == "llama-3.1-405b" and guessed.notes[0][0] == "info"
+    with pytest.raises(UserError):
+        resolve_model({}, {}, "llama-9000", [])
+
+
+def rebuild(cfg, hardware=H100x8, deepspeed=None):
+    table = load_snapshot("0.19.0")
+    defaults = {n: e.get("default") for n, e in table["models"][table["root"]]["fields"].items()}
+    return setup_from_config(cfg, model=get_model("llama-3.1-8b"), hardware=hardware, deepspeed=deepspeed,
+                             defaults=defaults, legacy_attention_flags=table["legacy_attention_flags"])
+
+
+def test_setup_of_the_issue_config():
+    cfg = load(ISSUE_405B)
+    setup, _ = rebuild(cfg, deepspeed=DeepSpeedInfo(stage=2))
+    assert (setup.method, setup.weight_format, setup.parallel, setup.offload) == ("lora", "fp32", "zero2", "none")
+    assert (setup.lora_r, setup.alpha, setup.seq_len, setup.micro_batch, setup.grad_accum) == (64, 128, 4096, 1, 8)
+    assert setup.grad_ckpt and setup.sample_packing and setup.optimizer == "adamw_bnb_8bit"
+    assert setup.attn == "flash_attention_2" and len(setup.lora_targets) == 7
+
+
+@pytest.mark.parametrize("extra,deepspeed,expected", [
+    ({"adapter": "qlora", "load_in_4bit": True}, None, ("qlora", "nf4_dq", "ddp")),
+    ({"adapter": "qlora", "load_in_4bit": True, "bnb_config_kwargs": {"bnb_4bit_use_double_quant": False}}, None, ("qlora", "nf4", "ddp")),
+    ({"load_in_4bit": True}, DeepSpeedInfo(stage=3), ("lora", "bf16", "zero3")),
+    ({"load_in_4bit": True, "fsdp_version": 2, "fsdp_config": {"cpu_ram_efficient_loading": True}}, None, ("lora", "bf16", "fsdp")),
+    ({"load_in_4bit": True, "fsdp_version": 2, "fsdp_config": {"offload_params": True}}, None, ("lora", "fp32", "fsdp")),
+    ({"load_in_8bit": True}, DeepSpeedInfo(stage=1), ("lora", "int8", "zero1")),
+    ({"adapter": None, "bf16": "auto"}, DeepSpeedInfo(stage=3, offload="optimizer"), ("full", "bf16", "zero3")),
+    ({"adapter": None, "bf16": False}, None, ("full", "fp32", "ddp")),
+])
+def test_setup_method_and_weights_as_axolotl_loads_them(extra, deepspeed, expected):
+    setup, _ = rebuild(base_lora(**extra), deepspeed=deepspeed)
+    assert (setup.method, setup.weight_format, setup.parallel) == expected
+
+
+def test_setup_details():
+    setup, notes = rebuild(base_lora(lora_r=None, optimizer="adamw_torch_8bit", batch_size=16,
+                                     gradient_accumulation_steps=None, micro_batch_size=2,
+                                     lora_target_linear=None, lora_target_modules=["q_proj", "v_proj", "lm_head"]),
+                           hardware=parse_hardware("1xRTX4090-24GB"))
+    assert setup.parallel == "single" and setup.grad_accum == 8 and setup.lora_r == 8
+    assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_bnb_8bit"
+    assert {n[1] for n in notes} == {"lora_r", "optimizer", "lora_target_modules"}
+    fsdp, _ = rebuild(base_lora(fsdp_version=2, fsdp_config={"fsdp_offload_params": True}))
+    assert (fsdp.parallel, fsdp.offload) == ("fsdp", "all")
+    assert rebuild(base_lora(adapter="llama-adapter"))[0] is None
+
+
+# ---- check_config end to end, without Axolotl's validation -------------------------------------
+
+
+def errors_without_memory(report):
+    return {f.key for f in report.errors if f.key != "memory"}
+
+
+def test_issue_config_findings_without_schema():
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    assert errors_without_memory(report) == IGNORED_405B | {"load_in_4bit"}
+    assert keys_of(report.findings, "warning") == {"flash_attention", "deepspeed"}
+    assert not report.ok
+
+
+def test_clean_config_passes_without_schema():
+    report = check_config(CLEAN_8B, hardware="1xRTX4090-24GB", schema=False)
+    assert report.errors == [] and report.ok
+    assert not [f for f in report.findings if f.severity == "warning"]
+
+
+def test_no_hardware_means_memory_not_checked():
+    report = check_config(CLEAN_8B, schema=False)
+    memory = [f for f in report.findings if f.key == "memory"]
+    assert [f.severity for f in memory] == ["info"] and "no hardware" in memory[0].message
+    assert report.to_dict()["estimate"] is None
+
+
+def test_recipe_header_supplies_hardware_and_model(tmp_path):
+    text = CLEAN_8B.read_text().replace("base_model: meta-llama/Llama-3.1-8B-Instruct", "base_model: ./somewhere")
+    path = tmp_path / "r.yaml"
+    path.write_text("# llamaforge-model: llama-3.1-8b\n# llamaforge-hardware: 2xRTX3090-24GB\n" + text)
+    report = check_config(path, schema=False)
+    setup_line = next(f.message for f in report.findings if f.key == "setup")
+    assert "llama-3.1-8b" in setup_line and "2xRTX3090-24GB" in setup_line
+
+
+def test_missing_axolotl_is_an_error_finding_and_the_rest_still_runs(monkeypatch):
+    import llamaforge.axolotl_schema as schema_mod
+
+    monkeypatch.setattr(schema_mod, "axolotl_available", lambda: False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB")
+    schema = [f for f in report.findings if f.key == "schema"]
+    assert [f.severity for f in schema] == ["error"] and "not installed" in schema[0].message
+    assert IGNORED_405B <= keys_of(report.findings, "error")
+
+
+def test_memory_through_the_estimator_interface(monkeypatch):
+    """The wiring to llamaforge.estimate.estimate(setup) -> Estimate, with a stand-in estimator."""
+    seen = []
+
+    class StubEstimate:
+        peak_gpu_gib, usable_gpu_gib, fits, host_ram_gib = 900.0, 76.0, False, 10.0
+        breakdown = {"weights": 850.0, "activations": 40.0}
+        assumptions = ()
+
+        def to_dict(self):
+            return {"peak_gpu_gib": self.peak_gpu_gib, "fits": self.fits}
+
+    def estimate(setup, *, tokens=None, epochs=1.0):
+        seen.append(setup)
+        return StubEstimate()
+
+    monkeypatch.setitem(sys.modules, "llamaforge.estimate", types.SimpleNamespace(estimate=estimate))
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    assert seen[0].model.id == "llama-3.1-405b" and seen[0].parallel == "zero2"
+    memory = next(f for f in report.findings if f.key == "memory")
+    assert memory.severity == "error" and "900.0 GiB" in memory.message
+    assert report.to_dict()["estimate"] == {"peak_gpu_gib": 900.0, "fits": False}
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_json_shape_single(cli):
+    res = cli("check", str(CLEAN_8B), "--no-schema", "--json")
+    assert res.code == 0
+    data = res.json()
+    assert set(data) == {"ok", "findings", "estimate"} and data["ok"] is True
+    assert all(set(f) == {"severity", "key", "message"} for f in data["findings"])
+
+
+def test_cli_json_shape_several_and_exit_1(cli):
+    res = cli("check", str(CLEAN_8B), str(ISSUE_405B), "--no-schema", "--json", "--gpus", "8xH100-80GB")
+    assert res.code == 1
+    data = res.json()
+    assert set(data) == {"ok", "configs"} and data["ok"] is False
+    assert [c["ok"] for c in data["configs"]] == [True, False]
+    assert set(data["configs"][1]) == {"path", "ok", "findings", "estimate"}
+
+
+def test_cli_human_output(cli):
+    res = cli("check", str(ISSUE_405B), "--no-schema", "--gpus", "8xH100-80GB")
+    assert res.code == 1
+    assert "bnb_4bit_quant_type" in res.out and "errors" in res.out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["tests/fixtures/configs/malformed.yaml"], "malformed YAML"),
+    (["tests/fixtures/configs/not-a-mapping.yaml"], "must be a YAML mapping"),
+    (["tests/fixtures/configs/nope.yaml"], "no such config file"),
+    ([str(CLEAN_8B), "--gpus", "8xB200-192GB"], "unknown GPU"),
+    ([str(CLEAN_8B), "--gpus", "eight H100s"], "malformed hardware"),
+    ([str(CLEAN_8B), "--model", "llama-9000"], "unknown model"),
+    ([str(CLEAN_8B), "--nodes", "2"], "--nodes needs --gpus"),
+])
+def test_cli_user_errors_exit_2_with_one_line(cli, args, needle):
+    args = [str(Path(__file__).parent.parent / a) if a.startswith("tests/") else a for a in args]
+    res = cli("check", *args, "--no-schema")
+    assert res.code == 2
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.err
+    assert res.out == ""
+
+
+# ---- memory with the real estimator (pending until llamaforge.estimate lands) -------------------
+
+
+def _real_estimator():
+    return pytest.importorskip("llamaforge.estimate", reason="llamaforge.estimate has not landed yet")
+
+
+def test_issue_config_does_not_fit_on_8xh100():
+    _real_estimator()
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    memory = next(f for f in report.findings if f.key == "memory")
+    assert memory.severity == "error" and "does not fit" in memory.message
+    assert report.to_dict()["estimate"]["fits"] is False
+
+
+def test_clean_config_fits_one_rtx4090():
+    _real_estimator()
+    report = check_config(CLEAN_8B, hardware="1xRTX4090-24GB", schema=False)
+    assert report.ok, [f.message for f in report.errors]
+    assert report.to_dict()["estimate"]["fits"] is True

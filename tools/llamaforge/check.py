@@ -1,0 +1,576 @@
+"""`llamaforge check`: what Axolotl 0.19 would make of a config, before any GPU hour is spent.
+
+(a) Axolotl's own validation for the target hardware (one subprocess for all configs);
+(b) keys Axolotl would silently ignore, with a did-you-mean;
+(c) deprecated keys, with their replacement;
+(d) known-bad combinations (facts/axolotl_rules.yaml);
+(e) memory feasibility through `llamaforge.estimate`.
+
+The finders (`find_ignored_keys`, `find_deprecated_keys`, `find_bad_combinations`,
+`schema_findings`, `memory_findings`) are pure: plain data in, findings out. `check_configs` is the
+edge that reads files, runs Axolotl and calls the estimator."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .catalog import Hardware, ModelSpec, get_model, parse_hardware
+from .errors import UserError
+from .paths import FACTS_DIR, display_path, repo_root
+from .recipe_config import (
+    DeepSpeedInfo,
+    LoadedConfig,
+    Note,
+    attn_implementation,
+    batch_shape,
+    describe_setup,
+    fsdp_block,
+    fsdp_version,
+    read_config,
+    read_deepspeed,
+    resolve_model,
+    setup_from_config,
+)
+from .training import TrainSetup
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning | info
+    key: str       # the config key it is about: `flash_attention`, `datasets[0].typ`, `memory`
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"severity": self.severity, "key": self.key, "message": self.message}
+
+
+@dataclass
+class CheckReport:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    estimate: Any | None = None        # llamaforge.estimate.Estimate
+    setup: TrainSetup | None = None    # what the memory estimate priced
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "findings": [f.to_dict() for f in self.findings],
+            "estimate": self.estimate.to_dict() if self.estimate is not None else None,
+        }
+
+
+@lru_cache(maxsize=1)
+def load_rules() -> dict:
+    with open(FACTS_DIR / "axolotl_rules.yaml", encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+# ---- (b) and (c): walking the config's keys along the schema ---------------------------------
+
+
+@dataclass(frozen=True)
+class KeySite:
+    """One key of the config, where it sits and what the schema says about it."""
+
+    path: str                    # `datasets[0].type`
+    key: str
+    value: Any
+    models: tuple[str, ...]      # the schema models this mapping is validated with
+    suggestable: tuple[str, ...]  # the spellings those models accept, deprecated ones left out
+    field_name: str | None       # the field the key sets; None when the key is ignored
+    field: dict | None
+    rewritten_to: str | None = None  # Axolotl renames the key before validating (deprecated)
+
+
+def _dataset_model(entry: dict, rl: Any, rules: dict) -> str:
+    """The model validate_config converts one `datasets` entry into."""
+    choice = rules["dataset_models"]
+    if rl and str(rl) in choice["by_rl"]:
+        return choice["by_rl"][str(rl)]
+    kind = entry.get("type")
+    if isinstance(kind, str) and kind in choice["by_type"]:
+        return choice["by_type"][kind]
+    return choice["default"]
+
+
+def _rewrite(models: tuple[str, ...], key: str, rules: dict) -> tuple[str, dict] | None:
+    for rewrite in rules.get("key_rewrites", []):
+        prefix = rewrite["strip_prefix"]
+        if rewrite["model"] in models and key.startswith(prefix) and key not in rewrite.get("except", []):
+            return key[len(prefix):], rewrite
+    return None
+
+
+def walk_keys(cfg: dict, table: dict, rules: dict) -> Iterator[KeySite]:
+    """Every key of the config, nested blocks and list entries included, paired with the schema
+    field it sets (if any). Pure."""
+
+    def walk(data: dict, models: tuple[str, ...], path: str) -> Iterator[KeySite]:
+        by_key: dict[str, tuple[str, dict]] = {}
+        for model in models:
+            for name, entry in table["models"][model]["fields"].items():
+                for spelling in entry["keys"]:
+                    by_key.setdefault(spelling, (name, entry))
+        outdated = set(table.get("deprecated_parameters", {})) if models == (table["root"],) else set()
+        suggestable = tuple(
+            k for k, (name, entry) in by_key.items() if not entry.get("deprecated") and name not in outdated
+        )
+        for raw_key, value in data.items():
+            key = str(raw_key)
+            where = f"{path}.{key}" if path else key
+            hit, rewritten = by_key.get(key), None
+            if hit is None and (rw := _rewrite(models, key, rules)) and rw[0] in by_key:
+                rewritten, hit = rw[0], by_key[rw[0]]
+            name, entry = hit if hit else (None, None)
+            yield KeySite(where, key, value, models, suggestable, name, entry, rewritten)
+            nested = tuple(entry["models"]) if entry else ()
+            if not nested:
+                continue
+            if isinstance(value, dict):
+                yield from walk(value, nested, where)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        continue
+                    item_models = nested
+                    if not path and name == "datasets":
+                        item_models = (_dataset_model(item, cfg.get("rl"), rules),)
+                    yield from walk(item, item_models, f"{where}[{i}]")
+
+    yield from walk(cfg, (table["root"],), "")
+
+
+def _closest(key: str, accepted: tuple[str, ...]) -> str | None:
+    """The accepted key a misspelt one most likely meant. Axolotl names keys by family
+    (`lora_*`, `dpo_*`, `eval_*`), so a shared first word counts, and so do abbreviated words
+    (`lora_rank` -> `lora_r`, `sequence_length` -> `sequence_len`)."""
+    words = key.lower().split("_")
+
+    def score(candidate: str) -> float:
+        other = candidate.lower().split("_")
+        ratio = difflib.SequenceMatcher(None, key.lower(), candidate.lower()).ratio()
+        same_family = 0.2 if words[0] == other[0] else 0.0
+        abbreviated = 0.1 if len(words) == len(other) and all(
+            a.startswith(b) or b.startswith(a) for a, b in zip(words, other)
+        ) else 0.0
+        return ratio + same_family + abbreviated if ratio >= 0.5 else 0.0
+
+    best = max(accepted, key=score, default=None)
+    return best if best is not None and score(best) >= 0.75 else None
+
+
+def find_ignored_keys(cfg: dict, table: dict, rules: dict, *, plugins_unloaded: bool = False) -> list[Finding]:
+    """Keys no schema field accepts: pydantic drops them and Axolotl never sees them. Pure.
+    With plugins whose schema could not be loaded, a key may be a plugin's: warning, not error."""
+    version = table["axolotl_version"]
+    hints = rules.get("ignored_key_hints", {})
+    findings = []
+    for site in walk_keys(cfg, table, rules):
+        if site.field is not None:
+            continue
+        if any(table["models"][m]["extra"] != "ignore" for m in site.models):
+            continue  # forbid: Axolotl's validation reports it; allow: Axolotl keeps it
+        if site.key in hints:
+            advice = " ".join(str(hints[site.key]).split())
+        elif (close := _closest(site.key, site.suggestable)) is not None:
+            advice = f"did you mean `{close}`?"
+        else:
+            advice = "remove it or check Axolotl's config reference"
+        where = "" if "." not in site.path and "[" not in site.path else f" in {site.path.rsplit('.', 1)[0]}"
+        message = f"`{site.key}` is not an Axolotl {version} key{where}, so Axolotl silently ignores it; {advice}"
+        if plugins_unloaded:
+            findings.append(Finding("warning", site.path, message + " (unless one of the config's plugins defines it)"))
+        else:
+            findings.append(Finding("error", site.path, message))
+    return findings
+
+
+def find_deprecated_keys(cfg: dict, table: dict, rules: dict) -> list[Finding]:
+    """Deprecated keys and their replacement: Field(deprecated=...) in the schema (legacy
+    attention booleans included), Axolotl's DeprecatedParameters, renames Axolotl makes before
+    validating, and fields its validators declare deprecated. Pure."""
+    version = table["axolotl_version"]
+    legacy = dict(table.get("legacy_attention_flags", []))
+    deprecated_parameters = table.get("deprecated_parameters", {})
+    by_validator = {(d["model"], d["key"]): d for d in rules.get("validator_deprecations", [])}
+    root = table["root"]
+    findings = []
+    for site in walk_keys(cfg, table, rules):
+        if site.field is None:
+            continue
+        if site.rewritten_to is not None:
+            rewrite = _rewrite(site.models, site.key, rules)[1]
+            text = " ".join(rewrite["message"].split()).format(new=site.rewritten_to)
+            findings.append(Finding("warning", site.path, f"`{site.key}`: {text}"))
+        elif site.field.get("deprecated"):
+            findings.append(Finding(
+                "warning", site.path,
+                f"`{site.key}` is deprecated in Axolotl {version}: {' '.join(site.field['deprecated'].split())}",
+            ))
+        elif site.key in legacy and site.models == (root,):
+            findings.append(Finding(
+                "warning", site.path,
+                f"`{site.key}` is deprecated in Axolotl {version}: use `attn_implementation: {legacy[site.key]}`",
+            ))
+        elif site.models == (root,) and site.field_name in deprecated_parameters:
+            dp = deprecated_parameters[site.field_name]
+            removed = dp["raises"] and site.value not in (None, False)
+            findings.append(Finding(
+                "error" if removed else "warning", site.path,
+                f"`{site.key}` is deprecated in Axolotl {version}: {dp['message']}",
+            ))
+        else:
+            for model in site.models:
+                if (d := by_validator.get((model, site.key))) is not None:
+                    findings.append(Finding("warning", site.path, " ".join(d["message"].split())))
+                    break
+    return findings
+
+
+# ---- (d) known-bad combinations ------------------------------------------------------------
+
+
+def _holds(cond: dict, view: dict, rules: dict) -> bool:
+    if "all" in cond:
+        return all(_holds(c, view, rules) for c in cond["all"])
+    if "any" in cond:
+        return any(_holds(c, view, rules) for c in cond["any"])
+    if "not" in cond:
+        return not _holds(cond["not"], view, rules)
+    value = view.get(cond["key"])
+    if "equals" in cond:
+        return value == cond["equals"]
+    if "in" in cond:
+        return value in cond["in"]
+    if "not_in" in cond:
+        return value not in cond["not_in"]
+    if "not_in_list" in cond:
+        return value not in rules[cond["not_in_list"]]
+    if "truthy" in cond:
+        return bool(value) == bool(cond["truthy"])
+    if "present" in cond:
+        return (value is not None) == bool(cond["present"])
+    raise ValueError(f"axolotl_rules.yaml: unknown condition {cond!r}")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
+    """Explicit (non-"auto") batch values of the DeepSpeed JSON that transformers would find
+    mismatched with Axolotl's micro_batch_size / gradient_accumulation_steps / world size."""
+    ds = facts.get("_deepspeed_json")
+    if not isinstance(ds, dict):
+        return []
+    micro, accum, world = facts["_micro_batch_size"], facts["_gradient_accumulation_steps"], facts["_world_size"]
+    expected = {
+        "train_micro_batch_size_per_gpu": (micro, f"micro_batch_size {micro}"),
+        "gradient_accumulation_steps": (accum, f"gradient_accumulation_steps {accum}"),
+    }
+    if world:
+        total = micro * accum * world
+        expected["train_batch_size"] = (
+            total, f"micro_batch_size {micro} x gradient_accumulation_steps {accum} x {world} GPUs = {total}"
+        )
+    out = []
+    for ds_key, (want, how) in expected.items():
+        have = _number(ds.get(ds_key))
+        if have is not None and have != want:
+            out.append({"what": f"{ds_key}={ds[ds_key]}", "expected": how})
+    return out
+
+
+RULE_CHECKS = {"deepspeed_batch_sizes": _deepspeed_batch_sizes}
+
+
+class _Values(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _rule_text(rule: dict, values: dict) -> str:
+    message = " ".join(str(rule["message"]).split()).format_map(_Values(
+        {k: ("none" if v is None else v) for k, v in values.items()}
+    ))
+    return f"{message}; fix: {rule['fix']}" if rule.get("fix") else message
+
+
+def find_bad_combinations(cfg: dict, facts: dict, rules: dict) -> list[Finding]:
+    """Known-bad combinations of facts/axolotl_rules.yaml. `facts` are derived values (names
+    starting with `_`, see `derive_facts`). Pure."""
+    view = {**cfg, **facts}
+    findings = []
+    for rule in rules.get("rules", []):
+        if "check" in rule:
+            for hit in RULE_CHECKS[rule["check"]](cfg, facts):
+                findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, {**view, **hit})))
+        elif _holds(rule["when"], view, rules):
+            findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, view)))
+    return findings
+
+
+def derive_facts(
+    cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None
+) -> dict:
+    """The derived values rules test (see the header of facts/axolotl_rules.yaml). Pure."""
+    defaults = {name: e.get("default") for name, e in table["models"][table["root"]]["fields"].items()}
+    attn = attn_implementation(cfg, table.get("legacy_attention_flags", []))
+    micro, accum = batch_shape(cfg, defaults)
+    return {
+        "_attn_implementation": attn,
+        "_attention": f"attn_implementation `{attn}`" if attn else "no attention backend set",
+        "_deepspeed_stage": deepspeed.stage if deepspeed else None,
+        "_deepspeed_json": deepspeed.config if deepspeed else None,
+        "_fsdp": fsdp_block(cfg) is not None,
+        "_fsdp_version": fsdp_version(cfg),
+        "_world_size": hardware.world_size if hardware else None,
+        "_micro_batch_size": micro,
+        "_gradient_accumulation_steps": accum,
+    }
+
+
+# ---- (a) and (e): Axolotl's verdict and the memory verdict as findings ------------------------
+
+
+def _guess_key(message: str, cfg: dict) -> str:
+    """The config key a whole-config validation error is about: the first of the config's keys
+    the message names."""
+    best: tuple[int, str] | None = None
+    for key in cfg:
+        m = re.search(rf"(?<!\w){re.escape(str(key))}(?!\w)", message)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), str(key))
+    return best[1] if best else "schema"
+
+
+def schema_findings(errors: list, cfg: dict, version: str) -> list[Finding]:
+    """Axolotl's ValidationErrors (SchemaError key/message pairs) as error findings. Pure."""
+    return [
+        Finding("error", key, f"Axolotl {version} rejects the config: `{key}`: {err.message}"
+                if err.key else f"Axolotl {version} rejects the config: {err.message}")
+        for err in errors
+        for key in [err.key or _guess_key(err.message, cfg)]
+    ]
+
+
+def memory_findings(estimate: Any, hardware: Hardware) -> list[Finding]:
+    """The estimator's verdict as a finding: error with the largest parts when it does not fit. Pure."""
+    peak, usable = float(estimate.peak_gpu_gib), float(estimate.usable_gpu_gib)
+    if estimate.fits:
+        return [Finding("info", "memory", f"fits: ~{peak:,.1f} GiB of {usable:,.1f} GiB usable per GPU on {hardware}")]
+    parts = sorted(((float(v), k) for k, v in (estimate.breakdown or {}).items()), reverse=True)[:3]
+    largest = ", ".join(f"{k} {v:,.1f} GiB" for v, k in parts)
+    return [Finding(
+        "error", "memory",
+        f"does not fit: needs ~{peak:,.1f} GiB per GPU, {hardware} has {usable:,.1f} GiB usable"
+        + (f"; largest: {largest}" if largest else ""),
+    )]
+
+
+# ---- the edge: files, Axolotl, the estimator --------------------------------------------------
+
+
+@dataclass
+class _ConfigContext:
+    loaded: LoadedConfig
+    hardware: Hardware | None
+    notes: list[Note]
+    deepspeed: DeepSpeedInfo | None
+    search_dirs: list[Path]
+
+
+def _search_dirs(loaded: LoadedConfig) -> list[Path]:
+    dirs = [Path.cwd(), loaded.folder]
+    try:
+        dirs.append(repo_root())
+    except UserError:
+        pass
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def _context(loaded: LoadedConfig, hardware: Hardware | None) -> _ConfigContext:
+    notes: list[Note] = []
+    if hardware is None and loaded.header.get("hardware"):
+        try:
+            hardware = parse_hardware(loaded.header["hardware"])
+        except UserError as exc:
+            notes.append(("error", "llamaforge-hardware", f"recipe header: {exc}"))
+    dirs = _search_dirs(loaded)
+    deepspeed = read_deepspeed(loaded.data.get("deepspeed"), dirs)
+    if deepspeed and deepspeed.error:
+        notes.append(("error", "deepspeed", deepspeed.error))
+    elif deepspeed and deepspeed.note:
+        notes.append(("warning", "deepspeed", deepspeed.note))
+    return _ConfigContext(loaded, hardware, notes, deepspeed, dirs)
+
+
+def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
+    from .axolotl_schema import gpu_capabilities, installed_version
+
+    hw = ctx.hardware
+    if hw is None:
+        return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None}
+    caps = rules["capabilities"]
+    return {
+        "config": ctx.loaded.data,
+        "capabilities": gpu_capabilities(
+            bf16=hw.gpu.bf16, compute_capability=hw.gpu.compute_capability, world_size=hw.world_size,
+            nodes=hw.nodes, tf32_min_cc=caps["tf32_min_compute_capability"],
+            fp8_min_cc=caps["fp8_min_compute_capability"],
+        ),
+        "env_capabilities": {"torch_version": installed_version("torch")},
+    }
+
+
+def _fallback_table(rules: dict) -> tuple[dict | None, str | None]:
+    """The stored schema of the installed Axolotl, else of the pinned one (with a note)."""
+    from .axolotl_schema import installed_version, load_snapshot
+
+    installed, pinned = installed_version("axolotl"), str(rules["axolotl_version"])
+    if installed and (table := load_snapshot(installed)) is not None:
+        return table, None
+    table = load_snapshot(pinned)
+    if table is None:
+        return None, f"no stored schema for Axolotl {installed or pinned}; keys were not checked"
+    if installed and installed != pinned:
+        return table, f"keys checked against Axolotl {pinned}'s stored schema; {installed} is installed"
+    return table, None
+
+
+def _estimate(setup: TrainSetup) -> tuple[Any | None, Finding | None]:
+    try:
+        from .estimate import estimate
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("llamaforge.estimate",):
+            raise
+        return None, Finding("info", "memory", "memory not checked: llamaforge.estimate is not available")
+    try:
+        return estimate(setup), None
+    except UserError as exc:
+        return None, Finding("error", "memory", f"the estimator refused it: {exc}")
+
+
+def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> tuple[list[Finding], Any, TrainSetup | None]:
+    if ctx.hardware is None:
+        return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None
+    choice = resolve_model(ctx.loaded.data, ctx.loaded.header, model, ctx.search_dirs)
+    findings = [Finding(*n) for n in choice.notes]
+    if choice.model is None:
+        return findings, None, None
+    defaults = {name: e.get("default") for name, e in table["models"][table["root"]]["fields"].items()}
+    setup, notes = setup_from_config(
+        ctx.loaded.data, model=choice.model, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
+        defaults=defaults, legacy_attention_flags=table.get("legacy_attention_flags", []),
+    )
+    findings += [Finding(*n) for n in notes]
+    if setup is None:
+        return findings, None, None
+    findings.append(Finding("info", "setup", describe_setup(setup)))
+    estimate, problem = _estimate(setup)
+    if problem is not None:
+        return findings + [problem], None, setup
+    return findings + memory_findings(estimate, ctx.hardware), estimate, setup
+
+
+def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, schema: bool) -> CheckReport:
+    cfg = ctx.loaded.data
+    findings: list[Finding] = [Finding(*n) for n in ctx.notes]
+    verdict = run.verdicts[index] if run is not None and not run.failure else None
+    table = (verdict.table if verdict else None) or (run.table if run is not None and not run.failure else None)
+    if verdict is not None:
+        findings += schema_findings(verdict.errors, cfg, run.axolotl_version or "?")
+        if ctx.hardware is None:
+            findings.append(Finding("info", "schema", "validated without GPU capabilities (no hardware given)"))
+    elif schema:
+        findings.append(Finding(
+            "error", "schema",
+            f"Axolotl's own validation was not run: {run.failure if run else 'not started'}; "
+            "install the train extra (axolotl[deepspeed]==0.19.0) or pass --no-schema",
+        ))
+    else:
+        findings.append(Finding("info", "schema", "Axolotl's own validation skipped (--no-schema)"))
+    if table is None:
+        table, note = _fallback_table(rules)
+        if note:
+            findings.append(Finding("warning" if table is None else "info", "schema", note))
+    if table is not None:
+        plugins_unloaded = bool(cfg.get("plugins")) and (verdict is None or verdict.table is None)
+        findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded)
+        findings += find_deprecated_keys(cfg, table, rules)
+        facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware)
+        findings += find_bad_combinations(cfg, facts, rules)
+        memory, estimate, setup = _memory(ctx, table, model)
+    else:
+        memory, estimate, setup = [Finding("info", "memory", "memory not checked: no schema defaults")], None, None
+    findings += memory
+    findings.sort(key=lambda f: SEVERITIES.index(f.severity))
+    return CheckReport(display_path(ctx.loaded.path), findings, estimate, setup)
+
+
+def _hardware(hardware: Hardware | str | None, nodes: int | None) -> Hardware | None:
+    if isinstance(hardware, Hardware) or hardware is None:
+        if nodes is not None and hardware is None:
+            raise UserError("--nodes needs --gpus (e.g. --gpus 8xH100-80GB --nodes 2)")
+        return hardware if nodes is None or hardware is None else Hardware(hardware.gpu, hardware.gpus_per_node, nodes)
+    return parse_hardware(hardware, nodes=nodes)
+
+
+def check_configs(
+    paths: list[str | os.PathLike],
+    *,
+    hardware: Hardware | str | None = None,
+    model: ModelSpec | str | None = None,
+    schema: bool = True,
+    nodes: int | None = None,
+    schema_runner: Callable[..., Any] | None = None,
+) -> list[CheckReport]:
+    """Check several Axolotl configs; Axolotl's validation runs once, in one subprocess, for all.
+    `hardware` (e.g. "8xH100-80GB") and `model` override what recipe headers declare. Bad
+    arguments and unreadable configs raise UserError before anything runs. `schema_runner`
+    replaces axolotl_schema.run_schema (tests record the run with it)."""
+    rules = load_rules()
+    hw = _hardware(hardware, nodes)
+    spec = get_model(model) if isinstance(model, str) else model
+    contexts = [_context(read_config(p), hw) for p in paths]
+    run = None
+    if schema and contexts:
+        if schema_runner is None:
+            from .axolotl_schema import run_schema as schema_runner
+        run = schema_runner([_schema_request(ctx, rules) for ctx in contexts], want_table=True)
+    return [_report(ctx, run, i, rules, spec, schema) for i, ctx in enumerate(contexts)]
+
+
+def check_config(
+    path: str | os.PathLike,
+    *,
+    hardware: Hardware | str | None = None,
+    model: ModelSpec | str | None = None,
+    schema: bool = True,
+) -> CheckReport:
+    """Check one Axolotl config (see check_configs)."""
+    return check_configs([path], hardware=hardware, model=model, schema=schema)[0]
