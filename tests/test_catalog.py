@@ -109,3 +109,11 @@ def test_cli_catalog_json(cli):
     assert ids["llama-3.1-405b"] == 405_853_388_800
     res = cli("gpus", "--json")
     assert res.code == 0 and len(res.json()["gpus"]) == 10
+
+
+def test_cpu_hardware_only_where_allowed():
+    hw = parse_hardware("2xcpu", allow_cpu=True)
+    assert (hw.gpu.id, hw.world_size, hw.label) == ("cpu", 2, "2xcpu")
+    assert parse_hardware("cpu", allow_cpu=True).world_size == 1
+    with pytest.raises(UserError, match="malformed hardware"):
+        parse_hardware("cpu")

@@ -207,12 +207,23 @@ def get_gpu(name: str) -> GpuSpec:
     )
 
 
+# The host CPU as a "device", for the demo and the slow tests: never in the GPU catalog, accepted
+# by parse_hardware only where a caller allows it (rendering and running CPU recipes).
+CPU_DEVICE = GpuSpec(
+    id="cpu", name="CPU (no GPU)", memory_gib=0.0, bf16=False, bf16_tflops=0.0,
+    compute_capability="0.0", interconnect="none", usd_per_hour=0.0,
+)
+_CPU_RE = re.compile(r"^\s*(?:(\d+)\s*[xX×]\s*)?cpu\s*$", re.I)
+
 _HARDWARE_RE = re.compile(r"^\s*(?:(\d+)\s*[xX×]\s*)?([A-Za-z0-9]+-\d+GB)(?:-(\d+)nodes?)?\s*$", re.I)
 
 
-def parse_hardware(text: str, nodes: int | None = None) -> Hardware:
+def parse_hardware(text: str, nodes: int | None = None, *, allow_cpu: bool = False) -> Hardware:
     """Parse `8xH100-80GB` (or `H100-80GB` for one GPU; the file-name form `8xH100-80GB-2nodes`
-    is accepted too). `nodes` from `--nodes` overrides a node count written in the string."""
+    is accepted too). `nodes` from `--nodes` overrides a node count written in the string.
+    With `allow_cpu`, `cpu` / `2xcpu` name CPU processes on this host."""
+    if allow_cpu and (c := _CPU_RE.match(text or "")):
+        return Hardware(gpu=CPU_DEVICE, gpus_per_node=int(c.group(1) or 1), nodes=1)
     m = _HARDWARE_RE.match(text or "")
     if not m:
         raise UserError(

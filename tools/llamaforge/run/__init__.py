@@ -1,0 +1,1 @@
+"""Staged training runs: derive the stage recipe, launch Axolotl, watch it, judge its health, report."""
