@@ -1,0 +1,15 @@
+"""lm-eval `!function` shim for esoteric_spotcheck.yaml; the logic is llamaforge.gates.task_functions."""
+
+from pathlib import Path
+
+from llamaforge.gates import task_functions
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_docs(**metadata):
+    return task_functions.load_esoteric_docs(HERE, **metadata)
+
+
+def process_results(doc, results):
+    return task_functions.score_esoteric(doc, results, HERE)

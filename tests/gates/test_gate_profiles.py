@@ -1,0 +1,90 @@
+"""evals/gates.yaml and its parser: the guide's thresholds, and bad gate files refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamaforge.errors import UserError
+from llamaforge.gates.profiles import get_gate_profile, load_gate_profiles, parse_gate_profiles
+
+
+def _gate(**over):
+    gate = {"name": "g", "task": "identity", "metric": "acc,none", "threshold": 0.9}
+    gate.update(over)
+    return {"profiles": {"p": {"gates": [gate]}}}
+
+
+def test_repository_profiles_hold_the_guide_thresholds():
+    profiles = load_gate_profiles()
+    assert {"demo", "validate", "release"} <= set(profiles)
+    by = {name: {g.name: g for g in p.gates} for name, p in profiles.items()}
+    assert by["demo"]["identity"].threshold == 0.90
+    assert by["demo"]["inference_suite"].threshold == 0.80
+    assert by["validate"]["inference_suite"].threshold == 0.75
+    release = by["release"]
+    assert release["inference_suite"].threshold == 0.80
+    assert release["identity"].threshold == 0.90
+    assert (release["humaneval"].metric, release["humaneval"].threshold) == ("pass@1,create_test", 0.40)
+    assert (release["truthfulqa_mc2"].task, release["truthfulqa_mc2"].threshold) == ("truthfulqa_mc2", 0.35)
+    assert release["truthfulqa_mc2"].compare.no_regression
+    assert "esoteric_spotcheck" in release
+    # Release gates are all required; only validate's HumanEval may be skipped (code execution off).
+    assert not any(g.optional for g in profiles["release"].gates)
+    assert [g.name for g in profiles["validate"].gates if g.optional] == ["humaneval_no_regression"]
+
+
+def test_stderr_key_follows_the_metric_and_filter():
+    gate = get_gate_profile("release").gates[3]
+    assert (gate.metric_name, gate.filter_name, gate.stderr_key) == ("pass@1", "create_test", "pass@1_stderr,create_test")
+
+
+def test_unknown_profile_is_refused_with_a_suggestion():
+    with pytest.raises(UserError, match=r"unknown gate profile 'relase' \(did you mean 'release'\?\)"):
+        get_gate_profile("relase")
+
+
+@pytest.mark.parametrize(
+    "gate, message",
+    [
+        ({"metric": "acc"}, r"must be '<metric>,<filter>'"),
+        ({"threshold": None}, r"must check something"),
+        ({"threshold": "high"}, r"threshold must be a finite number"),
+        ({"optional": "yes"}, r"optional must be true or false"),
+        ({"chat_template": "sometimes"}, r"chat_template must be one of"),
+        ({"thresold": 0.5}, r"unknown key\(s\) thresold"),
+        ({"compare": {"min_gain": 0.1, "bogus": 1}}, r"compare: unknown key\(s\) bogus"),
+        ({"compare": {}}, r"compare names no rule"),
+        ({"task": ""}, r"`task` is required"),
+    ],
+)
+def test_bad_gates_are_refused_with_one_line(gate, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_gate_profiles(_gate(**gate), "gates.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_duplicate_gate_names_and_conflicting_chat_modes_are_refused():
+    two = {"profiles": {"p": {"gates": [
+        {"name": "a", "task": "identity", "metric": "acc,none", "threshold": 0.9},
+        {"name": "a", "task": "inference_suite", "metric": "acc,none", "threshold": 0.8},
+    ]}}}
+    with pytest.raises(UserError, match="used twice"):
+        parse_gate_profiles(two)
+    modes = {"profiles": {"p": {"gates": [
+        {"name": "a", "task": "identity", "metric": "acc,none", "threshold": 0.9, "chat_template": "never"},
+        {"name": "b", "task": "identity", "metric": "acc,none", "threshold": 0.5},
+    ]}}}
+    with pytest.raises(UserError, match="disagree on chat_template"):
+        parse_gate_profiles(modes)
+
+
+def test_a_gate_may_compare_with_the_base_only():
+    profiles = parse_gate_profiles(_gate(threshold=None, compare={"no_regression": True, "stderr_multiplier": 2}))
+    gate = profiles["p"].gates[0]
+    assert gate.threshold is None and gate.compare.stderr_multiplier == 2.0
+    assert gate.compare.short() == "≥ base−2·se"
+
+
+def test_missing_profiles_mapping_is_refused():
+    with pytest.raises(UserError, match="top-level `profiles:`"):
+        parse_gate_profiles({"gates": []}, "x.yaml")

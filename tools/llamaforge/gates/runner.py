@@ -1,0 +1,529 @@
+"""`run_gates`: evaluate a model (or a base model plus a PEFT adapter) on a gate profile with
+lm-eval's Python API and the HF backend, decide every gate, and write results.json, report.md and
+the per-sample answers.
+
+Flow: profile -> check the inputs (model folder, adapter for this base, task names) -> load each
+task once (a task that cannot load or whose data is not available fails its gates, it does not
+stop the run) -> evaluate the gated model, then the base model, each loaded once, one
+`lm_eval.simple_evaluate` call per task -> verdicts (pure, verdict.py) -> files.
+
+lm_eval, torch, transformers and datasets are imported inside the functions (heavy)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import re
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import UserError
+from .code_execution import CODE_EVAL_ENV
+from .identity import DEFAULT_PERSONA, validate_persona
+from .profiles import GateProfile, get_gate_profile
+from .verdict import (
+    CODE_EXECUTION_NOT_ALLOWED,
+    EVAL_FAILED,
+    LOAD_FAILED,
+    MEASURED,
+    UNAVAILABLE,
+    GateReport,
+    TaskOutcome,
+    answers_unchanged,
+    decide_gate,
+    with_failure,
+)
+
+IDENTITY_TASK = "identity"
+GATED, BASE = "model", "base"  # the two variants a report can hold
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Marks of "the data could not be had" in an exception chain (offline, not cached, not on the Hub).
+_UNAVAILABLE_TYPES = {
+    "ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "DatasetNotFoundError",
+    "EntryNotFoundError", "RepositoryNotFoundError", "HfHubHTTPError", "Timeout", "ReadTimeout",
+    "ConnectTimeout", "MaxRetryError", "NameResolutionError", "FileNotFoundError",
+}
+_UNAVAILABLE_WORDS = ("offline", "couldn't reach", "could not reach", "not available", "connection", "no such file",
+                      "doesn't exist on the hub", "not found on the hugging face hub", "cannot find the requested files")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    ref: str  # what the user gave
+    local: bool
+    config: dict
+    config_path: Path | None
+
+
+def inspect_model(path: str, option: str = "--model") -> ModelInfo:
+    """The model's config; a UserError when `path` is not a model folder (or a reachable Hub id)."""
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise UserError(f"{option} {path} is a file, not a model folder; give the folder with config.json and the weights")
+        if (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
+            raise UserError(f"{option} {path} is a PEFT adapter, not a model; pass it as --adapter and its base model as --model")
+        if not (p / "config.json").is_file():
+            raise UserError(f"{option} {path} is not a model folder (no config.json); give a Hugging Face model folder")
+        try:
+            config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{option} {path}: config.json is not readable JSON ({exc})") from None
+        if not any(next(p.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
+            raise UserError(f"{option} {path} has a config.json but no weights (*.safetensors or pytorch_model*.bin)")
+        return ModelInfo(path, True, config if isinstance(config, dict) else {}, p / "config.json")
+    if _HUB_ID.match(path):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cfg_file = Path(hf_hub_download(path, "config.json"))
+            return ModelInfo(path, False, json.loads(cfg_file.read_text(encoding="utf-8")), cfg_file)
+        except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"{option} {path}: no such folder, and not a Hugging Face model id that can be fetched here ({first}); "
+                "give a local model folder"
+            ) from None
+    raise UserError(f"{option} {path}: no such folder; give a Hugging Face model folder (config.json + weights)")
+
+
+def read_safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the JSON header of a .safetensors file (no torch needed)."""
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+_LORA_KEY = re.compile(r"layers\.(\d+)\..*?\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
+
+
+def lora_shape_mismatch(shapes: dict[str, list[int]], linear_shapes: dict[str, tuple[int, int]], num_layers: int) -> str | None:
+    """The first LoRA tensor that cannot belong to a model with these (in, out) linear shapes."""
+    for key, shape in sorted(shapes.items()):
+        m = _LORA_KEY.search(key)
+        if not m or len(shape) != 2:
+            continue
+        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
+        if layer >= num_layers:
+            return f"{key} is for layer {layer}, the model has {num_layers} layers"
+        if module not in linear_shapes:
+            continue
+        fan_in, fan_out = linear_shapes[module]
+        if ab == "A" and shape[1] != fan_in:
+            return f"{module} LoRA A takes {shape[1]} inputs, the model's {module} has {fan_in}"
+        if ab == "B" and shape[0] != fan_out:
+            return f"{module} LoRA B gives {shape[0]} outputs, the model's {module} has {fan_out}"
+    return None
+
+
+def _same_ref(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
+    """Notes for the report; a UserError when `adapter` is not an adapter or was made for another base."""
+    from ..catalog import model_from_hf_config
+
+    a = Path(adapter).expanduser()
+    if not a.is_dir():
+        raise UserError(f"--adapter {adapter}: no such folder; give the folder with adapter_config.json")
+    if not (a / "adapter_config.json").is_file():
+        if (a / "config.json").is_file():
+            raise UserError(f"--adapter {adapter} is a full model, not a PEFT adapter; pass it as --model")
+        raise UserError(f"--adapter {adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    try:
+        acfg = json.loads((a / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--adapter {adapter}: adapter_config.json is not readable JSON ({exc})") from None
+    declared = str(acfg.get("base_model_name_or_path") or "")
+    notes: list[str] = []
+    weights = a / "adapter_model.safetensors"
+    try:
+        spec = model_from_hf_config(model.config_path) if model.config_path else None
+    except UserError:
+        spec = None
+    if weights.is_file() and spec is not None:
+        problem = lora_shape_mismatch(read_safetensors_shapes(weights), spec.linear_shapes(), spec.num_layers)
+        if problem:
+            raise UserError(
+                f"--adapter {adapter} was made for another base ({declared or 'unnamed'}), not --model {model.ref}: "
+                f"{problem}; pass the adapter's base model as --model"
+            )
+        checked = "its LoRA shapes fit this model"
+    else:
+        checked = "its LoRA shapes could not be checked"
+    if declared and not _same_ref(declared, model.ref):
+        notes.append(f"the adapter names base {declared!r}, evaluated on --model {model.ref!r}; {checked}")
+    return notes
+
+
+def build_task_manager(tasks: list[str], persona: str, tasks_dir: Path):
+    """A TaskManager that knows our tasks (and lm-eval's own, when the profile needs one); the
+    persona goes to the tasks as metadata. Unknown task names are a UserError."""
+    from lm_eval.tasks import TaskManager
+
+    metadata = {"persona": persona}
+    manager = TaskManager(include_path=str(tasks_dir), include_defaults=False, metadata=metadata)
+    if not set(tasks) <= set(manager.all_tasks):
+        manager = TaskManager(include_path=str(tasks_dir), include_defaults=True, metadata=metadata)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        import difflib
+
+        hints = [f"{t!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(t, manager.all_tasks, n=1)) else "")
+                 for t in unknown]
+        raise UserError(f"unknown lm-eval task {', '.join(hints)} in the gate profile; ours are in {tasks_dir}")
+    return manager
+
+
+def classify_load_error(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) for an exception raised while loading a task: UNAVAILABLE when its data
+    could not be had (offline, not cached, not on the Hub, a missing data package), else LOAD_FAILED."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in chain and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    for e in chain:
+        names = {t.__name__ for t in type(e).__mro__}
+        text = str(e).lower()
+        if names & _UNAVAILABLE_TYPES or any(w in text for w in _UNAVAILABLE_WORDS):
+            return UNAVAILABLE, f"dataset not available (offline and not cached?): {type(exc).__name__}: {first_line}"
+    return LOAD_FAILED, f"task could not load: {type(exc).__name__}: {first_line}"
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantRun:
+    outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> doc id -> answer
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # task -> slim sample records
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _code_execution_env(allowed: bool) -> Iterator[None]:
+    """HF_ALLOW_CODE_EVAL=1 for the run when allowed; otherwise removed, so nothing executes."""
+    before = os.environ.get(CODE_EVAL_ENV)
+    if allowed:
+        os.environ[CODE_EVAL_ENV] = "1"
+    else:
+        os.environ.pop(CODE_EVAL_ENV, None)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CODE_EVAL_ENV, None)
+        else:
+            os.environ[CODE_EVAL_ENV] = before
+
+
+def _quiet_libraries() -> None:
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def load_tasks(tasks: list[str], manager, allow_code_execution: bool) -> tuple[dict[str, Any], dict[str, TaskOutcome]]:
+    """Each task loaded once: (loaded task objects, outcomes of the tasks that will not run)."""
+    from lm_eval.tasks import get_task_dict
+
+    loaded: dict[str, Any] = {}
+    blocked: dict[str, TaskOutcome] = {}
+    for name in tasks:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                task_dict = get_task_dict([name], manager)
+        except Exception as exc:  # noqa: BLE001 - a task that cannot load fails its gates, with the reason
+            status, reason = classify_load_error(exc)
+            blocked[name] = TaskOutcome(name, status, reason=reason)
+            continue
+        task = task_dict.get(name)
+        if task is None or isinstance(task, dict):
+            blocked[name] = TaskOutcome(name, LOAD_FAILED, reason=f"{name} is a group of tasks; gate a single task")
+            continue
+        if getattr(task, "UNSAFE_CODE", False) and not allow_code_execution:
+            blocked[name] = TaskOutcome(
+                name, CODE_EXECUTION_NOT_ALLOWED,
+                reason="code execution not allowed: this task executes model-written code; pass --allow-code-execution "
+                       f"(sets {CODE_EVAL_ENV}=1 and lm-eval's confirm_run_unsafe_code)",
+            )
+            continue
+        loaded[name] = task
+    return loaded, blocked
+
+
+def _slim_sample(sample: dict) -> dict:
+    args = sample.get("arguments")
+    prompt = None
+    if isinstance(args, dict) and args:
+        first = next(iter(args.values()))
+        prompt = first.get("arg_0") if isinstance(first, dict) else None
+    elif isinstance(args, (list, tuple)) and args and isinstance(args[0], (list, tuple)):
+        prompt = args[0][0]
+    resps = sample.get("resps")
+    answer = resps[0][0] if isinstance(resps, list) and resps and isinstance(resps[0], list) and resps[0] else resps
+    doc = sample.get("doc") or {}
+    return {
+        "doc_id": sample.get("doc_id"),
+        "id": doc.get("id", doc.get("task_id")),
+        "input": prompt if isinstance(prompt, str) else None,
+        "answer": answer,
+        "filtered": sample.get("filtered_resps"),
+        "metrics": {m: sample.get(m) for m in (sample.get("metrics") or [])},
+    }
+
+
+def load_adapter_lm(model_path: str, adapter: str, *, device: str, batch_size: int | str):
+    """The base model with the PEFT adapter applied, wrapped in lm-eval's HF backend (HFLM).
+
+    lm-eval's own `peft=` loader resizes the embedding to len(tokenizer) before applying the
+    adapter; where the model has more embedding rows than the tokenizer has tokens (Qwen, and our
+    tiny model) that SHRINKS the embedding and lm_head, so the "adapter" model differs from the
+    base even with a no-op adapter (lm-eval issue #2748). Here the embedding only grows, for an
+    adapter trained with added tokens. Returns (lm, note or None)."""
+    from lm_eval.models.huggingface import HFLM
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_path = adapter if (Path(adapter).expanduser() / "tokenizer_config.json").is_file() else model_path
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    cuda = device.startswith("cuda")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto", device_map="auto" if cuda else None)
+    rows = model.get_input_embeddings().weight.shape[0]
+    note = None
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer))
+    elif len(tokenizer) < rows:
+        note = (f"adapter applied with PEFT directly: the model has {rows} embedding rows, the tokenizer {len(tokenizer)} "
+                "tokens, and lm-eval's peft= loader would shrink the embedding (lm-eval issue #2748)")
+    model = PeftModel.from_pretrained(model, adapter)
+    if not cuda:
+        model = model.to(device)
+    model.eval()
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size), note
+
+
+def evaluate_variant(
+    model_path: str,
+    adapter: str | None,
+    tasks: dict[str, Any],
+    chat_modes: dict[str, str],
+    manager,
+    *,
+    limit: int | None,
+    device: str,
+    batch_size: int | str,
+    gen_kwargs: dict | None,
+    allow_code_execution: bool,
+) -> VariantRun:
+    """Load the model once with lm-eval's HF backend (plus the adapter, see load_adapter_lm) and
+    run each task with lm_eval.simple_evaluate."""
+    import lm_eval
+    from lm_eval.api.registry import get_model
+
+    run = VariantRun()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            if adapter:
+                lm, note = load_adapter_lm(model_path, adapter, device=device, batch_size=batch_size)
+                if note:
+                    run.notes.append(note)
+            else:
+                lm = get_model("hf").create_from_arg_obj({"pretrained": model_path, "dtype": "auto"},
+                                                         {"batch_size": batch_size, "device": device})
+    except Exception as exc:  # noqa: BLE001 - the model failing to load fails every gate, with the reason
+        reason = f"model could not load: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        run.outcomes = {name: TaskOutcome(name, EVAL_FAILED, reason=reason) for name in tasks}
+        return run
+    has_template = bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
+    for name, task in tasks.items():
+        mode = chat_modes.get(name, "auto")
+        chat = mode == "always" or (mode == "auto" and has_template)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                res = lm_eval.simple_evaluate(
+                    model=lm, tasks=[task], limit=limit, apply_chat_template=chat, gen_kwargs=gen_kwargs,
+                    log_samples=True, confirm_run_unsafe_code=allow_code_execution, task_manager=manager,
+                    bootstrap_iters=1000,
+                )
+        except Exception as exc:  # noqa: BLE001 - recorded as the gate's reason
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            run.outcomes[name] = TaskOutcome(name, EVAL_FAILED, reason=f"evaluation failed: {type(exc).__name__}: {first}",
+                                             chat_template=chat)
+            continue
+        metrics = dict((res or {}).get("results", {}).get(name, {}))
+        n = ((res or {}).get("n-samples", {}).get(name) or {}).get("effective")
+        samples = [_slim_sample(s) for s in (res or {}).get("samples", {}).get(name, [])]
+        run.samples[name] = samples
+        run.answers[name] = {str(s["id"] if s["id"] is not None else s["doc_id"]): s["answer"] for s in samples
+                             if isinstance(s["answer"], str)}
+        run.outcomes[name] = TaskOutcome(name, MEASURED, metrics=metrics, n_samples=n, chat_template=chat)
+    del lm
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    return run
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_output_dir(model: ModelInfo, adapter: str | None, profile: str) -> Path:
+    if adapter:
+        return Path(adapter).expanduser() / "eval" / profile
+    if model.local:
+        return Path(model.ref).expanduser() / "eval" / profile
+    return Path.cwd() / "eval" / model.ref.replace("/", "--") / profile
+
+
+def run_gates(
+    model_path: str | os.PathLike,
+    *,
+    adapter: str | os.PathLike | None = None,
+    profile: str = "demo",
+    persona: str = DEFAULT_PERSONA,
+    limit: int | None = None,
+    allow_code_execution: bool = False,
+    output_dir: str | os.PathLike | None = None,
+    compare_base: bool = True,
+    base_model: str | os.PathLike | None = None,
+    device: str | None = None,
+    batch_size: int | str | None = None,
+    max_gen_toks: int | None = None,
+    gates_file: str | os.PathLike | None = None,
+) -> GateReport:
+    """Evaluate `model_path` (plus `adapter`) on the gates of `profile` and write results.json,
+    report.md and samples/ to `output_dir` (default: <adapter or model>/eval/<profile>/).
+
+    The base model (`model_path` when an adapter is given, else `base_model`) is evaluated on the
+    same tasks when `compare_base` (its values fill the table's base column and the gates'
+    `compare` rules); with an adapter it is always evaluated on the identity prompts, and an
+    adapter whose identity answers equal the base's fails the identity gate.
+    Bad input (unknown profile or task, not a model, an adapter for another base) raises UserError."""
+    from ..paths import evals_dir
+    from .report import write_report_files
+
+    started = time.time()
+    model_ref, adapter_ref = str(model_path), (str(adapter) if adapter else None)
+    gate_profile: GateProfile = get_gate_profile(profile, Path(gates_file) if gates_file else None)
+    persona = validate_persona(persona)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be a positive number of examples per task, not {limit}")
+    if max_gen_toks is not None and max_gen_toks < 1:
+        raise UserError(f"--max-gen-toks must be positive, not {max_gen_toks}")
+    if base_model and adapter_ref:
+        raise UserError("--base is for merged models; with --adapter the base model is --model")
+    model = inspect_model(model_ref)
+    notes = check_adapter(adapter_ref, model) if adapter_ref else []
+    base_ref = str(base_model) if base_model else (model_ref if adapter_ref else None)
+    if base_model:
+        inspect_model(base_ref, "--base")
+    out_dir = Path(output_dir).expanduser() if output_dir else default_output_dir(model, adapter_ref, gate_profile.name)
+
+    _quiet_libraries()
+    tasks = gate_profile.tasks()
+    manager = build_task_manager(tasks, persona, evals_dir() / "tasks")
+    device = device or _default_device()
+    batch = batch_size if batch_size is not None else ("auto" if device.startswith("cuda") else 1)
+    gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
+    chat_modes = {g.task: g.chat_template for g in gate_profile.gates}
+    common = dict(limit=limit, device=device, batch_size=batch, gen_kwargs=gen_kwargs,
+                  allow_code_execution=allow_code_execution)
+
+    with _code_execution_env(allow_code_execution):
+        loaded, blocked = load_tasks(tasks, manager, allow_code_execution)
+        gated = evaluate_variant(model_ref, adapter_ref, loaded, chat_modes, manager, **common) if loaded else VariantRun()
+        notes += gated.notes
+        gated.outcomes.update(blocked)
+        base: VariantRun | None = None
+        if base_ref:
+            base_tasks = {t: o for t, o in loaded.items() if compare_base or (t == IDENTITY_TASK and adapter_ref)}
+            if base_tasks:
+                base = evaluate_variant(base_ref, None, base_tasks, chat_modes, manager, **common)
+                base.outcomes.update({t: o for t, o in blocked.items()})
+
+    if not base_ref:
+        no_base = "no base model to compare with (give --adapter, or --base for a merged model)"
+    elif not compare_base:
+        no_base = "base comparison turned off (compare_base=False / --no-base)"
+    else:
+        no_base = "base model not evaluated"
+    gates = []
+    for spec in gate_profile.gates:
+        base_outcome = base.outcomes.get(spec.task) if (base and compare_base) else None
+        gates.append(decide_gate(spec, gated.outcomes[spec.task], base_outcome, no_base_reason=no_base))
+
+    if adapter_ref and IDENTITY_TASK in tasks:
+        problem = adapter_effect_problem(gated, base)
+        if problem:
+            gates = [with_failure(g, problem) if g.task == IDENTITY_TASK else g for g in gates]
+            notes.append(problem)
+
+    from importlib.metadata import version
+
+    report = GateReport(
+        profile=gate_profile.name, model=model_ref, adapter=adapter_ref, base_model=base_ref, persona=persona,
+        limit=limit, gates=gates, notes=notes, output_dir=str(out_dir),
+        tasks={GATED: gated.outcomes, **({BASE: base.outcomes} if base else {})},
+        settings={
+            "device": device, "batch_size": batch, "max_gen_toks": max_gen_toks, "compare_base": compare_base,
+            "allow_code_execution": allow_code_execution, "lm_eval": version("lm_eval"),
+            "sandbox": _sandbox_description() if allow_code_execution else None,
+            "seconds": round(time.time() - started, 1),
+        },
+    )
+    write_report_files(report, out_dir, samples={GATED: gated.samples, **({BASE: base.samples} if base else {})})
+    return report
+
+
+def adapter_effect_problem(gated: VariantRun, base: VariantRun | None) -> str | None:
+    """Why the adapter's effect is not shown on the identity prompts, or None when it changed answers."""
+    if gated.outcomes.get(IDENTITY_TASK) is None or gated.outcomes[IDENTITY_TASK].status != MEASURED:
+        return None  # the identity gate already fails with its own reason
+    if base is None or base.outcomes.get(IDENTITY_TASK) is None or base.outcomes[IDENTITY_TASK].status != MEASURED:
+        reason = base.outcomes[IDENTITY_TASK].reason if base and IDENTITY_TASK in base.outcomes else "not run"
+        return f"the adapter's effect could not be checked: the base model's identity answers were not measured ({reason})"
+    if answers_unchanged(gated.answers.get(IDENTITY_TASK, {}), base.answers.get(IDENTITY_TASK, {})):
+        return "adapter had no effect / not applied: its answers to the identity prompts equal the base model's"
+    return None
+
+
+def _sandbox_description() -> str:
+    from .code_execution import sandbox_launcher
+
+    return sandbox_launcher().description
