@@ -1,0 +1,759 @@
+"""`llamaforge corpus build SPEC`: the whole build, streaming and in two passes.
+
+Pass 1 (workers, in parallel over byte ranges of the sources): read, validate, normalize, hash; the
+normalized rows go to a spool on disk, split into shuffle buckets by their seeded key; a compact
+record per row (~50 bytes) comes back. Bad rows go to quarantine.jsonl with source, line and reason.
+Decide (main process, numpy over the records): exact dedup, QC and length drops, near dedup, eval
+hold-out, mix, limit, sample, phases; then the offset of every output row is known.
+Pass 2 (workers, in parallel over buckets): each bucket's rows are written in key order at their
+offsets of train/eval/sample. Then hashes, the QC report, the review file and, last, the manifest.
+
+Everything is written into a temporary folder next to the output, which replaces the output folder
+only when complete: an interrupted build leaves the previous corpus (or nothing), never a partial
+one. Memory: the records (about 50 bytes per row, read column by column) and a bucket per worker."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from ..errors import UserError
+from ..paths import display_path
+from .dedup import lsh_bands, repeat_keys
+from .lengths import length_stats, resolve_tokenizer
+from .manifest import (
+    BUILDER, BUILDER_VERSION, MANIFEST_NAME, check_counts, load_manifest, manifest_bytes, manifest_hash,
+)
+from .mix import general_share_of
+from .qc import FLAG_BITS, PHRASE_FLAGS, SAMPLED_FLAGS, PhraseHits, qc_rules
+from .readers import ReadTask, load_hf_dataset, plan_ranges
+from .report import dumps_json, qc_markdown, qc_report, review_markdown
+from .scan import RECORD, ScanConfig, ScanResult, SourceRead, init_worker, scan_task
+from .selection import DUP_EXACT, DUP_NEAR, EVAL, FILTER_REASONS, FILTERED, STATE_COUNT, TRAIN, select_rows
+from .spec import CorpusSpec, ResolvedSource, corpus_facts, load_spec, resolve_sources
+from .split import phase_of_categories
+from .writer import QC_OPENER, QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, \
+    write_bucket, write_bytes_atomic
+
+OUTPUT_FILES = ("train", "eval", "sample")
+REPEAT_SUFFIX = len(b',"_repeat":')
+UNKNOWN_CATEGORY = "(unknown)"
+TOP_OPENERS_PER_CATEGORY = 5
+
+
+@dataclass
+class BuildOptions:
+    limit: int | None = None  # keep only the first N train rows (nested: a larger N extends a smaller)
+    add: int | None = None  # extend the previous build in the output folder by N train rows
+    workers: int | None = None  # worker processes (default: the CPU count; 1 = in this process)
+    chunk_bytes: int | None = None
+    bucket_bytes: int | None = None
+
+
+class Progress:
+    """What a build reports while it runs. The CLI shows it with rich; this one stays silent."""
+
+    def start(self, stage: str, total: float | None) -> None: ...
+
+    def advance(self, stage: str, amount: float) -> None: ...
+
+    def finish(self, stage: str) -> None: ...
+
+
+@dataclass
+class BuildResult:
+    manifest: dict
+    out_dir: Path
+    seconds: float
+    input_bytes: int
+    workers: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---- the worker pool -------------------------------------------------------------------------
+
+class _Runner:
+    """Runs tasks in worker processes, or in this process when one worker is asked for."""
+
+    def __init__(self, workers: int, config: ScanConfig):
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            self.pool = mp.get_context("spawn").Pool(workers, initializer=init_worker, initargs=(config,))
+        else:
+            init_worker(config, worker=0)
+
+    def imap(self, fn, tasks):
+        return self.pool.imap(fn, tasks) if self.pool is not None else map(fn, tasks)
+
+    def close(self, ok: bool) -> None:
+        if self.pool is not None:
+            if ok:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        else:
+            from .scan import _state
+
+            spool = _state.get("spool")
+            if spool is not None:
+                for fd in spool.fds.values():
+                    os.close(fd)
+                spool.fds.clear()
+
+
+# ---- pass 1: collecting the records --------------------------------------------------------
+
+class _Columns:
+    """The row records on disk, one file per column, appended task by task in read order."""
+
+    NAMES = RECORD.names + ("src", "worker")
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.files = {n: open(directory / f"{n}.bin", "wb") for n in self.NAMES}
+        self.rows = 0
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, arr in arrays.items():
+            self.files[name].write(np.ascontiguousarray(arr).tobytes())
+        self.rows += len(next(iter(arrays.values())))
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def load(self, name: str) -> np.ndarray:
+        dtype = {"src": np.uint16, "worker": np.uint16}.get(name) or RECORD.fields[name][0]
+        return np.fromfile(self.dir / f"{name}.bin", dtype=dtype)
+
+
+class _Collector:
+    def __init__(self, work: Path, sources: list[ResolvedSource], quarantine_path: Path, near_bands: int):
+        self.sources = sources
+        self.cols = _Columns(work)
+        self.quarantine = open(quarantine_path, "wb")
+        self.categories: dict[str, int] = {}
+        self.line_base: dict[int, int] = {}
+        self.line_based: set[int] = set()
+        self.workers: dict[int, int] = {}
+        self.quarantined: Counter = Counter()  # (source, category or -1) -> rows
+        self.quarantine_reasons: Counter = Counter()
+        self.hits = PhraseHits()
+        self.near_bands = near_bands
+        self.sig_file = open(work / "signatures.bin", "wb") if near_bands else None
+        self.band_files = [open(work / f"band{i}.bin", "wb") for i in range(near_bands)]
+
+    def category_code(self, name: str) -> int:
+        code = self.categories.get(name)
+        if code is None:
+            code = self.categories[name] = len(self.categories)
+        return code
+
+    def add(self, r: ScanResult) -> None:
+        label = self.sources[r.source].label
+        if r.line_based:
+            self.line_based.add(r.source)
+            base = self.line_base.get(r.source, 1)
+            self.line_base[r.source] = base + r.newlines
+        else:
+            base = 0
+        for where, reason, detail, text, category in r.quarantine:
+            code = self.category_code(category) if category is not None else -1
+            self.quarantined[(r.source, code)] += 1
+            self.quarantine_reasons[reason] += 1
+            entry = {"source": label, "line": base + where if r.line_based else None,
+                     "row": None if r.line_based else where, "category": category, "reason": reason,
+                     "detail": detail, "text": text}
+            self.quarantine.write(orjson.dumps(entry) + b"\n")
+        rec = r.records
+        if len(rec):
+            remap = np.array([self.category_code(c) for c in r.categories], dtype=np.uint16)
+            worker = self.workers.setdefault(r.worker, len(self.workers))
+            arrays = {name: rec[name] for name in RECORD.names}
+            arrays["cat"] = remap[rec["cat"]]
+            arrays["line"] = (rec["line"].astype(np.int64) + base).astype(np.uint32)
+            arrays["src"] = np.full(len(rec), r.source, dtype=np.uint16)
+            arrays["worker"] = np.full(len(rec), worker, dtype=np.uint16)
+            self.cols.append(arrays)
+        self.hits.merge(r.phrase_hits)
+        if self.sig_file is not None and r.signatures is not None:
+            self.sig_file.write(np.ascontiguousarray(r.signatures).tobytes())
+            for i, f in enumerate(self.band_files):
+                f.write(np.ascontiguousarray(r.bands[:, i]).tobytes())
+
+    def close(self) -> None:
+        self.cols.close()
+        self.quarantine.close()
+        if self.sig_file is not None:
+            self.sig_file.close()
+        for f in self.band_files:
+            f.close()
+
+
+# ---- the build -------------------------------------------------------------------------------
+
+def _catalog_repos(name: str) -> list[str]:
+    from ..catalog import get_model
+
+    try:
+        model = get_model(name)
+    except UserError:
+        return []
+    return [getattr(model, "instruct_repo", None), model.hf_repo]
+
+
+def _plan_tasks(sources: list[ResolvedSource], chunk_bytes: int) -> list[ReadTask]:
+    tasks: list[ReadTask] = []
+    for i, src in enumerate(sources):
+        if src.kind == "jsonl":
+            ranges = plan_ranges(src.path, src.size, chunk_bytes)
+            for k, (start, end) in enumerate(ranges):
+                tasks.append(ReadTask(len(tasks), i, start, end, last=k == len(ranges) - 1))
+        else:
+            tasks.append(ReadTask(len(tasks), i, 0, src.size, True))
+    return tasks
+
+
+def _previous_build(spec: CorpusSpec, out_dir: Path, add: int) -> tuple[dict, int]:
+    if add <= 0:
+        raise UserError("--add takes a positive number of train rows")
+    if not (out_dir / MANIFEST_NAME).exists():
+        raise UserError(f"--add extends a previous build, but {display_path(out_dir)} has none; "
+                        "build first with --limit N")
+    prev = load_manifest(out_dir, verify="size")
+    if prev["spec"]["sha256"] != spec.sha256 or prev["seed"] != spec.seed:
+        raise UserError(f"the build in {display_path(out_dir)} came from another spec or seed; --add extends only "
+                        "a build of the same spec (rebuild with --limit N instead)")
+    prev_limit = prev["build"]["limit"]
+    if prev_limit is None:
+        raise UserError(f"the build in {display_path(out_dir)} has no limit: it holds every row already")
+    return prev, prev_limit + add
+
+
+def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, progress: Progress | None = None,
+                 cwd: Path | None = None) -> BuildResult:
+    """Build the corpus a spec describes into `<output>/<name>/`. User mistakes raise UserError
+    before anything is written."""
+    t0 = time.perf_counter()
+    options = options or BuildOptions()
+    progress = progress or Progress()
+    cwd = cwd or Path.cwd()
+    spec = load_spec(spec_path)
+    facts = corpus_facts()
+    sources = resolve_sources(spec, cwd)
+    rules = qc_rules(spec.qc, facts)
+    length = resolve_tokenizer(spec.lengths, _catalog_repos)
+    out_dir = spec.output_dir(cwd)
+    limit, previous = options.limit, None
+    if options.limit is not None and options.limit < 0:
+        raise UserError("--limit takes a number of train rows, 0 or more")
+    if options.add is not None:
+        if options.limit is not None:
+            raise UserError("give --limit N or --add N, not both")
+        previous, limit = _previous_build(spec, out_dir, options.add)
+    for src in sources:
+        if src.kind == "hf":
+            load_hf_dataset(src.path, src.spec.hf_config, src.spec.hf_split)  # UserError when unavailable
+
+    chunk_bytes = options.chunk_bytes or facts["build"]["chunk_bytes"]
+    bucket_bytes = options.bucket_bytes or facts["build"]["bucket_bytes"]
+    input_bytes = sum(s.size for s in sources)
+    bucket_bits = min(12, max(0, math.ceil(math.log2(input_bytes / bucket_bytes)))) if input_bytes > bucket_bytes else 0
+    tasks = _plan_tasks(sources, chunk_bytes)
+    workers = options.workers or min(os.cpu_count() or 1, len(tasks))
+    workers = max(1, min(workers, len(tasks)))
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{spec.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    work = tmp / ".work"
+    spool_dir = work / "spool"
+    spool_dir.mkdir(parents=True)
+    near = None
+    if spec.dedup.near:
+        bands, _rows = lsh_bands(spec.dedup.num_perm, spec.dedup.near_threshold)
+        near = (spec.dedup.num_perm, facts["dedup"]["shingle_sample"], bands)
+    all_row_flags = ("short_answer",) + tuple(
+        f for f in SAMPLED_FLAGS if spec.qc.scope == "all" or f in spec.qc.drop)
+    config = ScanConfig(
+        sources=tuple(SourceRead(s.label, s.kind, s.path, s.spec.format, s.spec.category, s.spec.category_field,
+                                 s.spec.hf_config, s.spec.hf_split) for s in sources),
+        spool_dir=str(spool_dir), seed=spec.seed, bucket_bits=bucket_bits, rules=rules,
+        all_row_flags=all_row_flags, length=length,
+        system_prompt=spec.persona.system_prompt if spec.persona.add_system_prompt == "missing" else None,
+        near=near,
+    )
+    timings: dict[str, float] = {}
+    runner = None
+    ok = False
+    try:
+        runner = _Runner(workers, config)
+        t = time.perf_counter()
+        collector = _Collector(work, sources, tmp / "quarantine.jsonl", near[2] if near else 0)
+        progress.start("read", input_bytes)
+        for result in runner.imap(scan_task, tasks):
+            collector.add(result)
+            task = tasks[result.task_id]
+            progress.advance("read", (task.end - task.start) if sources[task.source].kind == "jsonl"
+                             else sources[task.source].size)
+        collector.close()
+        progress.finish("read")
+        timings["pass1_read"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        plan = _decide(spec, collector, work, near, limit, facts)
+        timings["decide"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        written = _write_outputs(spec, plan, collector, runner, tmp, spool_dir, bucket_bits, progress)
+        timings["pass2_write"] = time.perf_counter() - t
+        runner.close(ok=True)
+        runner = None
+
+        t = time.perf_counter()
+        manifest = _finish(spec, sources, plan, collector, written, tmp, length, rules, limit, previous,
+                           out_dir, progress)
+        timings["reports_hashes"] = time.perf_counter() - t
+        shutil.rmtree(work)
+        if previous is not None:
+            _check_extends(Path(previous["dir"]) / previous["files"]["train"]["path"], tmp / "train.jsonl")
+        commit_dir(tmp, out_dir)
+        ok = True
+    finally:
+        if runner is not None:
+            runner.close(ok=False)
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(manifest=manifest, out_dir=out_dir, seconds=time.perf_counter() - t0,
+                       input_bytes=input_bytes, workers=workers, timings=timings)
+
+
+# ---- deciding --------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    categories: list[str]  # by code
+    state: np.ndarray
+    selection: object
+    phase_of: dict[str, int]
+    phase_names: list[str]
+    # copies, sorted by (bucket, file, phase, key)
+    c_row: np.ndarray
+    c_file: np.ndarray
+    c_phase: np.ndarray
+    c_repeat: np.ndarray
+    c_key: np.ndarray
+    c_qc: np.ndarray
+    c_size: np.ndarray
+
+
+def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, facts) -> _Plan:
+    cols = collector.cols
+    categories = list(collector.categories)
+    key = cols.load("key")
+    cat = cols.load("cat")
+    n = len(key)
+    near_fn = None
+    if near is not None:
+        from .dedup import near_duplicates
+
+        num_perm, _sample, bands = near
+        sigs = np.memmap(work / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, num_perm)) if n else None
+
+        def similarity(a, b):
+            return (np.asarray(sigs[a]) == np.asarray(sigs[b])).mean(axis=1)
+
+        columns = [lambda i=i: np.fromfile(work / f"band{i}.bin", dtype=np.uint64) for i in range(bands)]
+
+        def near_fn(eligible):
+            return near_duplicates(columns, eligible, similarity, spec.dedup.near_threshold)
+
+    advice = tuple(facts["mix"]["general_share_advised"])
+    selection = select_rows(
+        h1=cols.load("h1"), h2=cols.load("h2"), key=key, cat=cat, flags=cols.load("flags"),
+        tokens=cols.load("tokens"), categories=categories, spec=spec, limit=limit, general_advice=advice,
+        near_duplicates=near_fn,
+    )
+    present = sorted(selection.splits)
+    phase_of = phase_of_categories(present, spec.phases)
+    phase_names = [p.name for p in spec.phases] or ["all"]
+
+    rows, files, phases, repeats, qcs = [], [], [], [], []
+    qc_n = spec.qc.sample_rows_per_category if spec.qc.scope == "sample" else 0
+    review_n = spec.qc.review_rows_per_category
+    for name in present:
+        sp = selection.splits[name]
+        ph = phase_of[name]
+        k0 = np.flatnonzero(sp.train_repeat == 0)
+        order = k0[np.argsort(key[sp.train_rows[k0]], kind="stable")]
+        mark = np.zeros(len(sp.train_rows), dtype=np.uint8)
+        mark[order[:max(qc_n, review_n)]] = QC_SAMPLE
+        mark[order[:review_n]] |= QC_REVIEW
+        for file_code, r, rep, m in (
+            (0, sp.train_rows, sp.train_repeat, mark),
+            (1, sp.eval_rows, np.zeros(len(sp.eval_rows), np.uint16), np.zeros(len(sp.eval_rows), np.uint8)),
+            (2, sp.train_rows[sp.sample], sp.train_repeat[sp.sample], np.zeros(int(sp.sample.sum()), np.uint8)),
+        ):
+            rows.append(r.astype(np.int64))
+            files.append(np.full(len(r), file_code, np.uint8))
+            phases.append(np.full(len(r), 0 if file_code == 1 else ph, np.uint8))
+            repeats.append(rep.astype(np.uint16))
+            qcs.append(m)
+    c_row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c_file = np.concatenate(files) if files else np.zeros(0, np.uint8)
+    c_phase = np.concatenate(phases) if phases else np.zeros(0, np.uint8)
+    c_repeat = np.concatenate(repeats) if repeats else np.zeros(0, np.uint16)
+    c_qc = np.concatenate(qcs) if qcs else np.zeros(0, np.uint8)
+    # One written row of each opener the report lists, to learn the opener's text in pass 2.
+    opener_col = cols.load("opener")
+    kept = np.flatnonzero((selection.state == TRAIN) | (selection.state == EVAL))
+    wanted = set(_top_values(opener_col[kept], corpus_facts()["qc"]["top_openers"]))
+    for code in range(len(categories)):
+        in_cat = kept[cat[kept] == code]
+        wanted.update(_top_values(opener_col[in_cat], TOP_OPENERS_PER_CATEGORY))
+    if wanted and len(c_row):
+        values = np.array(sorted(wanted), dtype=np.uint32)
+        rep_pos = kept[np.isin(opener_col[kept], values)]
+        _u, first = np.unique(opener_col[rep_pos], return_index=True)
+        rep_rows = rep_pos[first]
+        rows_u, first_copy = np.unique(c_row, return_index=True)
+        c_qc[first_copy[np.searchsorted(rows_u, rep_rows)]] |= QC_OPENER
+    del opener_col
+    c_key = key[c_row]
+    again = c_repeat > 0
+    if again.any():
+        c_key[again] = repeat_keys(c_key[again], c_repeat[again])
+    del key
+    nbytes = cols.load("nbytes")
+    digits = np.char.str_len(c_repeat.astype(str)) if again.any() else np.zeros(len(c_repeat), np.int64)
+    c_size = nbytes[c_row].astype(np.int64) + 1 + np.where(again, REPEAT_SUFFIX + digits, 0)
+    return _Plan(categories=categories, state=selection.state, selection=selection, phase_of=phase_of,
+                 phase_names=phase_names, c_row=c_row, c_file=c_file, c_phase=c_phase, c_repeat=c_repeat,
+                 c_key=c_key, c_qc=c_qc, c_size=c_size)
+
+
+def _top_values(values: np.ndarray, n: int) -> list[int]:
+    """The n most frequent values (ties: the smaller value first) that occur at least twice."""
+    if not len(values):
+        return []
+    u, counts = np.unique(values, return_counts=True)
+    top = np.lexsort((u, -counts))[:n]
+    return [int(u[i]) for i in top if counts[i] >= 2]
+
+
+# ---- pass 2: writing -------------------------------------------------------------------------
+
+@dataclass
+class _Written:
+    rows: dict[str, int]
+    bytes: dict[str, int]
+    phase_ranges: dict[str, list[dict]]  # file -> per phase {rows: [start, end], bytes: [start, end]}
+    qc_flags: dict[int, int]  # row -> bits (sampled flags)
+    phrase_hits: PhraseHits
+    review: dict[int, bytes]
+    opener_texts: dict[int, str]  # opener hash -> text
+
+
+def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tmp: Path, spool_dir: Path,
+                   bucket_bits: int, progress: Progress) -> _Written:
+    shift = np.uint64(64 - bucket_bits) if bucket_bits else None
+    bucket = (plan.c_key >> shift).astype(np.int64) if shift is not None else np.zeros(len(plan.c_key), np.int64)
+    order = np.lexsort((plan.c_key, plan.c_phase, plan.c_file, bucket))
+    c_row, c_file, c_phase = plan.c_row[order], plan.c_file[order], plan.c_phase[order]
+    c_repeat, c_qc, c_size, bucket = plan.c_repeat[order], plan.c_qc[order], plan.c_size[order], bucket[order]
+    nb = 1 << bucket_bits
+
+    # Size of every (file, phase, bucket) region, then offsets in file order: phase, bucket.
+    n_phase = max(len(plan.phase_names), 1)
+    group = (c_file.astype(np.int64) * n_phase + c_phase) * nb + bucket
+    sizes = np.bincount(group, weights=c_size, minlength=3 * n_phase * nb).astype(np.int64)
+    counts = np.bincount(group, minlength=3 * n_phase * nb).astype(np.int64)
+    offsets = np.zeros_like(sizes)
+    written_rows, written_bytes, phase_ranges = {}, {}, {}
+    for f, fname in enumerate(OUTPUT_FILES):
+        lo, hi = f * n_phase * nb, (f + 1) * n_phase * nb
+        offsets[lo:hi] = np.concatenate(([0], np.cumsum(sizes[lo:hi])[:-1]))
+        written_rows[fname] = int(counts[lo:hi].sum())
+        written_bytes[fname] = int(sizes[lo:hi].sum())
+        ranges, row0, byte0 = [], 0, 0
+        for p in range(n_phase):
+            r = int(counts[lo + p * nb: lo + (p + 1) * nb].sum())
+            b = int(sizes[lo + p * nb: lo + (p + 1) * nb].sum())
+            ranges.append({"rows": [row0, row0 + r], "bytes": [byte0, byte0 + b]})
+            row0, byte0 = row0 + r, byte0 + b
+        phase_ranges[fname] = ranges
+    outputs = tuple(str(tmp / f"{f}.jsonl") for f in OUTPUT_FILES)
+    for path, fname in zip(outputs, OUTPUT_FILES):
+        with open(path, "wb") as f:
+            f.truncate(written_bytes[fname])
+
+    src_worker = collector.cols.load("worker")[c_row]
+    src_off = collector.cols.load("off")[c_row]
+    nbytes = collector.cols.load("nbytes")[c_row]
+    key0 = collector.cols.load("key")[c_row]
+    src_bucket = (key0 >> shift).astype(np.int64) if shift is not None else np.zeros(len(c_row), np.int64)
+    del key0
+    worker_ids = tuple(sorted(collector.workers, key=collector.workers.get))
+    src_worker_id = np.array(worker_ids, dtype=np.int64)[src_worker] if len(c_row) else np.zeros(0, np.int64)
+    bounds = np.searchsorted(bucket, np.arange(nb + 1))
+    qc_flags = tuple(f for f in SAMPLED_FLAGS if f not in _all_row_flags(spec))
+    write_tasks = []
+    for b in range(nb):
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi == lo:
+            continue
+        g = group[lo:hi]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        regions = []
+        for s, e in zip(starts, np.r_[starts[1:], hi - lo]):
+            gid = int(g[s])
+            regions.append(Region(file=gid // (n_phase * nb), offset=int(offsets[gid]), size=int(sizes[gid]),
+                                  count=int(e - s)))
+        write_tasks.append(WriteTask(
+            bucket=b, spool_dir=str(spool_dir), workers=worker_ids, outputs=outputs, regions=tuple(regions),
+            repeat=c_repeat[lo:hi], src_worker=src_worker_id[lo:hi], src_bucket=src_bucket[lo:hi],
+            src_off=src_off[lo:hi], nbytes=nbytes[lo:hi], qc=c_qc[lo:hi], row=c_row[lo:hi], qc_flags=qc_flags,
+        ))
+    progress.start("write", len(write_tasks))
+    qc_rows: dict[int, int] = {}
+    hits = PhraseHits()
+    review: dict[int, bytes] = {}
+    opener_texts: dict[int, str] = {}
+    for res in runner.imap(write_bucket, write_tasks):
+        qc_rows.update(res.qc_rows)
+        hits.merge(res.phrase_hits)
+        review.update(res.review)
+        opener_texts.update(res.openers)
+        progress.advance("write", 1)
+    progress.finish("write")
+    opener_col = collector.cols.load("opener")
+    return _Written(rows=written_rows, bytes=written_bytes, phase_ranges=phase_ranges, qc_flags=qc_rows,
+                    phrase_hits=hits, review=review,
+                    opener_texts={int(opener_col[row]): text for row, text in opener_texts.items()})
+
+
+def _all_row_flags(spec) -> tuple[str, ...]:
+    return ("short_answer",) + tuple(f for f in SAMPLED_FLAGS if spec.qc.scope == "all" or f in spec.qc.drop)
+
+
+# ---- reports, hashes, manifest ---------------------------------------------------------------
+
+def _count_block(states: np.ndarray, quarantined: int) -> dict:
+    """Counts of one group from its per-state row counts."""
+    kept = int(states[TRAIN] + states[EVAL])
+    exact, near = int(states[DUP_EXACT]), int(states[DUP_NEAR])
+    by_reason = {r: int(states[FILTERED[r]]) for r in FILTER_REASONS if states[FILTERED[r]]}
+    filtered = sum(by_reason.values())
+    return {"read": kept + exact + near + filtered + quarantined, "kept": kept,
+            "duplicates": {"exact": exact, "near": near, "total": exact + near},
+            "quarantined": quarantined, "filtered": {"total": filtered, "by_reason": by_reason}}
+
+
+def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written, tmp: Path, length, rules,
+            limit, previous, out_dir, progress) -> dict:
+    cols = collector.cols
+    categories = plan.categories
+    state = plan.state
+    src = cols.load("src")
+    cat = cols.load("cat")
+    n_src, n_cat = len(sources), len(categories)
+    per_src = np.bincount(src.astype(np.int64) * STATE_COUNT + state, minlength=n_src * STATE_COUNT)
+    per_src = per_src.reshape(n_src, STATE_COUNT)
+    per_cat = np.bincount(cat.astype(np.int64) * STATE_COUNT + state, minlength=max(n_cat, 1) * STATE_COUNT)
+    per_cat = per_cat.reshape(max(n_cat, 1), STATE_COUNT)
+    q_src, q_cat = Counter(), Counter()
+    for (s, c), k in collector.quarantined.items():
+        q_src[s] += k
+        q_cat[c] += k
+    counts = _count_block(per_src.sum(axis=0), sum(q_src.values()))
+    counts["quarantined_by_reason"] = dict(sorted(collector.quarantine_reasons.items()))
+    counts["per_source"] = {s.label: _count_block(per_src[i], q_src[i]) for i, s in enumerate(sources)}
+    counts["per_category"] = {name: _count_block(per_cat[code], q_cat[code]) for code, name in enumerate(categories)}
+    if q_cat[-1]:
+        counts["per_category"][UNKNOWN_CATEGORY] = _count_block(np.zeros(STATE_COUNT, np.int64), q_cat[-1])
+    counts["per_category"] = dict(sorted(counts["per_category"].items()))
+    splits = plan.selection.splits
+    outputs = {"train_rows": 0, "eval_rows": 0, "sample_rows": 0, "repeats": 0}
+    for name, block in counts["per_category"].items():
+        sp = splits.get(name)
+        block["train_rows"] = int(len(sp.train_rows)) if sp else 0
+        block["eval_rows"] = int(len(sp.eval_rows)) if sp else 0
+        block["sample_rows"] = int(sp.sample.sum()) if sp else 0
+        block["repeats"] = int((sp.train_repeat > 0).sum()) if sp else 0
+        for k in outputs:
+            outputs[k] += block[k]
+    counts.update(outputs)
+    assert outputs["train_rows"] == written.rows["train"] and outputs["eval_rows"] == written.rows["eval"]
+    check_counts(counts)
+
+    # Lengths of the kept rows.
+    tokens = cols.load("tokens")
+    kept = (state == TRAIN) | (state == EVAL)
+    seq = spec.lengths.sequence_len
+    lengths = {"method": length.describe(), "exact": length.exact, "sequence_len": seq,
+               "total": length_stats(tokens[kept], seq), "per_category": {}}
+    warnings = list(plan.selection.warnings)
+    for code, name in enumerate(categories):
+        stats = length_stats(tokens[kept & (cat == code)], seq)
+        lengths["per_category"][name] = stats
+        if stats["over_sequence_len"]:
+            warnings.append(f"category {name!r}: {stats['over_sequence_len']:,} of {stats['rows']:,} rows are longer "
+                            f"than sequence_len {seq:,} ({'exact' if length.exact else 'estimated'}); Axolotl drops "
+                            "them without an error (set lengths.drop_over_sequence_len, shorten them, or raise "
+                            "sequence_len)")
+    lengths["per_category"] = dict(sorted(lengths["per_category"].items()))
+    if counts["quarantined"]:
+        warnings.append(f"{counts['quarantined']:,} bad rows are in quarantine.jsonl (with file, line and reason)")
+
+    # QC.
+    flags = cols.load("flags")
+    opener = cols.load("opener")
+    all_flags = _all_row_flags(spec)
+    qc_cats = {}
+    for code, name in enumerate(categories):
+        in_cat = kept & (cat == code)
+        all_rows = {f: int(((flags[in_cat] & FLAG_BITS[f]) != 0).sum()) for f in all_flags}
+        sample_rows = [r for r in written.qc_flags if cat[r] == code]
+        sample = {f: sum(1 for r in sample_rows if written.qc_flags[r] & FLAG_BITS[f])
+                  for f in SAMPLED_FLAGS if f not in all_flags}
+        filtered = {f: int(((state == FILTERED[f"qc:{f}"]) & (cat == code)).sum()) for f in spec.qc.drop}
+        qc_cats[name] = {"kept": int(in_cat.sum()), "all_rows": all_rows, "sample_rows": len(sample_rows),
+                         "sample": sample, "filtered": filtered,
+                         "top_openers": _opener_rows(opener[in_cat], TOP_OPENERS_PER_CATEGORY, written.opener_texts)}
+    top_global = _opener_rows(opener[kept], corpus_facts()["qc"]["top_openers"], written.opener_texts)
+    hits_scope = "every row" if any(f in all_flags for f in PHRASE_FLAGS) else "QC sample"
+    hits = collector.hits if hits_scope == "every row" else written.phrase_hits
+    targets = plan.selection.mix.targets
+    general = {"categories": list(spec.mix.general_categories),
+               "share": None if not written.rows["train"] else round(
+                   sum(len(splits[c].train_rows) for c in spec.mix.general_categories if c in splits)
+                   / written.rows["train"], 4),
+               "target_share": general_share_of(targets, spec.mix.general_categories),
+               "advised": corpus_facts()["mix"]["general_share_advised"]}
+    for name, sp in sorted(splits.items()):
+        if len(sp.train_rows) < plan.selection.mix.targets.get(name, 0) and limit is None:
+            warnings.append(f"category {name!r}: {len(sp.train_rows):,} train rows, fewer than its target "
+                            f"{plan.selection.mix.targets[name]:,}")
+    report = qc_report(categories=qc_cats, phrase_hits=hits.counts, hits_scope=hits_scope, top_openers=top_global,
+                       lengths=lengths, drop=spec.qc.drop, warnings=warnings, general=general)
+    write_bytes_atomic(tmp / "qc.json", dumps_json(report))
+    write_bytes_atomic(tmp / "qc.md", qc_markdown(report, spec.name).encode("utf-8"))
+
+    # Review rows, in train order per category.
+    line_col = cols.load("line")
+    by_cat: dict[str, list[tuple[int, dict]]] = {}
+    c_key = cols.load("key")
+    for row, raw in written.review.items():
+        obj = orjson.loads(raw)
+        unit = "line" if int(src[row]) in collector.line_based else "row"
+        where = f"{unit} {int(line_col[row])}"
+        by_cat.setdefault(categories[int(cat[row])], []).append((int(c_key[row]), {
+            "source": sources[int(src[row])].label, "where": where, "id": obj["_id"],
+            "flags": int(flags[row]) | written.qc_flags.get(row, 0), "messages": obj["messages"]}))
+    review = {c: [r for _k, r in sorted(items, key=lambda kr: kr[0])] for c, items in by_cat.items()}
+    write_bytes_atomic(tmp / "review.md", review_markdown(spec.name, review).encode("utf-8"))
+
+    # Phase files.
+    phases = []
+    for p, pname in enumerate(plan.phase_names):
+        entry = {"name": pname, "categories": sorted(c for c, ph in plan.phase_of.items() if ph == p)}
+        for fname in ("train", "sample"):
+            entry[f"{fname}_rows"] = written.phase_ranges[fname][p]["rows"]
+        phases.append(entry)
+    extra_files = {}
+    if spec.phase_files:
+        for p, pname in enumerate(plan.phase_names):
+            for fname in ("train", "sample"):
+                rng = written.phase_ranges[fname][p]["bytes"]
+                target = f"{fname}.{p + 1:02d}-{pname}.jsonl"
+                copy_range(str(tmp / f"{fname}.jsonl"), str(tmp / target), rng[0], rng[1] - rng[0])
+                extra_files[f"{fname}.{pname}"] = (target, written.phase_ranges[fname][p]["rows"][1]
+                                                   - written.phase_ranges[fname][p]["rows"][0])
+                phases[p][f"{fname}_file"] = target
+
+    # Hashes of every output, in parallel (hashlib releases the GIL).
+    entries = {name: (f"{name}.jsonl", written.rows[name]) for name in OUTPUT_FILES}
+    entries["quarantine"] = ("quarantine.jsonl", counts["quarantined"])
+    entries["qc_json"] = ("qc.json", None)
+    entries["qc_md"] = ("qc.md", None)
+    entries["review"] = ("review.md", None)
+    entries.update(extra_files)
+    total = sum(os.path.getsize(tmp / path) for path, _ in entries.values())
+    progress.start("hash", total)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(sha256_file, tmp / path, lambda n: progress.advance("hash", n))
+                   for name, (path, _rows) in entries.items()}
+        files = {name: {"path": path, "rows": rows, "bytes": os.path.getsize(tmp / path),
+                        "sha256": futures[name].result()} for name, (path, rows) in entries.items()}
+    progress.finish("hash")
+
+    stage = None
+    if previous is not None:
+        stage = {"limit": previous["build"]["limit"], "manifest_sha256": manifest_hash(previous["dir"])}
+    manifest = {
+        "builder": {"name": BUILDER, "version": BUILDER_VERSION},
+        "name": spec.name,
+        "spec": {"path": display_path(Path(spec.origin)), "sha256": spec.sha256},
+        "seed": spec.seed,
+        "build": {"limit": limit, "extends": stage},
+        "persona": {"name": spec.persona.name, "system_prompt": spec.persona.system_prompt,
+                    "add_system_prompt": spec.persona.add_system_prompt},
+        "sources": [{"label": s.label, "kind": s.kind, "bytes": s.size, "format": s.spec.format,
+                     "path": s.path if s.kind == "hf" else display_path(Path(s.path)),
+                     "category": s.spec.category, "category_field": s.spec.category_field} for s in sources],
+        "categories": {name: {"phase": plan.phase_names[plan.phase_of[name]], "kept": int(
+            len(splits[name].train_rows[splits[name].train_repeat == 0]) + len(splits[name].eval_rows)),
+            "available_for_train": splits[name].available, "target": targets[name],
+            "quota": plan.selection.quotas[name]} for name in sorted(splits)},
+        "phases": phases,
+        "curriculum": bool(spec.phases),
+        "mix": {"general": general, "targets": dict(sorted(targets.items()))},
+        "files": files,
+        "counts": counts,
+        "lengths": lengths,
+        "qc": {"scope": spec.qc.scope, "drop": list(spec.qc.drop), "report": "qc.md",
+               "sample_rows_per_category": spec.qc.sample_rows_per_category},
+        "dedup": {"exact": spec.dedup.exact, "near": spec.dedup.near,
+                  "near_threshold": spec.dedup.near_threshold if spec.dedup.near else None},
+        "splits": {"eval_fraction": spec.eval_fraction, "sample_fraction": spec.sample_fraction},
+        "warnings": warnings,
+    }
+    write_bytes_atomic(tmp / MANIFEST_NAME, manifest_bytes(manifest))
+    return manifest
+
+
+def _opener_rows(values: np.ndarray, n: int, texts: dict[int, str]) -> list[tuple[str, int]]:
+    if not len(values):
+        return []
+    u, counts = np.unique(values, return_counts=True)
+    return [(texts[int(u[i])], int(counts[i])) for i in np.lexsort((u, -counts))[:n] if counts[i] >= 2]
+
+
+def _check_extends(old_train: Path, new_train: Path) -> None:
+    """A staged build must hold every train row of the build it extends (a bug otherwise)."""
+    def ids(path: Path):
+        with open(path, "rb") as f:
+            for line in f:
+                obj = orjson.loads(line)
+                yield obj["_id"], obj.get("_repeat", 0)
+
+    old = set(ids(old_train))
+    for pair in ids(new_train):
+        old.discard(pair)
+        if not old:
+            return
+    if old:
+        raise AssertionError(f"the extended build lost {len(old)} train rows of the previous one")

@@ -1,0 +1,200 @@
+"""Rows in, one normalized conversation out (pure).
+
+Input formats (`auto` picks per row by its fields, in this order):
+  messages         {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  sharegpt         {"conversations": [{"from": "system"|"human"|"user"|"gpt"|"assistant", "value": str}, ...]}
+  alpaca           {"instruction": str, "input": str (optional), "output": str, "system": str (optional)}
+  prompt_response  {"prompt": str, "response" | "completion": str, "system": str (optional)}
+  text             {"text": str}  -> one assistant turn (trained as a whole)
+
+Out: a list of {"role", "content"} dicts, a system turn only first, the last turn the assistant's.
+Nothing is coerced: a number where text belongs, a null content, an unknown role, an empty turn make
+the row bad (`RowProblem` with a reason code) and it goes to quarantine. Text is kept exactly as it
+came (no trimming, no Unicode normalization). An optional field (`input`, `system`) that is null
+counts as absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROLES = frozenset(("system", "user", "assistant"))
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
+
+# Reason codes of quarantined rows (docs/data.md lists them).
+REASONS = {
+    "invalid_json": "the line is not valid JSON",
+    "invalid_utf8": "the line is not valid UTF-8 (it is quarantined as it is, never repaired)",
+    "truncated_last_line": "the file ends in the middle of a row (no final newline, not valid JSON)",
+    "not_an_object": "the row is JSON but not an object",
+    "unknown_format": "the row has none of the fields of a known format",
+    "missing_field": "a required field is absent",
+    "wrong_type": "a field has the wrong type (never coerced)",
+    "empty_conversation": "the conversation has no turns",
+    "empty_message": "a turn's text is empty or only whitespace",
+    "unknown_role": "a turn's role is not system, user or assistant (or a ShareGPT equivalent)",
+    "misplaced_system": "a system turn that is not the first turn",
+    "no_final_assistant": "the last turn is not the assistant's, so there is nothing to train on",
+    "unreadable_source": "the source could not be read as a whole",
+}
+
+
+class RowProblem(Exception):
+    """A bad row: `reason` is a code of REASONS, `detail` says what exactly."""
+
+    __slots__ = ("reason", "detail")
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+
+
+def json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _text(obj: dict, key: str, where: str = "") -> str:
+    if key not in obj:
+        raise RowProblem("missing_field", f"no {where}{key!r} field")
+    value = obj[key]
+    if type(value) is not str:
+        raise RowProblem("wrong_type", f"{where}{key!r} is {json_kind(value)}, expected text")
+    if not value or value.isspace():
+        raise RowProblem("empty_message", f"{where}{key!r} is empty")
+    return value
+
+
+def _optional_text(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise RowProblem("wrong_type", f"{key!r} is {json_kind(value)}, expected text")
+    return value
+
+
+def _turns(items: Any, key: str, role_key: str, text_key: str, role_map) -> list[dict]:
+    if type(items) is not list:
+        raise RowProblem("wrong_type", f"{key!r} is {json_kind(items)}, expected a list of turns")
+    if not items:
+        raise RowProblem("empty_conversation", f"{key!r} is an empty list")
+    out = []
+    for i, turn in enumerate(items):
+        if type(turn) is not dict:
+            raise RowProblem("wrong_type", f"{key}[{i}] is {json_kind(turn)}, expected an object")
+        if role_key not in turn:
+            raise RowProblem("missing_field", f"{key}[{i}] has no {role_key!r}")
+        role = turn[role_key]
+        if type(role) is not str:
+            raise RowProblem("wrong_type", f"{key}[{i}].{role_key} is {json_kind(role)}, expected text")
+        mapped = role_map.get(role)
+        if mapped is None:
+            raise RowProblem("unknown_role", f"{key}[{i}].{role_key} is {role[:40]!r}")
+        if text_key not in turn:
+            raise RowProblem("missing_field", f"{key}[{i}] has no {text_key!r}")
+        content = turn[text_key]
+        if type(content) is not str:
+            raise RowProblem("wrong_type", f"{key}[{i}].{text_key} is {json_kind(content)}, expected text")
+        if not content or content.isspace():
+            raise RowProblem("empty_message", f"{key}[{i}].{text_key} is empty")
+        if mapped == "system" and i:
+            raise RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
+        out.append({"role": mapped, "content": content})
+    if out[-1]["role"] != "assistant":
+        raise RowProblem("no_final_assistant", f"the last turn of {key!r} is {out[-1]['role']!r}, not 'assistant'")
+    return out
+
+
+_IDENTITY_ROLES = {r: r for r in ROLES}
+
+
+def _messages(obj: dict) -> list[dict]:
+    if "messages" not in obj:
+        raise RowProblem("missing_field", "no 'messages' field")
+    return _turns(obj["messages"], "messages", "role", "content", _IDENTITY_ROLES)
+
+
+def _sharegpt(obj: dict) -> list[dict]:
+    if "conversations" not in obj:
+        raise RowProblem("missing_field", "no 'conversations' field")
+    return _turns(obj["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+
+
+def _with_system(obj: dict, user: str, answer: str) -> list[dict]:
+    system = _optional_text(obj, "system")
+    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    if system:
+        turns.insert(0, {"role": "system", "content": system})
+    return turns
+
+
+def _alpaca(obj: dict) -> list[dict]:
+    instruction = _text(obj, "instruction")
+    extra = _optional_text(obj, "input")
+    user = f"{instruction}\n\n{extra}" if extra and not extra.isspace() else instruction
+    return _with_system(obj, user, _text(obj, "output"))
+
+
+def _prompt_response(obj: dict) -> list[dict]:
+    prompt = _text(obj, "prompt")
+    key = "response" if "response" in obj or "completion" not in obj else "completion"
+    return _with_system(obj, prompt, _text(obj, key))
+
+
+def _text_row(obj: dict) -> list[dict]:
+    return [{"role": "assistant", "content": _text(obj, "text")}]
+
+
+FORMAT_READERS = {"messages": _messages, "sharegpt": _sharegpt, "alpaca": _alpaca,
+                  "prompt_response": _prompt_response, "text": _text_row}
+
+
+def detect_format(obj: dict) -> str:
+    """The format `auto` reads a row as (raises RowProblem when none fits)."""
+    if "messages" in obj:
+        return "messages"
+    if "conversations" in obj:
+        return "sharegpt"
+    if "instruction" in obj:
+        return "alpaca"
+    if "prompt" in obj:
+        return "prompt_response"
+    if "text" in obj:
+        return "text"
+    keys = ", ".join(list(obj)[:6]) or "none"
+    raise RowProblem("unknown_format", f"fields ({keys}) match no format: messages, conversations, "
+                                       "instruction/output, prompt/response, text")
+
+
+def normalize_row(obj: Any, fmt: str = "auto") -> list[dict]:
+    """The conversation of one parsed row. Raises RowProblem for a bad row."""
+    if type(obj) is not dict:
+        raise RowProblem("not_an_object", f"the row is {json_kind(obj)}, expected an object")
+    if fmt == "auto":
+        fmt = detect_format(obj)
+    return FORMAT_READERS[fmt](obj)
+
+
+def row_category(obj: dict, fixed: str | None, field_name: str | None) -> str:
+    """The row's category: its `field_name` field when set and present, else the fixed one."""
+    if field_name is not None:
+        if field_name in obj:
+            value = obj[field_name]
+            if type(value) is not str:
+                raise RowProblem("wrong_type", f"{field_name!r} is {json_kind(value)}, expected text")
+            if not value or value.isspace():
+                raise RowProblem("empty_message", f"{field_name!r} is empty")
+            return value
+        if fixed is None:
+            raise RowProblem("missing_field", f"no {field_name!r} field (the spec takes the category from it)")
+    return fixed  # type: ignore[return-value]
+
+
+def add_system_prompt(messages: list[dict], prompt: str) -> list[dict]:
+    """The persona's system prompt first, unless the conversation has a system turn already."""
+    if messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": prompt}, *messages]

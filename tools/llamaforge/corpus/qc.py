@@ -1,0 +1,149 @@
+"""Quality checks of assistant turns (pure): the flags a row can carry, the opener of an answer,
+and the QC report assembled from counts.
+
+Flags (bits of a row's `flags`):
+  short_answer   the last assistant turn is shorter than `min_answer_chars` characters
+  cliche         a phrase of the cliché list occurs in an assistant turn
+  persona_break  the model talks as a generic AI ("As an AI", "language model", ...)
+  refusal        a blanket refusal ("I can't help with that", ...)
+  repetition     an assistant turn loops: most of its sentences/lines repeat, or a word repeats 8+ times
+Matching is case-insensitive substring search over the text of every assistant turn.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..paths import FACTS_DIR
+
+FLAG_BITS = {"short_answer": 1, "cliche": 2, "persona_break": 4, "refusal": 8, "repetition": 16}
+PHRASE_FLAGS = ("cliche", "persona_break", "refusal")
+# Flags measured on a sample unless qc.scope is all (short_answer is cheap and always measured).
+SAMPLED_FLAGS = ("cliche", "persona_break", "refusal", "repetition")
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD_LOOP = re.compile(r"\b(\w+)(?:\s+\1\b){7,}", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class QcRules:
+    cliches: tuple[str, ...] = ()
+    persona_breaks: tuple[str, ...] = ()
+    refusals: tuple[str, ...] = ()
+    min_answer_chars: int = 20
+    repetition_min_sentences: int = 4
+    repetition_max_unique_share: float = 0.5
+    opener_words: int = 4
+
+    def phrases(self, flag: str) -> tuple[str, ...]:
+        return {"cliche": self.cliches, "persona_break": self.persona_breaks, "refusal": self.refusals}[flag]
+
+
+@dataclass
+class PhraseHits:
+    """How often each phrase matched (rows, not occurrences)."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {f: {} for f in PHRASE_FLAGS})
+
+    def add(self, flag: str, phrase: str) -> None:
+        bucket = self.counts[flag]
+        bucket[phrase] = bucket.get(phrase, 0) + 1
+
+    def merge(self, other: dict[str, dict[str, int]]) -> None:
+        for flag, phrases in other.items():
+            for phrase, n in phrases.items():
+                self.counts[flag][phrase] = self.counts[flag].get(phrase, 0) + n
+
+
+def load_phrase_lists(cliches_file: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The phrase lists of facts/cliches.yaml, or of the spec's own file of the same shape."""
+    path = Path(cliches_file) if cliches_file else FACTS_DIR / "cliches.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"qc.cliches_file {path} not found; fix the path or remove the key") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable YAML phrase list ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected keys cliches, persona_breaks, refusals with lists of phrases")
+    out = {}
+    for key in ("cliches", "persona_breaks", "refusals"):
+        items = data.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(p, str) and p.strip() for p in items):
+            raise UserError(f"{path}: `{key}` must be a list of non-empty phrases")
+        out[key] = tuple(p.lower() for p in items)
+    return out
+
+
+def qc_rules(qc_spec, facts: dict) -> QcRules:
+    lists = load_phrase_lists(qc_spec.cliches_file)
+    f = facts["qc"]
+    return QcRules(
+        cliches=tuple(dict.fromkeys(lists["cliches"] + tuple(qc_spec.extra_cliches))),
+        persona_breaks=lists["persona_breaks"],
+        refusals=lists["refusals"],
+        min_answer_chars=qc_spec.min_answer_chars,
+        repetition_min_sentences=f["repetition_min_sentences"],
+        repetition_max_unique_share=f["repetition_max_unique_share"],
+        opener_words=f["opener_words"],
+    )
+
+
+def assistant_texts(messages: list[dict]) -> list[str]:
+    return [m["content"] for m in messages if m["role"] == "assistant"]
+
+
+def is_repetitive(text: str, rules: QcRules) -> bool:
+    if _WORD_LOOP.search(text):
+        return True
+    parts = [p for p in _SENTENCE_SPLIT.split(text) if p and not p.isspace()]
+    if len(parts) < rules.repetition_min_sentences:
+        return False
+    return len(set(parts)) / len(parts) < rules.repetition_max_unique_share
+
+
+def short_flag(answers: list[str], rules: QcRules) -> int:
+    return FLAG_BITS["short_answer"] if len(answers[-1]) < rules.min_answer_chars else 0
+
+
+def row_flags(answers: list[str], rules: QcRules, wanted: tuple[str, ...] = tuple(FLAG_BITS),
+              hits: PhraseHits | None = None) -> int:
+    """The flag bits of a row whose assistant turns are `answers` (at least one). Only the flags in
+    `wanted` are checked; matching phrases are counted into `hits`."""
+    bits = 0
+    if "short_answer" in wanted:
+        bits |= short_flag(answers, rules)
+    lowered = None
+    for flag in PHRASE_FLAGS:
+        if flag not in wanted:
+            continue
+        if lowered is None:
+            lowered = "\n".join(answers).lower()
+        for phrase in rules.phrases(flag):
+            if phrase in lowered:
+                bits |= FLAG_BITS[flag]
+                if hits is None:
+                    break
+                hits.add(flag, phrase)
+    if "repetition" in wanted and any(is_repetitive(a, rules) for a in answers):
+        bits |= FLAG_BITS["repetition"]
+    return bits
+
+
+def flag_names(bits: int) -> list[str]:
+    return [name for name, bit in FLAG_BITS.items() if bits & bit]
+
+
+def opener(answer: str, words: int) -> str:
+    """The first `words` words of an answer, lower-cased: what the report counts as its opener."""
+    return " ".join(answer[: 24 * words].lower().split()[:words])
+
+
+def opener_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
