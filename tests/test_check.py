@@ -535,3 +535,29 @@ def test_clean_config_fits_one_rtx4090():
     report = check_config(CLEAN_8B, hardware="1xRTX4090-24GB", schema=False)
     assert report.ok, [f.message for f in report.errors]
     assert report.to_dict()["estimate"]["fits"] is True
+
+
+def test_cpu_recipe_header_is_accepted(tmp_path):
+    catalog = pytest.importorskip("llamaforge.catalog")
+    if not hasattr(catalog, "CPU_DEVICE"):
+        pytest.skip("this catalog knows no CPU hardware")
+    path = tmp_path / "cpu.yaml"
+    path.write_text("# llamaforge-model: tiny\n# llamaforge-hardware: 2xcpu\n" + CLEAN_8B.read_text())
+    report = check_config(path, schema=False)
+    memory = next(f for f in report.findings if f.key == "memory")
+    assert memory.severity == "info" and "CPU" in memory.message
+    assert not [f for f in report.findings if f.key == "llamaforge-hardware"]
+
+
+def test_lora_kernels_on_cpu(table, rules):
+    catalog = pytest.importorskip("llamaforge.catalog")
+    if not hasattr(catalog, "CPU_DEVICE"):
+        pytest.skip("this catalog knows no CPU hardware")
+    cpu = parse_hardware("cpu", allow_cpu=True)
+    off = {k: False for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")}
+    assert keys_of(combos(base_lora(), table, rules, hardware=cpu), "error") == {"lora_mlp_kernel"}
+    assert keys_of(combos(base_lora(lora_qkv_kernel=True), table, rules, hardware=cpu)) == {"lora_mlp_kernel"}
+    assert combos(base_lora(**off), table, rules, hardware=cpu) == []
+    assert combos(base_lora(rl="dpo"), table, rules, hardware=cpu) == []  # Axolotl leaves them off for RL
+    assert combos(base_lora(load_in_8bit=True), table, rules, hardware=cpu) == []
+    assert combos(base_lora(), table, rules) == []  # on GPUs they are what Axolotl wants

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 NAMES = [
-    "issue2-405b-lora-8xH100", "clean-8b-qlora", "typos-8b-lora", "deepspeed-and-fsdp",
+    "issue2-405b-lora-8xH100", "liger-plugin", "clean-8b-qlora", "typos-8b-lora", "deepspeed-and-fsdp",
     "deepspeed-batch-mismatch", "packing-without-attention", "lora-kernels-fsdp1",
 ]
 IGNORED_405B = {"bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "bnb_4bit_quant_type", "push_to_hub"}
@@ -101,6 +101,13 @@ def test_combinations_axolotl_accepts_but_check_flags(checked):
     assert packing.ok and by_severity(packing, "warning") == {"sample_packing"}
 
 
+def test_plugin_keys_are_known_once_the_plugin_is_loaded(checked):
+    report = checked[0]["liger-plugin"]
+    assert schema_errors(report) == []
+    assert by_severity(report, "error") == {"liger_rms_nrom"}
+    assert "`liger_rms_norm`" in next(f.message for f in report.findings if f.key == "liger_rms_nrom")
+
+
 def test_stored_snapshot_equals_the_live_schema(checked):
     live = checked[1].table
     assert live["axolotl_version"] == installed_version("axolotl")
@@ -109,28 +116,49 @@ def test_stored_snapshot_equals_the_live_schema(checked):
     assert stored == live
 
 
-def test_lora_with_load_in_4bit_really_loads_an_unquantized_fp32_base(tmp_path):
-    """The fact behind the `lora-with-load-in-4bit` rule, on the tiny model with Axolotl's loader."""
+def test_the_facts_behind_two_rules_on_the_tiny_model(tmp_path):
+    """Run Axolotl's own loader on the tiny model (CPU) to keep two rules honest:
+    `lora-with-load-in-4bit`: adapter lora + load_in_4bit builds no quantization and leaves the
+    decoder linears in fp32; `lora-kernels-on-cpu`: the LoRA kernels Axolotl switches on by itself
+    fail on the first forward without CUDA, and the same config with them off trains."""
     script = textwrap.dedent(f"""
-        import collections, json, yaml
+        import collections, json, torch, yaml
         from llamaforge.tinymodel import create_tiny_model
-        create_tiny_model({str(tmp_path / 'tiny')!r}, ["a small corpus of words"] * 20)
-        cfg = dict(base_model={str(tmp_path / 'tiny')!r}, adapter="lora", load_in_4bit=True, lora_r=4,
-                   lora_alpha=8, lora_target_linear=True, lora_mlp_kernel=False, lora_qkv_kernel=False,
-                   lora_o_kernel=False, lora_embedding_kernel=False, learning_rate=1e-4, bf16=True,
-                   datasets=[dict(path="x.jsonl", type="alpaca")], sequence_len=64,
-                   micro_batch_size=1, gradient_accumulation_steps=1, output_dir={str(tmp_path / 'out')!r})
-        open({str(tmp_path / 'c.yaml')!r}, "w").write(yaml.safe_dump(cfg))
         from axolotl.cli.config import load_cfg
         from axolotl.loaders import ModelLoader, load_tokenizer
-        cfg = load_cfg({str(tmp_path / 'c.yaml')!r})
-        model, _ = ModelLoader(cfg, load_tokenizer(cfg)).load()
+        tiny = {str(tmp_path / 'tiny')!r}
+        create_tiny_model(tiny, ["a small corpus of words"] * 20)
+        off = dict(lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False, lora_embedding_kernel=False)
+
+        def load(name, **extra):
+            cfg = dict(base_model=tiny, adapter="lora", lora_r=4, lora_alpha=8, lora_target_linear=True,
+                       learning_rate=1e-4, bf16=True, datasets=[dict(path="x.jsonl", type="alpaca")],
+                       sequence_len=64, micro_batch_size=1, gradient_accumulation_steps=1,
+                       output_dir={str(tmp_path / 'out')!r}, **extra)
+            path = {str(tmp_path)!r} + "/" + name + ".yaml"
+            open(path, "w").write(yaml.safe_dump(cfg))
+            cfg = load_cfg(path)
+            return ModelLoader(cfg, load_tokenizer(cfg)).load()[0]
+
+        def forward_error(model):
+            ids = torch.randint(0, 500, (1, 16))
+            try:
+                model(input_ids=ids, labels=ids).loss.backward()
+                return None
+            except Exception as exc:
+                return f"{{type(exc).__name__}}: {{exc}}"
+
+        four = load("four", load_in_4bit=True, **off)
         dtypes = collections.defaultdict(set)
-        for name, p in model.named_parameters():
+        for name, p in four.named_parameters():
             kind = "lora" if "lora_" in name else "linear" if name.endswith("proj.base_layer.weight") else "other"
             dtypes[kind].add(str(p.dtype))
-        print(json.dumps({{"quantized": getattr(model.config, "quantization_config", None) is not None,
-                          "dtypes": {{k: sorted(v) for k, v in dtypes.items()}}}}))
+        print(json.dumps({{
+            "quantized": getattr(four.config, "quantization_config", None) is not None,
+            "dtypes": {{k: sorted(v) for k, v in dtypes.items()}},
+            "kernels_off": forward_error(load("off", **off)),
+            "kernels_auto": forward_error(load("auto")),  # last: it patches LlamaAttention for the process
+        }}))
     """)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
@@ -141,3 +169,5 @@ def test_lora_with_load_in_4bit_really_loads_an_unquantized_fp32_base(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["quantized"] is False
     assert result["dtypes"]["linear"] == ["torch.float32"]
+    assert result["kernels_auto"] is not None and "CUDA" in result["kernels_auto"]
+    assert result["kernels_off"] is None

@@ -349,6 +349,7 @@ def derive_facts(
         "_fsdp": fsdp_block(cfg) is not None,
         "_fsdp_version": fsdp_version(cfg),
         "_world_size": hardware.world_size if hardware else None,
+        "_on_cpu": _on_cpu(hardware),
         "_micro_batch_size": micro,
         "_gradient_accumulation_steps": accum,
     }
@@ -413,11 +414,23 @@ def _search_dirs(loaded: LoadedConfig) -> list[Path]:
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
+def _header_hardware(label: str) -> Hardware:
+    """The hardware a recipe header declares; the CPU recipes of the demo and tests say `cpu`."""
+    try:
+        return parse_hardware(label, allow_cpu=True)
+    except TypeError:  # a catalog that knows no CPU hardware
+        return parse_hardware(label)
+
+
+def _on_cpu(hardware: Hardware | None) -> bool:
+    return hardware is not None and hardware.gpu.id == "cpu"
+
+
 def _context(loaded: LoadedConfig, hardware: Hardware | None) -> _ConfigContext:
     notes: list[Note] = []
     if hardware is None and loaded.header.get("hardware"):
         try:
-            hardware = parse_hardware(loaded.header["hardware"])
+            hardware = _header_hardware(loaded.header["hardware"])
         except UserError as exc:
             notes.append(("error", "llamaforge-hardware", f"recipe header: {exc}"))
     dirs = _search_dirs(loaded)
@@ -436,6 +449,11 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
     if hw is None:
         return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None}
     caps = rules["capabilities"]
+    if _on_cpu(hw):  # what Axolotl's CLI detects on a host without CUDA
+        cpu = {"bf16": False, "tf32": False, "fp8": False, "n_gpu": hw.world_size, "n_node": 1,
+               "compute_capability": None}
+        return {"config": ctx.loaded.data, "capabilities": cpu,
+                "env_capabilities": {"torch_version": installed_version("torch")}}
     return {
         "config": ctx.loaded.data,
         "capabilities": gpu_capabilities(
@@ -466,7 +484,7 @@ def _estimate(setup: TrainSetup) -> tuple[Any | None, Finding | None]:
     try:
         from .estimate import estimate
     except ModuleNotFoundError as exc:
-        if exc.name not in ("llamaforge.estimate",):
+        if exc.name != "llamaforge.estimate":
             raise
         return None, Finding("info", "memory", "memory not checked: llamaforge.estimate is not available")
     try:
@@ -478,6 +496,8 @@ def _estimate(setup: TrainSetup) -> tuple[Any | None, Finding | None]:
 def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> tuple[list[Finding], Any, TrainSetup | None]:
     if ctx.hardware is None:
         return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None
+    if _on_cpu(ctx.hardware):
+        return [Finding("info", "memory", f"memory not checked: a CPU run ({ctx.hardware.label})")], None, None
     choice = resolve_model(ctx.loaded.data, ctx.loaded.header, model, ctx.search_dirs)
     findings = [Finding(*n) for n in choice.notes]
     if choice.model is None:
@@ -529,15 +549,24 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
         memory, estimate, setup = [Finding("info", "memory", "memory not checked: no schema defaults")], None, None
     findings += memory
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))
-    return CheckReport(display_path(ctx.loaded.path), findings, estimate, setup)
+    return CheckReport(_shown_path(ctx.loaded.path), findings, estimate, setup)
 
 
 def _hardware(hardware: Hardware | str | None, nodes: int | None) -> Hardware | None:
-    if isinstance(hardware, Hardware) or hardware is None:
-        if nodes is not None and hardware is None:
-            raise UserError("--nodes needs --gpus (e.g. --gpus 8xH100-80GB --nodes 2)")
-        return hardware if nodes is None or hardware is None else Hardware(hardware.gpu, hardware.gpus_per_node, nodes)
-    return parse_hardware(hardware, nodes=nodes)
+    if isinstance(hardware, str):
+        return parse_hardware(hardware, nodes=nodes)
+    if nodes is None:
+        return hardware
+    if hardware is None:
+        raise UserError("--nodes needs --gpus (e.g. --gpus 8xH100-80GB --nodes 2)")
+    return Hardware(hardware.gpu, hardware.gpus_per_node, nodes)
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return display_path(path)
+    except UserError:  # installed outside a LlamaForge checkout
+        return str(path)
 
 
 def check_configs(
