@@ -53,15 +53,10 @@ def schema_errors(report):
 def test_issue_405b_config_gets_exactly_the_expected_findings(checked):
     report = checked[0]["issue2-405b-lora-8xH100"]
     assert schema_errors(report) == []  # Axolotl's own validation accepts it...
-    errors = by_severity(report, "error")
-    expected = IGNORED_405B | {"load_in_4bit"}
-    try:
-        import llamaforge.estimate  # noqa: F401
-
-        expected |= {"memory"}  # ...and it cannot fit on 8 x H100-80GB
-    except ModuleNotFoundError:
-        pass
-    assert errors == expected
+    # ...yet four keys are ignored, lora + load_in_4bit quantizes nothing, and it cannot fit
+    assert by_severity(report, "error") == IGNORED_405B | {"load_in_4bit", "memory"}
+    memory = next(f for f in report.findings if f.key == "memory")
+    assert "does not fit" in memory.message and report.to_dict()["estimate"]["fits"] is False
     deprecated = next(f for f in report.findings if f.key == "flash_attention")
     assert deprecated.severity == "warning" and "attn_implementation: flash_attention_2" in deprecated.message
     assert not report.ok

@@ -416,10 +416,7 @@ def _search_dirs(loaded: LoadedConfig) -> list[Path]:
 
 def _header_hardware(label: str) -> Hardware:
     """The hardware a recipe header declares; the CPU recipes of the demo and tests say `cpu`."""
-    try:
-        return parse_hardware(label, allow_cpu=True)
-    except TypeError:  # a catalog that knows no CPU hardware
-        return parse_hardware(label)
+    return parse_hardware(label, allow_cpu=True)
 
 
 def _on_cpu(hardware: Hardware | None) -> bool:
@@ -481,12 +478,8 @@ def _fallback_table(rules: dict) -> tuple[dict | None, str | None]:
 
 
 def _estimate(setup: TrainSetup) -> tuple[Any | None, Finding | None]:
-    try:
-        from .estimate import estimate
-    except ModuleNotFoundError as exc:
-        if exc.name != "llamaforge.estimate":
-            raise
-        return None, Finding("info", "memory", "memory not checked: llamaforge.estimate is not available")
+    from .estimate import estimate
+
     try:
         return estimate(setup), None
     except UserError as exc:
