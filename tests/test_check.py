@@ -23,6 +23,7 @@ from llamaforge.check import (
     find_ignored_keys,
     load_rules,
     memory_findings,
+    schema_defaults,
     schema_findings,
 )
 from llamaforge.errors import UserError
@@ -359,9 +360,8 @@ def test_resolve_model_order(tmp_path):
 
 def rebuild(cfg, hardware=H100x8, deepspeed=None):
     table = load_snapshot("0.19.0")
-    defaults = {n: e.get("default") for n, e in table["models"][table["root"]]["fields"].items()}
     return setup_from_config(cfg, model=get_model("llama-3.1-8b"), hardware=hardware, deepspeed=deepspeed,
-                             defaults=defaults, legacy_attention_flags=table["legacy_attention_flags"])
+                             defaults=schema_defaults(table), legacy_attention_flags=table["legacy_attention_flags"])
 
 
 def test_setup_of_the_issue_config():

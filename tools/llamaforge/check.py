@@ -334,11 +334,16 @@ def find_bad_combinations(cfg: dict, facts: dict, rules: dict) -> list[Finding]:
     return findings
 
 
+def schema_defaults(table: dict) -> dict:
+    """The top-level fields' scalar defaults (sequence_len 512, micro_batch_size 1…). Pure."""
+    return {name: e.get("default") for name, e in table["models"][table["root"]]["fields"].items()}
+
+
 def derive_facts(
     cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None
 ) -> dict:
     """The derived values rules test (see the header of facts/axolotl_rules.yaml). Pure."""
-    defaults = {name: e.get("default") for name, e in table["models"][table["root"]]["fields"].items()}
+    defaults = schema_defaults(table)
     attn = attn_implementation(cfg, table.get("legacy_attention_flags", []))
     micro, accum = batch_shape(cfg, defaults)
     return {
@@ -495,7 +500,7 @@ def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> 
     findings = [Finding(*n) for n in choice.notes]
     if choice.model is None:
         return findings, None, None
-    defaults = {name: e.get("default") for name, e in table["models"][table["root"]]["fields"].items()}
+    defaults = schema_defaults(table)
     setup, notes = setup_from_config(
         ctx.loaded.data, model=choice.model, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
         defaults=defaults, legacy_attention_flags=table.get("legacy_attention_flags", []),
