@@ -42,6 +42,8 @@ def case_setup(case: dict) -> tuple[TrainSetup, StackFacts]:
     name = case["model"]
     spec = ModelSpec(id=name, **data["models"][name]) if name in data["models"] else get_model(name)
     hw = parse_hardware(case["gpus"], nodes=case.get("nodes"))
+    if "gpu" in case:
+        hw = dataclasses.replace(hw, gpu=dataclasses.replace(hw.gpu, **case["gpu"]))
     if "gpu_memory_gib" in case:
         hw = dataclasses.replace(hw, gpu=dataclasses.replace(hw.gpu, memory_gib=float(case["gpu_memory_gib"])))
     kw = dict(

@@ -328,8 +328,11 @@ def _memory(setup: TrainSetup, stack: StackFacts) -> _Memory:
         grads = T * tb
     if stack.optimizer_in_backward:
         grads = _max_linear_params(m) * tb if setup.method == "full" else grads
-    if off_opt and engine == "fsdp2":
-        host["offloaded_gradients"] = grads * gpn
+    if off_opt:
+        # FSDP's CPU offload keeps the sharded gradients on the host; DeepSpeed's optimizer offload
+        # moves each reduced gradient partition to the host (fp32, counted with the optimizer there)
+        if engine == "fsdp2":
+            host["offloaded_gradients"] = grads * gpn
         grads = 0.0
 
     # -- optimizer states and master weights ----------------------------------------------------------
@@ -447,8 +450,8 @@ def _host_ram(setup: TrainSetup, mem: _Memory) -> dict[str, float]:
     else:
         # safetensors shards stream onto each process's GPU (quantized there for 4/8-bit)
         loading = gpn * hf["loading_shard_gib"] * GIB
-    if setup.offload in ("params", "all"):
-        # flattening the CPU shards briefly holds a second copy of them
+    if setup.offload in ("params", "all") and setup.parallel == "fsdp":
+        # FSDP flattening the CPU shards briefly holds a second copy of them
         loading = max(loading, hf["offload_flatten_copies"] * mem.host.get("offloaded_parameters", 0.0))
     out["loading"] = loading
     return out
@@ -472,31 +475,75 @@ def flops_per_token(setup: TrainSetup) -> float:
     return fwd + bwd_act + bwd_w + recompute + adapters
 
 
-def utilisation(setup: TrainSetup) -> tuple[float, list[str]]:
-    """The assumed fraction of the GPUs' dense bf16 peak, and the sentence that states it."""
+def compute_utilisation(setup: TrainSetup) -> tuple[float, str]:
+    """Fraction of the bf16 peak the GPU's own compute reaches (before communication)."""
     t = estimator_facts()["throughput"]
     gpu = setup.hardware.gpu
     base = t["base_utilisation"].get(gpu.id, t["base_utilisation"]["default"])
-    par = t["parallel"][setup.parallel]
-    if isinstance(par, dict):
-        par = par[gpu.interconnect]
     tokens = setup.micro_batch * setup.seq_len
     pts = t["tokens_per_microbatch"]
     fb = pts[0][1] if tokens <= pts[0][0] else pts[-1][1]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x0 < tokens <= x1:
             fb = y0 + (y1 - y0) * (tokens - x0) / (x1 - x0)
-    node = t["multi_node"] if setup.hardware.nodes > 1 else 1.0
-    u = base * t["method"][setup.method] * par * node * t["offload"][setup.offload] * fb
-    why = (
-        f"utilisation {u:.2f} of the {gpu.bf16_tflops:.0f} TFLOP/s dense bf16 peak: {gpu.id} {base}, "
-        f"{setup.method} x{t['method'][setup.method]}, {setup.parallel}"
-        + (f" over {gpu.interconnect}" if isinstance(t["parallel"][setup.parallel], dict) else "") + f" x{par}"
-        + (f", {setup.hardware.nodes} nodes x{node}" if node != 1.0 else "")
-        + (f", offload {setup.offload} x{t['offload'][setup.offload]}" if setup.offload != "none" else "")
-        + f", {tokens:,} tokens per micro-batch x{fb:.2f}"
-    )
-    return u, [why]
+    u = base * t["method"][setup.method] * fb
+    return u, (f"{gpu.id} {base}, {setup.method} x{t['method'][setup.method]}, "
+               f"{tokens:,} tokens per micro-batch x{fb:.2f}")
+
+
+def _communication(setup: TrainSetup) -> tuple[float, float, str]:
+    """(seconds hidden behind compute, seconds not hidden) per micro-batch, and what they are."""
+    t = estimator_facts()["throughput"]
+    bw = t["link_gbps"]
+    s, m, W = setup, setup.model, setup.world_size
+    link = (bw["inter_node"] if s.hardware.nodes > 1 else bw[s.hardware.gpu.interconnect]) * 1e9
+    h2d = bw["host_to_gpu"] * 1e9
+    passes = 3 if s.grad_ckpt else 2            # forward, (recomputation,) backward
+    T = s.trainable_params()
+    fmt = s.weight_format if s.is_adapter else "bf16"
+    weights = sum(base_weight_bytes(m, fmt).values())
+    hidden = exposed = 0.0
+    parts = []
+    if W > 1 and s.parallel in ("zero3", "fsdp"):
+        vol = weights * passes * (W - 1) / W + (2.0 * T * (W - 1) / W if s.method == "full" else 0.0)
+        hidden += vol / link
+        parts.append(f"all-gathers {vol / 1e9:,.1f} GB")
+    elif W > 1:
+        # gradients are reduced (and ZeRO-1/2 re-gather parameters) once per optimizer step
+        vol = 2.0 * T * 2 * (W - 1) / W / s.grad_accum
+        if s.parallel in ("zero1", "zero2"):
+            vol += 2.0 * T * (W - 1) / W / s.grad_accum
+        hidden += vol / link
+        parts.append(f"gradient reduction {vol / 1e9:,.2f} GB")
+    if s.offload in ("params", "all"):
+        vol = weights / W * passes
+        hidden += vol / h2d
+        parts.append(f"parameters from host {vol / 1e9:,.1f} GB")
+    if s.offload in ("optimizer", "all"):
+        vol = 4.0 * T / W / s.grad_accum     # bf16 gradients out, bf16 parameters back
+        step = T * s.hardware.gpus_per_node / W / t["cpu_optimizer_params_per_s"] / s.grad_accum
+        hidden += vol / h2d
+        exposed += step
+        parts.append(f"CPU optimizer step {step:,.2f} s")
+    return hidden, exposed, ", ".join(parts) or "no communication"
+
+
+def throughput(setup: TrainSetup) -> tuple[float, float, list[str]]:
+    """(tokens/s for the whole job, effective utilisation, the sentence stating it)."""
+    t = estimator_facts()["throughput"]
+    gpu = setup.hardware.gpu
+    u, why = compute_utilisation(setup)
+    tokens = setup.micro_batch * setup.seq_len
+    fpt = flops_per_token(setup)
+    compute = tokens * fpt / (gpu.bf16_tflops * 1e12 * u)
+    hidden, exposed, comm_why = _communication(setup)
+    step = max(compute, hidden) + t["exposed_overlap"] * min(compute, hidden) + exposed
+    tps = setup.world_size * tokens / step
+    eff = u * compute / step
+    return tps, eff, [
+        f"utilisation {eff:.2f} of the {gpu.bf16_tflops:.0f} TFLOP/s dense bf16 peak: compute {u:.2f} ({why}); "
+        f"per micro-batch {compute:,.2f} s of compute against {comm_why}"
+    ]
 
 
 # ---- entry point ---------------------------------------------------------------------------------------
@@ -553,9 +600,8 @@ def estimate(setup: TrainSetup, *, tokens: int | None = None, epochs: float = 1.
     steady = sum(v for k, v in host.items() if k not in ("loading", "processes"))
     host_total = host.get("processes", 0.0) + max(host.get("loading", 0.0), steady)
 
-    u, why_u = utilisation(setup)
+    tps, u, why_u = throughput(setup)
     fpt = flops_per_token(setup)
-    tps = setup.world_size * setup.hardware.gpu.bf16_tflops * 1e12 * u / fpt
     hours = cost = None
     if tokens is not None:
         hours = tokens * epochs / tps / 3600.0

@@ -1,3 +1,213 @@
-"""(commands are added here by their workstream)"""
+"""`llamaforge estimate` (memory, throughput and cost of one configuration) and `llamaforge plan`
+(the fastest configuration that fits given hardware). The logic lives in llamaforge.estimate and
+llamaforge.plan; this module parses arguments and prints."""
 
-from . import app  # noqa: F401
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+from . import app
+from ._common import JsonOpt, console, err_console, fmt_gib, print_json
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json.")]
+GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware as <N>x<GPU>, e.g. 8xH100-80GB (see `llamaforge gpus`).")]
+NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Number of nodes with that many GPUs each.")]
+SeqOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (packed row).")]
+TokensOpt = Annotated[str | None, typer.Option("--tokens", help="Training tokens per epoch for hours and cost: 2.5M, 1.2B, 800k or a number.")]
+EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.")]
+LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+TargetsOpt = Annotated[str, typer.Option("--lora-targets", help="attn | all | mlp | a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")]
+
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_token_count(text: str | None) -> int | None:
+    """`2.5M` -> 2_500_000; `1.2B`, `800k`, `1e9`, `1_000_000` work too."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", text)
+    if not m:
+        raise UserError(f"--tokens {text!r}: write a count like 2.5M, 1.2B, 800k or 1000000")
+    value = float(m.group(1).replace("_", "").replace(",", "")) * _SUFFIX[m.group(2).lower()]
+    return int(round(value))
+
+
+def _hardware(gpus: str, nodes: int | None):
+    from ..catalog import parse_hardware
+
+    return parse_hardware(gpus, nodes=nodes)
+
+
+def _money(x: float | None) -> str:
+    return "—" if x is None else f"${x:,.0f}" if x >= 100 else f"${x:,.2f}"
+
+
+def _hours(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.1f} h" if x >= 1 else f"{x * 60:,.0f} min"
+
+
+def _estimate_tables(est, title: str) -> None:
+    from rich.table import Table
+
+    s = est.setup
+    table = Table(title=title, title_justify="left")
+    table.add_column("per GPU", style="bold")
+    table.add_column("GiB", justify="right")
+    for k, v in sorted(est.breakdown.items(), key=lambda kv: -kv[1]):
+        table.add_row(k.replace("_", " "), f"{v:,.2f}")
+    verdict = "[green]fits[/]" if est.fits else "[bold red]does not fit[/]"
+    table.add_section()
+    table.add_row(f"peak ({est.peak_phase})", f"{est.peak_gpu_gib:,.2f}")
+    table.add_row(f"usable on {s.hardware.gpu.id}", f"{est.usable_gpu_gib:,.2f}")
+    table.add_row("verdict", verdict)
+    if est.paged_optimizer_gib:
+        table.add_row("paged optimizer (evictable)", f"{est.paged_optimizer_gib:,.2f}")
+    table.add_row("nvidia-smi would show ~", f"{est.device_gib:,.1f}")
+    console.print(table)
+
+    host = Table(title="Host RAM per node", title_justify="left")
+    host.add_column("part")
+    host.add_column("GiB", justify="right")
+    for k, v in est.host_breakdown.items():
+        host.add_row(k.replace("_", " "), f"{v:,.1f}")
+    host.add_section()
+    host.add_row("needed", f"{est.host_ram_gib:,.1f}")
+    console.print(host)
+
+    tokens = f"{est.tokens:,} tokens x {est.epochs:g} epochs" if est.tokens is not None else "no --tokens given"
+    console.print(
+        f"throughput ~{est.tokens_per_s:,.0f} tokens/s on {s.hardware.world_size} GPU(s) "
+        f"(utilisation {est.mfu:.0%}, {est.flops_per_token / 1e9:,.1f} GFLOP/token); "
+        f"{tokens}: {_hours(est.hours)}, {_money(est.cost_usd)} at ${s.hardware.usd_per_hour:,.2f}/h"
+    )
+    console.print("[bold]assumptions[/]")
+    for a in est.assumptions:
+        console.print(f"  - {a}", soft_wrap=True)
+
+
+@app.command("estimate")
+def estimate_command(
+    model: ModelOpt,
+    method: Annotated[str, typer.Option("--method", help="full | lora | qlora")],
+    gpus: GpusOpt,
+    nodes: NodesOpt = None,
+    parallel: Annotated[str | None, typer.Option("--parallel", help="single | ddp | zero1 | zero2 | zero3 | fsdp (default: single on one GPU, ddp on more).")] = None,
+    offload: Annotated[str, typer.Option("--offload", help="none | optimizer | params | all")] = "none",
+    lora_r: LoraROpt = 16,
+    lora_targets: TargetsOpt = "all",
+    seq_len: SeqOpt = 2048,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.")] = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
+    grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="Gradient checkpointing.")] = True,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
+    tokens: TokensOpt = None,
+    epochs: EpochsOpt = 1.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
+    Exit 0 when it fits, 1 when it does not."""
+    from ..catalog import get_model
+    from ..estimate import estimate
+    from ..training import TrainSetup, parse_lora_targets
+
+    hw = _hardware(gpus, nodes)
+    setup = TrainSetup(
+        model=get_model(model), hardware=hw, method=method,
+        parallel=parallel or ("single" if hw.world_size == 1 else "ddp"), offload=offload,
+        lora_r=lora_r, lora_targets=parse_lora_targets(lora_targets), seq_len=seq_len,
+        micro_batch=micro_batch, grad_accum=grad_accum, grad_ckpt=grad_ckpt, optimizer=optimizer,
+        attn="flash_attention_2" if hw.gpu.supports_flash_attention else "sdpa",
+    )
+    est = estimate(setup, tokens=parse_token_count(tokens), epochs=epochs)
+    if json_out:
+        print_json(est.to_dict())
+    else:
+        _estimate_tables(est, f"{setup.model.id} {setup.method} on {hw}: {setup.parallel}"
+                              + (f", offload {setup.offload}" if setup.offload != "none" else "")
+                              + f", {setup.micro_batch} x {setup.seq_len} tokens")
+    if not est.fits:
+        raise typer.Exit(1)
+
+
+@app.command("plan")
+def plan_command(
+    model: ModelOpt,
+    gpus: GpusOpt,
+    nodes: NodesOpt = None,
+    method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (default: full, then LoRA, then QLoRA, the first that fits).")] = None,
+    parallel: Annotated[str | None, typer.Option("--parallel", help="Force single | ddp | zero1 | zero2 | zero3 | fsdp.")] = None,
+    seq_len: SeqOpt = 2048,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).")] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.")] = None,
+    lora_r: LoraROpt = 16,
+    lora_targets: TargetsOpt = "all",
+    tokens: TokensOpt = None,
+    epochs: EpochsOpt = 1.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """The fastest configuration that fits the hardware, with the reasons for every choice and the
+    alternatives refused. Exit 1, with the reason and the smallest hardware that fits, when none does."""
+    from ..catalog import get_model
+    from ..errors import Infeasible
+    from ..plan import plan
+    from ..training import parse_lora_targets
+
+    hw = _hardware(gpus, nodes)
+    spec = get_model(model)
+    try:
+        p = plan(spec, hw, method=method, parallel=parallel, seq_len=seq_len, global_batch=global_batch,
+                 micro_batch=micro_batch, lora_r=lora_r, lora_targets=parse_lora_targets(lora_targets),
+                 tokens=parse_token_count(tokens), epochs=epochs)
+    except Infeasible as exc:
+        if json_out:
+            print_json({"ok": False, "reason": str(exc), "suggestion": exc.suggestion,
+                        "longest_sequence": exc.details.get("longest_sequence"),
+                        "rejected": exc.details.get("rejected", [])})
+        else:
+            err_console.print(f"[bold red]refused:[/] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(exc.exit_code)
+    if json_out:
+        print_json({"ok": True, **p.to_dict()})
+        return
+    _print_plan(p)
+
+
+def _print_plan(p) -> None:
+    from rich.table import Table
+
+    s, est = p.setup, p.estimate
+    t = Table(title=f"Plan: {s.model.id} on {s.hardware}", title_justify="left", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    rows = [
+        ("method", s.method + (f" (r={s.lora_r}, alpha={s.alpha}, {len(s.lora_targets)} target modules)" if s.is_adapter else "")),
+        ("weights", s.weight_format),
+        ("parallelism", s.parallel),
+        ("offload", s.offload),
+        ("sequence length", f"{s.seq_len:,}"),
+        ("micro-batch x accumulation x GPUs", f"{s.micro_batch} x {s.grad_accum} x {s.world_size} = {s.global_batch}"),
+        ("gradient checkpointing", "on" if s.grad_ckpt else "off"),
+        ("sample packing", "on" if s.sample_packing else "off"),
+        ("attention", s.attn),
+        ("optimizer", s.optimizer),
+        ("peak GPU memory", f"{fmt_gib(est.peak_gpu_gib)} of {fmt_gib(est.usable_gpu_gib)} usable"),
+        ("host RAM per node", fmt_gib(est.host_ram_gib)),
+        ("throughput", f"~{est.tokens_per_s:,.0f} tokens/s"),
+    ]
+    if est.tokens is not None:
+        rows.append(("time and cost", f"{_hours(est.hours)}, {_money(est.cost_usd)}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    console.print("[bold]why[/]")
+    for r in p.reasons:
+        console.print(f"  - {r}", soft_wrap=True)
+    if p.rejected:
+        console.print("[bold]considered and refused[/]")
+        for r in p.rejected:
+            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
