@@ -7,8 +7,6 @@ import json
 import struct
 from pathlib import Path
 
-import pytest
-
 from llamaforge.gates.runner import classify_load_error, lora_shape_mismatch, read_safetensors_shapes
 from llamaforge.gates.verdict import LOAD_FAILED, UNAVAILABLE
 

@@ -82,7 +82,7 @@ def test_a_gate_may_compare_with_the_base_only():
     profiles = parse_gate_profiles(_gate(threshold=None, compare={"no_regression": True, "stderr_multiplier": 2}))
     gate = profiles["p"].gates[0]
     assert gate.threshold is None and gate.compare.stderr_multiplier == 2.0
-    assert gate.compare.short() == "≥ base−2·se"
+    assert gate.compare.describe(short=True) == "≥ base−2·se"
 
 
 def test_missing_profiles_mapping_is_refused():

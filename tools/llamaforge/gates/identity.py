@@ -106,13 +106,8 @@ def parse_identity_rules(data: object, source: str) -> IdentityRules:
 
 @lru_cache(maxsize=8)
 def load_identity_rules(path: Path | None = None) -> IdentityRules:
-    import yaml
-
     from ..paths import evals_dir
+    from .data_files import read_yaml
 
     path = Path(path) if path else evals_dir() / "tasks" / "identity" / "identity_rules.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read identity rules {path}: {exc}") from None
-    return parse_identity_rules(data, str(path))
+    return parse_identity_rules(read_yaml(path, "identity rules"), str(path))

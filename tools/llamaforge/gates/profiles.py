@@ -29,24 +29,16 @@ class BaseComparison:
     no_regression: bool = False
     stderr_multiplier: float = 1.0
 
-    def describe(self) -> str:
+    def describe(self, short: bool = False) -> str:
+        """"gain ≥ +0.05 over base; no regression vs base beyond stderr", or for narrow table
+        cells (short) "≥ base+0.05, ≥ base−se"."""
+        mult = "" if self.stderr_multiplier == 1.0 else f"{self.stderr_multiplier:g}" + ("·" if short else "×")
         parts = []
         if self.min_gain is not None:
-            parts.append(f"gain ≥ {self.min_gain:+.3g} over base")
+            parts.append(f"≥ base{self.min_gain:+g}" if short else f"gain ≥ {self.min_gain:+.3g} over base")
         if self.no_regression:
-            mult = "" if self.stderr_multiplier == 1.0 else f"{self.stderr_multiplier:g}×"
-            parts.append(f"no regression vs base beyond {mult}stderr")
-        return "; ".join(parts)
-
-    def short(self) -> str:
-        """For narrow table cells: "≥ base+0.05", "≥ base−se"."""
-        parts = []
-        if self.min_gain is not None:
-            parts.append(f"≥ base{self.min_gain:+g}")
-        if self.no_regression:
-            mult = "" if self.stderr_multiplier == 1.0 else f"{self.stderr_multiplier:g}·"
-            parts.append(f"≥ base−{mult}se")
-        return ", ".join(parts)
+            parts.append(f"≥ base−{mult}se" if short else f"no regression vs base beyond {mult}stderr")
+        return (", " if short else "; ").join(parts)
 
 
 @dataclass(frozen=True)
@@ -183,16 +175,10 @@ def parse_gate_profiles(data: Any, source: str = "gates.yaml") -> dict[str, Gate
 
 
 def load_gate_profiles(path: Path | None = None) -> dict[str, GateProfile]:
-    import yaml
+    from .data_files import read_yaml
 
     path = Path(path) if path else default_gates_file()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read gates file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_gate_profiles(data, str(path))
+    return parse_gate_profiles(read_yaml(path, "gates file"), str(path))
 
 
 def get_gate_profile(name: str, path: Path | None = None) -> GateProfile:

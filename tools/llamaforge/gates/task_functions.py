@@ -16,11 +16,11 @@ import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from ..errors import UserError
 from .answer_checks import AnswerRules, check_answer, check_keywords, parse_answer_rules, parse_terms
 from .code_execution import SandboxLimits, parse_sandbox_limits, run_untrusted_program
+from .data_files import read_prompt_rows, read_yaml
 from .identity import DEFAULT_PERSONA, check_self_identification, load_identity_rules, validate_persona
 
 ANSWER_RULES_FILE = "answer_rules.yaml"  # shared by inference_suite and esoteric_spotcheck, in evals/tasks/
@@ -30,36 +30,6 @@ def _test_split(rows: list[dict]):
     import datasets
 
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise UserError(f"{path}:{n}: each row needs a non-empty \"prompt\" string")
-        rows.append(row)
-    if not rows:
-        raise UserError(f"{path}: no prompts")
-    return rows
 
 
 def _first_answer(results: list) -> str:
@@ -72,7 +42,7 @@ def _first_answer(results: list) -> str:
 @lru_cache(maxsize=8)
 def answer_rules(tasks_dir: Path) -> AnswerRules:
     path = Path(tasks_dir) / ANSWER_RULES_FILE
-    return parse_answer_rules(_read_yaml(path), str(path))
+    return parse_answer_rules(read_yaml(path), str(path))
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -80,7 +50,7 @@ def answer_rules(tasks_dir: Path) -> AnswerRules:
 
 def load_identity_docs(task_dir: Path, persona: str = DEFAULT_PERSONA, **_metadata):
     persona = validate_persona(persona)
-    rows = read_jsonl(Path(task_dir) / "identity_prompts.jsonl")
+    rows = read_prompt_rows(Path(task_dir) / "identity_prompts.jsonl")
     return _test_split([{"id": str(r.get("id", i)), "prompt": r["prompt"], "persona": persona} for i, r in enumerate(rows)])
 
 
@@ -103,7 +73,7 @@ def load_inference_docs(task_dir: Path, persona: str = DEFAULT_PERSONA, **_metad
     persona = validate_persona(persona)
     path = Path(task_dir) / "inference_suite.jsonl"
     docs = []
-    for i, row in enumerate(read_jsonl(path)):
+    for i, row in enumerate(read_prompt_rows(path)):
         where = f"{path}: row {i + 1}"
         must = parse_terms(row.get("must_contain"), f"{where} must_contain")
         must_not = parse_terms(row.get("must_not_contain"), f"{where} must_not_contain")
@@ -133,7 +103,7 @@ def score_inference(doc: dict, results: list, task_dir: Path) -> dict[str, float
 
 def load_esoteric_docs(task_dir: Path, **_metadata):
     path = Path(task_dir) / "esoteric_items.yaml"
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("items"), list) or not data["items"]:
         raise UserError(f"{path}: expected `items:` (a list of prompt, keywords, min_keywords)")
     default_min = int(data.get("min_keywords", 2))
@@ -194,7 +164,7 @@ def build_humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[l
 @lru_cache(maxsize=8)
 def sandbox_limits(task_dir: Path) -> SandboxLimits:
     path = Path(task_dir) / "sandbox.yaml"
-    return parse_sandbox_limits(_read_yaml(path), str(path)) if path.is_file() else SandboxLimits()
+    return parse_sandbox_limits(read_yaml(path), str(path)) if path.is_file() else SandboxLimits()
 
 
 def humaneval_program(function_source: str, doc: dict) -> str:

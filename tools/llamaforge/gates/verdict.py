@@ -131,7 +131,7 @@ def decide_gate(
             name=spec.name, task=spec.task, metric=spec.metric, value=value, stderr=stderr,
             threshold=spec.threshold, base_value=base_value, base_stderr=base_stderr,
             verdict=verdict, reason=reason, optional=spec.optional, comparison=comparison,
-            comparison_short=spec.compare.short() if spec.compare else None,
+            comparison_short=spec.compare.describe(short=True) if spec.compare else None,
         )
 
     if outcome.status != MEASURED:
