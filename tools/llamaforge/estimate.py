@@ -592,8 +592,10 @@ def estimate(setup: TrainSetup, *, tokens: int | None = None, epochs: float = 1.
     breakdown["cuda_context"] = context
     breakdown = {k: v / GIB for k, v in breakdown.items() if v > 0}
     peak = (allocated + needed_frag + context) / GIB
-    reserved = allocated * (1 + typical_frag)
-    device = reserved + context + mem.paged
+    # the cache cannot grow past the card: near the limit PyTorch frees it and retries instead
+    room = setup.hardware.gpu.memory_gib * GIB - context
+    reserved = max(allocated + needed_frag, min(allocated * (1 + typical_frag), room))
+    device = min(reserved + context + mem.paged, max(setup.hardware.gpu.memory_gib * GIB, reserved + context))
     usable = usable_gpu_gib(setup.hardware.gpu.memory_gib)
 
     host = {k: v / GIB for k, v in _host_ram(setup, mem).items() if v > 0}
