@@ -60,7 +60,6 @@ class StackFacts:
     lora_dropout: bool = True
     embedding_cast_at_load: bool = True
     fsdp_root_gathered: bool = True
-    optimizer_in_backward: bool = False
 
     @classmethod
     def axolotl(cls) -> StackFacts:
@@ -208,17 +207,20 @@ def _bytes_per_linear(n_in: int, n_out: int, fmt: str) -> float:
     raise UserError(f"unknown weight format {fmt!r}; use fp32, bf16, int8, nf4 or nf4_dq")
 
 
+def _layer_linear_bytes(model: ModelSpec, fmt: str) -> float:
+    return sum(_bytes_per_linear(i, o, fmt) for i, o in model.linear_shapes().values())
+
+
 def layer_weight_bytes(model: ModelSpec, fmt: str) -> float:
     """One decoder layer's linear weights in `fmt` plus its norms in 16-bit (fp32 for fp32)."""
-    lin = sum(_bytes_per_linear(i, o, fmt) for i, o in model.linear_shapes().values())
-    return lin + model.params_per_layer_norm * (4 if fmt == "fp32" else 2)
+    return _layer_linear_bytes(model, fmt) + model.params_per_layer_norm * (4 if fmt == "fp32" else 2)
 
 
 def base_weight_bytes(model: ModelSpec, fmt: str, *, embeddings_fp32: bool = False) -> dict[str, float]:
     """Weights by part: decoder linears in `fmt`; embeddings, lm_head and norms 16-bit (bitsandbytes
     leaves them unquantized), or fp32 for an fp32 model or when prepare_model_for_kbit_training
     left them upcast."""
-    linear = model.num_layers * sum(_bytes_per_linear(i, o, fmt) for i, o in model.linear_shapes().values())
+    linear = model.num_layers * _layer_linear_bytes(model, fmt)
     other_b = 4 if fmt == "fp32" else 2
     emb_b = 4 if (fmt == "fp32" or embeddings_fp32) else 2
     return {
@@ -326,8 +328,6 @@ def _memory(setup: TrainSetup, stack: StackFacts) -> _Memory:
         grads = T * 2.0 / (W if "gradients" in shards else 1)
     else:
         grads = T * tb
-    if stack.optimizer_in_backward:
-        grads = _max_linear_params(m) * tb if setup.method == "full" else grads
     if off_opt:
         # FSDP's CPU offload keeps the sharded gradients on the host; DeepSpeed's optimizer offload
         # moves each reduced gradient partition to the host (fp32, counted with the optimizer there)
