@@ -21,6 +21,7 @@ from llamaforge.run.metrics import (
     latest_trainer_state,
     parse_log,
     parse_metric_dict,
+    run_curve,
 )
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
@@ -314,3 +315,14 @@ def test_config_dump_cut_short_does_not_swallow_the_rest():
     w = parse_log(log)
     assert w.settings == {"num_epochs": 2.0} and w.curve.epochs == 2.0
     assert [(p.step, p.loss) for p in w.curve.train] == [(10, 2.0)] and w.curve.total_steps == 30
+
+
+def test_run_curve_falls_back_to_the_log_when_the_checkpoint_is_half_written(tmp_path, tiny):
+    assert run_curve(tiny.curve, tmp_path) is tiny.curve  # no checkpoint
+    ckpt = tmp_path / "checkpoint-225"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text((LOGS / "trainer_state_tiny.json").read_text())
+    chosen = run_curve(tiny.curve, tmp_path)
+    assert chosen is not tiny.curve and chosen.train[0].loss == pytest.approx(7.030126953125)
+    (ckpt / "trainer_state.json").write_text('{"log_history": [{"loss": 1.0, "st')
+    assert run_curve(tiny.curve, tmp_path) is tiny.curve

@@ -70,8 +70,12 @@ def test_failing_report_says_what_to_do(tmp_path):
     t = Thresholds.load()
     rec = record_for(w.curve, t, oom=w.oom, exit_code=1, error=w.last_error,
                      checkpoint=CheckpointFacts(False, None, None, "no adapter or model weights"))
-    rec["gates"] = [{"name": "identity", "status": "fail", "value": 0.2, "threshold": 0.9,
-                     "message": "1 of 5 identity answers name Leviathan"}]
+    rec["oom_advice"] = "the planner's fitting configuration: zero3, offload none, micro-batch 1 x accumulation 16"
+    rec["gates"] = {"passed": False, "failed": ["identity"], "gates": [  # gates.GateReport.to_dict()
+        {"name": "identity", "task": "identity", "metric": "acc", "value": 0.2, "stderr": 0.1, "threshold": 0.9,
+         "verdict": "fail", "reason": "0.2 < 0.9", "optional": False, "comparison": None},
+        {"name": "esoteric_spotcheck", "value": None, "threshold": 0.5, "verdict": "skipped",
+         "reason": "dataset unavailable", "optional": True}]}
     paths = write_stage_report(tmp_path, rec, w.curve, t)
     md = paths["md"].read_text()
     assert md.startswith("# validate stage: FAILED")
@@ -81,9 +85,30 @@ def test_failing_report_says_what_to_do(tmp_path):
     assert "**loss_falls** (not measured): Too few losses" in todo
     assert "**no_plateau** (not measured)" in todo and "plateau_steps=100" in todo
     assert "**identity** (fail): Model not learning identity" in todo and "count the identity rows" in todo
-    assert "## Gates" in md
+    assert "esoteric_spotcheck" not in todo  # an optional gate skipped is not a failure
+    assert "Planner: the planner's fitting configuration: zero3" in todo
+    assert "| identity | **FAIL** | 0.2 | 0.9 | 0.2 < 0.9 |" in md
+    assert "| esoteric_spotcheck | skipped (optional) | - | 0.5 | dataset unavailable |" in md
+    assert "oom_advice" not in md.split("## Health checks")[0]
     assert "- peak accelerator memory: 74.81 GiB" in md
     assert read_stage_report(paths["json"])["health"]["passed"] is False
+
+
+def test_gates_that_did_not_run_and_a_forged_gate_pass(tmp_path, tiny_curve):
+    t = Thresholds.load({"plateau_steps": 100})
+    rec = record_for(tiny_curve, t)
+    rec["gates"] = {"passed": False, "skipped": "the run's health checks failed; gates were not run"}
+    rec["passed"] = False
+    rec["changes"] = ["output_dir -> runs/x/validate/out", "logging_steps: 5 (at least ~50 loss points)"]
+    md = write_stage_report(tmp_path, rec, tiny_curve, t)["md"].read_text()
+    assert md.startswith("# validate stage: FAILED")
+    assert "The health checks passed; the stage failed on the gates below." in md
+    assert "## Gates\n\n- the run's health checks failed; gates were not run" in md
+    assert "- changes:\n  - output_dir -> runs/x/validate/out\n  - logging_steps: 5" in md
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "passed": True}))
+    with pytest.raises(UserError, match="the gates did not pass"):
+        read_stage_report(path)
 
 
 def test_host_oom_advice_is_about_ram(tmp_path, tiny_curve):

@@ -498,3 +498,17 @@ def choose_curve(log_curve: Curve, state_curve: Curve | None) -> Curve:
     if state_curve.epochs is None:
         state_curve.epochs = log_curve.epochs
     return state_curve
+
+
+def run_curve(log_curve: Curve, output_dir: Path) -> Curve:
+    """The curve to judge a finished or crashed run by: the latest checkpoint's trainer_state.json
+    when it reads and reaches as far as the log (`choose_curve`), else the log's curve. Never
+    raises: a checkpoint half-written by a crash falls back to the log."""
+    path = latest_trainer_state(output_dir)
+    if path is None:
+        return log_curve
+    try:
+        state = curve_from_trainer_state(path)
+    except UserError:
+        return log_curve
+    return choose_curve(log_curve, state)

@@ -20,7 +20,7 @@ from .metrics import Curve, health_facts, json_safe, read_json
 REPORT_JSON, REPORT_MD, LOSS_PNG = "report.json", "report.md", "loss_curve.png"
 SCHEMA = "llamaforge-stage-report/1"
 _STATUSES = (PASS, FAIL, NOT_MEASURED)
-_SECTIONS_NOT_IN_RUN = ("health", "gates", "curve", "thresholds", "files", "schema", "passed")
+_SECTIONS_NOT_IN_RUN = ("health", "gates", "curve", "thresholds", "files", "schema", "passed", "oom_advice")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -110,6 +110,9 @@ def report_shape_problem(record) -> str | None:
         return f"health.passed is {health['passed']} but its checks say {all_pass}"
     if "passed" in record and (not isinstance(record["passed"], bool) or (record["passed"] and not all_pass)):
         return "`passed` disagrees with the health checks"
+    gates = record.get("gates")
+    if record.get("passed") and isinstance(gates, dict) and gates.get("passed") is not True:
+        return "`passed` is true but the gates did not pass"
     return None
 
 
@@ -143,6 +146,9 @@ def _run_lines(record: dict) -> list[str]:
             for sub, v in value.items():
                 if not isinstance(v, (dict, list)):
                     lines.append(f"- {key}.{sub}: {_inline(v)}")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) > 1:
+            lines.append(f"- {key}:")
+            lines += [f"  - {_cell(v)}" for v in value]
         elif isinstance(value, list):
             lines.append(f"- {key}: {_inline(' '.join(map(str, value)))}")
         else:
@@ -157,11 +163,26 @@ def _inline(value) -> str:
 
 def _checks_table(checks: list[dict]) -> list[str]:
     lines = ["| check | status | value | threshold | detail |", "| --- | --- | --- | --- | --- |"]
-    mark = {PASS: "pass", FAIL: "**FAIL**", NOT_MEASURED: "**not measured**"}
+    mark = {PASS: "pass", FAIL: "**FAIL**", NOT_MEASURED: "**not measured**", "skipped": "skipped (optional)"}
     for c in checks:
         lines.append(f"| {_cell(c['name'])} | {mark.get(c['status'], c['status'])} | {_cell(c.get('value'))} "
                      f"| {_cell(c.get('threshold'))} | {_cell(c.get('message'))} |")
     return lines
+
+
+def gate_rows(gates) -> tuple[list[dict], str | None]:
+    """The gates section the caller recorded (gates.GateReport.to_dict(), or {"passed": False,
+    "skipped"|"error": why}) as check-like rows, plus a line when no gate ran."""
+    if not isinstance(gates, dict):
+        return [], None
+    rows = []
+    for g in gates.get("gates") or []:
+        if isinstance(g, dict) and isinstance(g.get("name"), str):
+            status = {PASS: PASS, FAIL: FAIL, "skipped": "skipped"}.get(g.get("verdict"), NOT_MEASURED)
+            rows.append({"name": g["name"], "status": status, "value": g.get("value"),
+                         "threshold": g.get("threshold"), "message": g.get("comparison") or g.get("reason")})
+    note = None if rows else (gates.get("skipped") or gates.get("error") or "no gate results recorded")
+    return rows, note
 
 
 def _advice_for(check: dict) -> str | None:
@@ -181,8 +202,7 @@ def _advice_for(check: dict) -> str | None:
 
 def render_markdown(record: dict, thresholds: Thresholds, *, has_plot: bool) -> str:
     health = record["health"]
-    gates = record.get("gates") if isinstance(record.get("gates"), list) else []
-    gate_checks = [g for g in gates if isinstance(g, dict) and "name" in g and g.get("status") in _STATUSES]
+    gate_checks, gates_note = gate_rows(record.get("gates"))
     lines = [f"# {_title(record)}", ""]
     counts = {s: sum(c["status"] == s for c in health["checks"]) for s in _STATUSES}
     lines.append(f"Health: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[NOT_MEASURED]} not measured "
@@ -191,13 +211,15 @@ def render_markdown(record: dict, thresholds: Thresholds, *, has_plot: bool) -> 
         lines.append("The health checks passed; the stage failed on the gates below.")
     lines += ["", "## Run", ""] + (_run_lines(record) or ["- (no run details recorded)"])
     lines += ["", "## Health checks", ""] + _checks_table(health["checks"])
-    if gate_checks:
-        lines += ["", "## Gates", ""] + _checks_table(gate_checks)
-    todo = [c for c in health["checks"] + gate_checks if c["status"] != PASS]
+    if gate_checks or gates_note:
+        lines += ["", "## Gates", ""] + (_checks_table(gate_checks) if gate_checks else [f"- {_cell(gates_note)}"])
+    todo = [c for c in health["checks"] + gate_checks if c["status"] in (FAIL, NOT_MEASURED)]
     if todo:
         lines += ["", "## What to do", ""]
         for c in todo:
             advice = _advice_for(c) or "See the detail in the table."
+            if c["name"] == "no_oom" and c["status"] == FAIL and record.get("oom_advice"):
+                advice += f" Planner: {record['oom_advice']}"
             lines.append(f"- **{c['name']}** ({c['status'].replace('_', ' ')}): {advice}")
     curve = record.get("curve") or {}
     lines += ["", "## Curve", ""]
