@@ -397,7 +397,10 @@ def test_setup_details():
     assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_bnb_8bit"
     assert {n[1] for n in notes} == {"lora_r", "optimizer", "lora_target_modules"}
     fsdp, _ = rebuild(base_lora(fsdp_version=2, fsdp_config={"fsdp_offload_params": True}))
-    assert (fsdp.parallel, fsdp.offload) == ("fsdp", "all")
+    assert (fsdp.parallel, fsdp.offload, fsdp.grad_ckpt) == ("fsdp", "all", False)
+    fsdp_ac, _ = rebuild(base_lora(fsdp_version=2, gradient_checkpointing=False,
+                                   fsdp_config={"activation_checkpointing": True}))
+    assert fsdp_ac.grad_ckpt  # FSDP checkpoints the activations itself
     assert rebuild(base_lora(adapter="llama-adapter"))[0] is None
 
 

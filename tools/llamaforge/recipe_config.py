@@ -382,7 +382,10 @@ def setup_from_config(
         seq_len=int_or(cfg.get("sequence_len"), int_or(defaults.get("sequence_len"), 512)),
         micro_batch=micro,
         grad_accum=accum,
-        grad_ckpt=bool(cfg.get("gradient_checkpointing", defaults.get("gradient_checkpointing"))),
+        # FSDP checkpoints activations itself with fsdp_config.activation_checkpointing
+        # (axolotl/utils/trainer.py setup_fsdp_envs -> accelerate's fsdp2_apply_ac)
+        grad_ckpt=bool(cfg.get("gradient_checkpointing", defaults.get("gradient_checkpointing"))
+                       or (fsdp or {}).get("activation_checkpointing")),
         optimizer=optimizer,
         attn=attn_kind,
         sample_packing=bool(cfg.get("sample_packing")),
