@@ -233,7 +233,7 @@ def _model_key(model: type, names: dict[type, str]) -> str:
     return names[model]
 
 
-def field_table(root: type, *, version: str, skip_fields: tuple[str, ...] = ()) -> dict:
+def field_table(root: type, *, version: str) -> dict:
     """Describe a pydantic model and every model nested in it as a field table (see the module
     docstring). Needs pydantic only, not Axolotl."""
     names: dict[type, str] = {}
@@ -248,8 +248,6 @@ def field_table(root: type, *, version: str, skip_fields: tuple[str, ...] = ()) 
         by_name = bool(config.get("validate_by_name") or config.get("populate_by_name"))
         fields: dict[str, dict] = {}
         for name, info in model.model_fields.items():
-            if name in skip_fields and model is root:
-                continue
             nested = _nested_models(info.annotation)
             entry: dict[str, Any] = {
                 "keys": _accepted_keys(name, info, by_name),
