@@ -75,10 +75,36 @@ def test_405b_lora_with_load_in_4bit_reads_as_bf16_and_fits_even_less():
     assert not est.fits and est.breakdown["weights"] > 700
 
 
-def test_405b_qlora_fits_when_zero3_shards_the_base_weights():
+def test_405b_qlora_zero3_does_not_fit_because_the_whole_4bit_base_loads_onto_every_gpu():
+    # Axolotl 0.19 + transformers' bitsandbytes quantizer place the whole quantized base on each rank
+    # before ZeRO-3 shards it (facts/parallelism.yaml `quantized_loading`; DeepSpeed issue #5660)
     est = estimate(issue_405b(parallel="zero3"))
-    assert est.fits
-    assert est.breakdown["weights"] == pytest.approx(estimate(issue_405b()).breakdown["weights"] / 8, rel=1e-9)
+    assert not est.fits
+    assert est.peak_phase == "load"
+    whole = sum(base_weight_bytes(issue_405b().model, "nf4_dq").values()) / 2**30
+    assert est.breakdown["whole_base_at_load"] == pytest.approx(whole, rel=0.05)
+    assert 200 < whole < 230
+    # once loaded, the steady state is sharded: the training phases alone would fit
+    assert max(v for k, v in est.phases_gib.items() if k != "load") < est.usable_gpu_gib
+
+
+def test_405b_qlora_fits_only_with_fsdp1_sharded_quantized_loading():
+    fsdp2 = estimate(issue_405b(parallel="fsdp", optimizer="adamw_torch_fused"))  # FSDP2 refuses bnb 8-bit AdamW
+    assert not fsdp2.fits and fsdp2.peak_phase == "load"
+    fsdp1 = estimate(issue_405b(parallel="fsdp").with_(fsdp_version=1))
+    assert fsdp1.fits and fsdp1.peak_phase != "load"
+    # rank 0 holds the quantized base in CPU RAM while it shards it
+    assert fsdp1.host_breakdown["loading"] > 200
+
+
+def test_whole_base_load_is_fine_when_it_fits_one_gpu():
+    est = estimate(setup(model="llama-3.1-70b", gpus="8xA100-80GB", method="qlora", parallel="zero3", seq_len=2048))
+    assert est.fits and 35 < est.phases_gib["load"] < 50
+
+
+def test_fsdp1_is_only_for_sharded_quantized_loading():
+    with pytest.raises(UserError, match="FSDP1"):
+        estimate(setup(model="llama-3.1-70b", gpus="8xA100-80GB", method="lora", parallel="fsdp").with_(fsdp_version=1))
 
 
 # ---- sharding ------------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def case_setup(case: dict) -> tuple[TrainSetup, StackFacts]:
     )
     if "weight_format" in case:
         kw["weight_format"] = case["weight_format"]
+    if kw["parallel"] == "fsdp" and case["method"] == "qlora":
+        kw["fsdp_version"] = data.get("stack_fsdp_version", {}).get(case["stack"], 2)
     stack = StackFacts.axolotl().with_overrides(data["stacks"][case["stack"]])
     return TrainSetup(model=spec, hardware=hw, **kw), stack
 

@@ -179,9 +179,12 @@ def validate_setup(setup: TrainSetup) -> None:
             f"{setup.weight_format} weights cannot be sharded by --parallel {setup.parallel} "
             f"(bitsandbytes int8 does not work with ZeRO-3 or FSDP); use qlora, or zero2/ddp"
         )
+    if setup.fsdp_version == 1 and (setup.parallel != "fsdp" or not setup.is_quantized):
+        raise UserError("FSDP1 is planned only for sharded loading of a 4/8-bit base (qlora with --parallel fsdp); "
+                        "use FSDP2 otherwise")
     if setup.optimizer not in OPTIMIZER_STATE_BYTES:
         raise UserError(f"unknown optimizer {setup.optimizer!r}; use one of {', '.join(OPTIMIZER_STATE_BYTES)}")
-    if setup.optimizer in mode.get("refused_optimizers", ()):
+    if setup.optimizer in mode.get("refused_optimizers", ()) and setup.fsdp_version == 2:
         raise UserError(
             f"Axolotl 0.19 refuses {setup.optimizer} with FSDP2; use adamw_torch_fused or paged_adamw_8bit"
         )
@@ -423,6 +426,19 @@ def _memory(setup: TrainSetup, stack: StackFacts) -> _Memory:
         steady_emb = parts["embeddings"] if setup.is_adapter else emb_params * tb
         load = resident["weights"] - steady_emb + 4.0 * emb_params + 2.0 * largest
 
+    # loading a 4/8-bit base: bitsandbytes quantizes it on the GPU it is placed on, and Axolotl 0.19
+    # places it whole on every rank before ZeRO-3/FSDP2 shard it (facts/parallelism.yaml
+    # `quantized_loading`); each bf16 tensor is briefly on the GPU next to its quantized form
+    if setup.is_adapter and setup.loads_whole_base_per_gpu and (param_shard > 1 or off_params):
+        whole = sum(base_weight_bytes(m, setup.weight_format).values())
+        load = max(load, whole + _max_linear_params(m) * 2.0)
+        notes.append("loading: Axolotl 0.19 quantizes the whole 4/8-bit base onto every GPU before "
+                     f"{'ZeRO-3' if setup.parallel == 'zero3' else 'FSDP2'} shards it "
+                     f"({whole / GIB:,.1f} GiB per GPU at load)")
+    elif setup.parallel == "fsdp" and setup.fsdp_version == 1 and setup.is_quantized:
+        notes.append("loading: FSDP1 sharded quantized loading (cpu_ram_efficient_loading + "
+                     "qlora_sharded_model_loading): rank 0 quantizes layer by layer into CPU RAM")
+
     # gradients exist during forward only when accumulating (HF zeroes them to None after each step)
     grads_fwd = grads if setup.grad_accum > 1 else 0.0
     phases = {
@@ -447,6 +463,9 @@ def _host_ram(setup: TrainSetup, mem: _Memory) -> dict[str, float]:
     if setup.parallel == "fsdp" and not kbit:
         # cpu_ram_efficient_loading: rank 0 of each node holds the whole bf16 model before sharding
         loading = sum(base_weight_bytes(setup.model, "bf16").values())
+    elif setup.parallel == "fsdp" and setup.fsdp_version == 1:
+        # sharded quantized loading: rank 0 quantizes layer by layer into CPU RAM
+        loading = sum(base_weight_bytes(setup.model, setup.weight_format).values()) + gpn * hf["loading_shard_gib"] * GIB
     else:
         # safetensors shards stream onto each process's GPU (quantized there for 4/8-bit)
         loading = gpn * hf["loading_shard_gib"] * GIB
@@ -581,7 +600,9 @@ def estimate(setup: TrainSetup, *, tokens: int | None = None, epochs: float = 1.
     context = f["cuda_context_gib"] * GIB + (f["nccl_buffers_gib"] * GIB if setup.world_size > 1 else 0.0)
     needed_frag = allocated * frag["under_pressure"]
 
-    if peak_phase == "load":
+    if peak_phase == "load" and setup.is_adapter and setup.loads_whole_base_per_gpu and mem.load > mem.resident["weights"] * 1.5:
+        breakdown = {"whole_base_at_load": mem.load}
+    elif peak_phase == "load":
         breakdown = {"weights": mem.resident["weights"], "embedding_dtype_cast": mem.load - mem.resident["weights"]}
     else:
         breakdown = {k: v for k, v in mem.resident.items()}
@@ -626,7 +647,9 @@ def _assumptions(setup: TrainSetup, stack: StackFacts, peak_phase: str) -> list[
     out = [
         "memory per GPU at the peak of a training step (peak moment: "
         + {"loss": "end of forward, logits and cross-entropy", "backward": "first layer's backward",
-           "step": "optimizer step", "load": "loading, while embeddings are cast between dtypes"}[peak_phase] + ")",
+           "step": "optimizer step",
+           "load": ("loading, before the base is sharded" if s.is_adapter and s.loads_whole_base_per_gpu
+                    and s.parallel in ("zero3", "fsdp") else "loading, while embeddings are cast between dtypes")}[peak_phase] + ")",
         f"weights: decoder linears in {s.weight_format}; embeddings, lm_head and norms in 16-bit"
         + (" (fp32: prepare_model_for_kbit_training left them upcast)" if stack.kbit_embeddings_fp32 and s.is_adapter else ""),
         f"{s.micro_batch} x {s.seq_len} tokens per micro-batch per GPU"

@@ -48,7 +48,7 @@ def default_global_batch(model: ModelSpec) -> int:
 
 def describe(setup: TrainSetup) -> str:
     """A short label for one configuration, e.g. `qlora zero3 offload=params mb=2 ckpt`."""
-    parts = [setup.method, setup.parallel]
+    parts = [setup.method, "fsdp1-sharded-load" if setup.parallel == "fsdp" and setup.fsdp_version == 1 else setup.parallel]
     if setup.offload != "none":
         parts.append(f"offload={setup.offload}")
     parts.append(f"mb={setup.micro_batch}")
@@ -146,6 +146,12 @@ def _search(methods: list[str], offload: str, hardware: Hardware, *, model: Mode
                 rejected.append({"setup": label, "why": str(exc)})
                 continue
             choice = _largest_fitting(base, micro_batches, per_gpu, margin)
+            if choice is None and mode == "fsdp" and base.loads_whole_base_per_gpu:
+                # the whole 4/8-bit base must fit on one GPU while loading under FSDP2; FSDP1's
+                # sharded quantized loading does not need that (facts/parallelism.yaml)
+                rejected.append(_memory_rejection(base, margin))
+                base = base.with_(fsdp_version=1)
+                choice = _largest_fitting(base, micro_batches, per_gpu, margin)
             if choice is None:
                 rejected.append(_memory_rejection(base, margin))
                 continue
@@ -256,6 +262,10 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
     accum = s.grad_accum
     est = estimate(s, tokens=tokens, epochs=epochs)
     mode = parallelism_facts()["modes"][s.parallel]
+    if s.parallel == "fsdp" and s.fsdp_version == 1:
+        mode = {**mode, "describe": "FSDP1 full shard with sharded quantized loading (rank 0 quantizes the 4-bit base "
+                                    "layer by layer in CPU RAM): under ZeRO-3 and FSDP2, Axolotl 0.19 loads the whole "
+                                    "quantized base onto every GPU first, and it does not fit on one"}
     if parallel:
         reasons.append(f"parallelism {s.parallel}, as asked: {mode['describe']}")
     elif ws == 1 and s.parallel == "single":

@@ -89,6 +89,10 @@ class TrainSetup:
     optimizer: str = "adamw_torch_fused"
     attn: str = "flash_attention_2"          # flash_attention_2 | sdpa | eager
     sample_packing: bool = True
+    # FSDP only. 2 (Axolotl's default) unless the base is 4/8-bit and too large to load whole onto
+    # one GPU: then 1, with cpu_ram_efficient_loading + qlora_sharded_model_loading, the only
+    # Axolotl 0.19 path that quantizes and shards the base layer by layer (see facts/parallelism.yaml)
+    fsdp_version: int = 2
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +108,8 @@ class TrainSetup:
             raise UserError("sequence length, micro-batch and gradient accumulation must be >= 1")
         if self.method != "full" and self.lora_r < 1:
             raise UserError("--lora-r must be >= 1")
+        if self.fsdp_version not in (1, 2):
+            raise UserError(f"fsdp_version must be 1 or 2, not {self.fsdp_version}")
 
     # ---- derived ----------------------------------------------------------------------------
     @property
@@ -126,6 +132,17 @@ class TrainSetup:
     @property
     def tokens_per_step(self) -> int:
         return self.global_batch * self.seq_len
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.weight_format in ("int8", "nf4", "nf4_dq")
+
+    @property
+    def loads_whole_base_per_gpu(self) -> bool:
+        """Axolotl 0.19 places a 4/8-bit base whole on every GPU while loading (bitsandbytes
+        quantizes it there) and only ZeRO-3/FSDP2 shard it afterwards; FSDP1 with sharded quantized
+        loading is the exception."""
+        return self.is_quantized and not (self.parallel == "fsdp" and self.fsdp_version == 1)
 
     @property
     def deepspeed_stage(self) -> int | None:
