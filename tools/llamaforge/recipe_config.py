@@ -356,6 +356,11 @@ def setup_from_config(
         parallel = "ddp" if hardware.world_size > 1 else "single"
         offload = "none"
     method, weights = _weight_format(cfg, adapter, zero3=stage == 3, fsdp=fsdp, gpu_bf16=hardware.gpu.bf16)
+    # FSDP1 + cpu_ram_efficient_loading + qlora_sharded_model_loading quantizes the base layer by
+    # layer on rank 0 (load_sharded_model_quant); anything else loads a 4-bit base whole onto every
+    # GPU first (facts/parallelism.yaml `quantized_loading`)
+    sharded_load = (fsdp is not None and str(fsdp_version(cfg)) == "1" and method == "qlora"
+                    and bool(fsdp.get("cpu_ram_efficient_loading")) and bool(cfg.get("qlora_sharded_model_loading")))
 
     micro, accum = batch_shape(cfg, defaults)
     optimizer, opt_note = _estimator_optimizer(str(cfg.get("optimizer") or defaults.get("optimizer") or "adamw_torch_fused"))
@@ -389,6 +394,7 @@ def setup_from_config(
         optimizer=optimizer,
         attn=attn_kind,
         sample_packing=bool(cfg.get("sample_packing")),
+        fsdp_version=1 if sharded_load else 2,
     )
     try:
         return TrainSetup(**fields), notes
@@ -401,6 +407,8 @@ def describe_setup(setup: TrainSetup) -> str:
     method = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}[setup.method]
     parallel = {"single": "one GPU", "ddp": "DDP", "zero1": "ZeRO-1", "zero2": "ZeRO-2",
                 "zero3": "ZeRO-3", "fsdp": "FSDP"}[setup.parallel]
+    if setup.parallel == "fsdp" and setup.fsdp_version == 1:
+        parallel = "FSDP1 with sharded quantized loading"
     offload = f", {setup.offload} offloaded" if setup.offload != "none" else ""
     lora = f" r={setup.lora_r} on {len(setup.lora_targets)} linears," if setup.is_adapter else ""
     return (

@@ -1,3 +1,163 @@
-"""(commands are added here by their workstream)"""
+"""`llamaforge render`, `ls` and `cp`: the committed recipe matrix and recipes for new hardware."""
 
-from . import app  # noqa: F401
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import app
+from ._common import JsonOpt, console, err_console, print_json
+
+
+@app.command("render")
+def render_command(
+    model: Annotated[str | None, typer.Option("--model", help="Catalog model id or path to a local config.json (omit to render the matrix).")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="Hardware, e.g. 8xH100-80GB.")] = None,
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes.")] = 1,
+    method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (default: the planner's choice).")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length.")] = 2048,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step.")] = None,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Folder to write a custom recipe into.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Fail when recipes/ differs from what the templates produce.")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="Render one matrix recipe, e.g. llama-3.1-70b/lora-8xH100-80GB.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Render the recipe matrix into recipes/ (or --check it), or one recipe for new hardware with -o."""
+    from ..errors import UserError
+    from ..paths import display_path, repo_root
+    from ..render import compare_with_disk, render_matrix, write_files
+
+    if model or gpus or output:
+        if not (model and gpus and output):
+            raise UserError("a custom recipe needs --model, --gpus and -o DIR (or none of them, for the matrix)")
+        if check or only:
+            raise UserError("--check and --only apply to the matrix; drop --model/--gpus/-o")
+        _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, json_out)
+        return
+
+    files, recipes = render_matrix(only=only)
+    root = repo_root()
+    if check:
+        drift = compare_with_disk(files, root) if only is None else _drift_of(files, root)
+        if json_out:
+            print_json(drift.to_dict())
+        elif drift.clean:
+            console.print(f"recipes/ is current: {len(files)} files match the templates")
+        else:
+            for label, paths in (("changed", drift.changed), ("missing", drift.missing), ("not produced by the matrix", drift.extra)):
+                for p in paths:
+                    err_console.print(f"[red]{label}:[/] {p}")
+            err_console.print("recipes/ is stale: run `llamaforge render` and commit the result")
+        raise typer.Exit(0 if drift.clean else 1)
+    written = write_files(files, root)
+    if json_out:
+        print_json({"written": [display_path(p) for p in written], "recipes": [r.summary() for r in recipes]})
+        return
+    _print_recipes([r.summary() for r in recipes], title=f"Rendered {len(recipes)} recipe(s), {len(written)} files")
+
+
+def _drift_of(files, root):
+    from ..render import Drift
+
+    drift = Drift()
+    for f in files:
+        target = Path(root) / f.path
+        if not target.is_file():
+            drift.missing.append(f.path)
+        elif target.read_text(encoding="utf-8") != f.content:
+            drift.changed.append(f.path)
+    return drift
+
+
+def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, json_out) -> None:
+    from ..paths import display_path
+    from ..render import Layout, RecipeRequest, load_matrix, render_recipe, write_files
+
+    defaults = load_matrix()
+    req = RecipeRequest(model=model, gpus=gpus, nodes=nodes, method=method, seq_len=seq_len,
+                        global_batch=global_batch, lora_r=lora_r, corpus=defaults.corpus,
+                        hyper_layers=defaults.hyper_layers)
+    base = output.rstrip("/") or "."
+    parts = ["llamaforge render", f"--model {shlex.quote(model)}", f"--gpus {shlex.quote(gpus)}"]
+    if nodes != 1:
+        parts.append(f"--nodes {nodes}")
+    if method:
+        parts.append(f"--method {method}")
+    parts.append(f"--seq-len {seq_len}")
+    if global_batch:
+        parts.append(f"--global-batch {global_batch}")
+    if lora_r != 16:
+        parts.append(f"--lora-r {lora_r}")
+    parts.append(f"-o {shlex.quote(base)}")
+    rec = render_recipe(req, Layout(recipe_dir_for_model=False, base=base, launch_from_root=False),
+                        regenerate=" ".join(parts))
+    written = write_files(rec.files, Path.cwd())
+    if json_out:
+        print_json({"written": [display_path(p) for p in written], "recipe": rec.summary()})
+        return
+    _print_recipes([rec.summary()], title="Rendered recipe")
+    for p in written:
+        console.print(f"  wrote {display_path(p)}")
+    console.print("Launch (from this directory):")
+    for line in rec.launch:
+        console.print(f"  {line}", soft_wrap=True)
+
+
+def _print_recipes(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("recipe", "method", "hardware", "parallel", "seq", "batch (micro x accum)", "peak / usable GiB", "tokens/s"):
+        table.add_column(col)
+    for r in rows:
+        par = r["parallel"] if r["offload"] == "none" else f"{r['parallel']}+offload {r['offload']}"
+        table.add_row(
+            r["recipe"], r["method"], r["hardware"], par, str(r["seq_len"]),
+            f"{r['global_batch']} ({r['micro_batch']} x {r['grad_accum']})",
+            f"{r['peak_gpu_gib']:.1f} / {r['usable_gpu_gib']:.1f}", f"{r['tokens_per_s']:,}",
+        )
+    console.print(table)
+
+
+@app.command("ls")
+def ls_command(json_out: JsonOpt = False) -> None:
+    """List the committed recipes with their hardware and estimates."""
+    from ..recipe_registry import list_recipes
+
+    entries = list_recipes()
+    if json_out:
+        print_json({"recipes": [e.to_dict() for e in entries]})
+        return
+    table = Table(title=f"{len(entries)} recipes (recipes/README.md has the details)")
+    for col in ("recipe", "method", "hardware", "est. peak GiB/GPU", "est. host RAM GiB", "est. tokens/s"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(
+            e.id, e.method, e.hardware,
+            "—" if e.peak_gpu_gib is None else f"{e.peak_gpu_gib:.1f} of {e.usable_gpu_gib:.1f}",
+            "—" if e.host_ram_gib is None else f"{e.host_ram_gib:.0f}",
+            "—" if e.tokens_per_s is None else f"{e.tokens_per_s:,}",
+        )
+    console.print(table)
+
+
+@app.command("cp")
+def cp_command(
+    recipe: Annotated[str, typer.Argument(help="A recipe id from `llamaforge ls` (model/name) or a path.")],
+    dest: Annotated[str, typer.Argument(help="Destination .yaml file, or a folder.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy a recipe and the DeepSpeed/accelerate/SLURM files it needs, with paths rewritten."""
+    from ..recipe_registry import copy_recipe
+
+    result = copy_recipe(recipe, dest, force=force)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    for f in result.files:
+        console.print(f"wrote {f}")
+    console.print(f"Launch from this directory:\n  {result.launch}", soft_wrap=True)
