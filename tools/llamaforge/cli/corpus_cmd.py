@@ -82,10 +82,11 @@ def _summary(result) -> dict:
 def _print_summary(s: dict) -> None:
     counts = s["counts"]
     table = Table(title=f"corpus {s['name']} -> {s['corpus']}")
-    cols = ("category", "read", "kept", "dup", "quarantined", "filtered", "train", "eval", "sample",
-            "p50 tok", "p95 tok", "max tok", "> seq")
+    cols = ("category", "read", "kept", "dup", "quar", "filt", "train", "eval", "sample",
+            "p50", "p95", "max", ">seq")
     for c in cols:
-        table.add_column(c, justify="left" if c == "category" else "right")
+        table.add_column(c, justify="left" if c == "category" else "right", no_wrap=c == "category")
+    table.caption = "dup: duplicates, quar: quarantined, filt: filtered; p50/p95/max: tokens; >seq: rows over sequence_len"
     lengths = s["lengths"]["per_category"]
 
     def n(x):
@@ -115,8 +116,9 @@ def _print_summary(s: dict) -> None:
     if s["general_share"] is not None:
         console.print(f"general instruction data: {s['general_share']:.1%} of train")
     if len(s["phases"]) > 1:
-        console.print("curriculum phases in train.jsonl: " + ", ".join(
-            f"{p['name']} rows {p['train_rows'][0]:,}-{p['train_rows'][1]:,}" for p in s["phases"]))
+        console.print("curriculum phases, in order: " + ", ".join(
+            f"{p['name']} ({p['train_rows'][1] - p['train_rows'][0]:,} rows{', ' + p['path'] if p.get('path') else ''})"
+            for p in s["phases"]))
     console.print(f"lengths: {s['lengths']['method']}")
     console.print(f"files: {', '.join(f['path'] for f in s['files'].values())} in {s['corpus']}")
     console.print(f"{s['input_mb']:,} MB in {s['seconds']:.1f} s ({s['mb_per_s'] or 0:,.0f} MB/s, "

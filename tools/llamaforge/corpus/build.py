@@ -273,7 +273,8 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     input_bytes = sum(s.size for s in sources)
     bucket_bits = min(12, max(0, math.ceil(math.log2(input_bytes / bucket_bytes)))) if input_bytes > bucket_bytes else 0
     tasks = _plan_tasks(sources, chunk_bytes)
-    workers = options.workers or min(os.cpu_count() or 1, len(tasks))
+    # Small inputs are read in this process: starting workers would cost more than it saves.
+    workers = options.workers or (1 if input_bytes < chunk_bytes // 4 else min(os.cpu_count() or 1, len(tasks)))
     workers = max(1, min(workers, len(tasks)))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -676,13 +677,13 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
     extra_files = {}
     if spec.phase_files:
         for p, pname in enumerate(plan.phase_names):
-            for fname in ("train", "sample"):
-                rng = written.phase_ranges[fname][p]["bytes"]
+            for fname, key in (("train", "path"), ("sample", "sample_path")):
+                rng = written.phase_ranges[fname][p]
                 target = f"{fname}.{p + 1:02d}-{pname}.jsonl"
-                copy_range(str(tmp / f"{fname}.jsonl"), str(tmp / target), rng[0], rng[1] - rng[0])
-                extra_files[f"{fname}.{pname}"] = (target, written.phase_ranges[fname][p]["rows"][1]
-                                                   - written.phase_ranges[fname][p]["rows"][0])
-                phases[p][f"{fname}_file"] = target
+                copy_range(str(tmp / f"{fname}.jsonl"), str(tmp / target), rng["bytes"][0],
+                           rng["bytes"][1] - rng["bytes"][0])
+                extra_files[f"{fname}.{p + 1:02d}-{pname}"] = (target, rng["rows"][1] - rng["rows"][0])
+                phases[p][key] = target
 
     # Hashes of every output, in parallel (hashlib releases the GIL).
     entries = {name: (f"{name}.jsonl", written.rows[name]) for name in OUTPUT_FILES}

@@ -77,15 +77,14 @@ class ElicitResult:
     rejected_path: Path | None
 
 
-def _passage_rows(path: Path):
-    """(line, object or (reason, detail, raw)) for each non-blank line of a passages JSONL file."""
+def _jsonl_rows(path: Path, what: str):
+    """(line, object or (reason, detail), raw) for each non-blank line of a JSONL file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"passages file {path} not found; give a JSONL file with one {{\"passage\": ...}} per line") \
-            from None
+        raise UserError(f"{what} {path} not found; give the path of a JSONL file") from None
     except IsADirectoryError:
-        raise UserError(f"{path} is a folder; give a JSONL file of passages") from None
+        raise UserError(f"{path} is a folder; give the path of a JSONL {what}") from None
     if data.startswith(BOM):
         data = data[len(BOM):]
     for i, raw in enumerate(data.split(b"\n"), start=1):
@@ -108,7 +107,7 @@ def elicit_requests(passages: str | Path, template: str, out: str | Path | None 
     lists = load_phrase_lists()
     cliches = lists["cliches"] + lists["persona_breaks"]
     lines, rejected, seen = [], [], set()
-    for line, obj, raw in _passage_rows(passages):
+    for line, obj, raw in _jsonl_rows(passages, "passages file"):
         if isinstance(obj, tuple):
             rejected.append({"line": line, "reason": obj[0], "detail": obj[1], "text": excerpt(raw)})
             continue
@@ -174,7 +173,7 @@ def collect_answers(results: str | Path, out: str | Path, *, category: str | Non
     assistant's turn). Each row keeps its custom_id (and template) under `_elicit`."""
     results, out = Path(results), Path(out)
     rows, rejected = [], []
-    for line, obj, raw in _passage_rows(results):
+    for line, obj, raw in _jsonl_rows(results, "batch results file"):
         if isinstance(obj, tuple):
             rejected.append({"line": line, "reason": obj[0], "detail": obj[1], "text": excerpt(raw)})
             continue

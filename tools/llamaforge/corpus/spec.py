@@ -252,7 +252,7 @@ def spec_from_dict(data: Any, *, origin: str = "<spec>", base_dir: str = ".") ->
     sources = tuple(_source(item, i, origin) for i, item in enumerate(raw_sources))
     mix = _mix(r.get("mix", dict, {}), origin, facts)
     phases = _phases(r.get("phases", list, []), origin)
-    phase_files = r.get("phase_files", bool, False)
+    phase_files = r.get("phase_files", bool, None)
     dedup = _dedup(r.get("dedup", dict, {}), origin, facts)
     lengths = _lengths(r.get("lengths", dict, {}), origin, facts)
     qc = _qc(r.get("qc", dict, {}), origin, facts)
@@ -260,6 +260,8 @@ def spec_from_dict(data: Any, *, origin: str = "<spec>", base_dir: str = ".") ->
     r.finish()
     if phase_files and not phases:
         raise UserError(f"{origin}: phase_files: true needs `phases:`; remove it or list the phases")
+    if phase_files is None:
+        phase_files = bool(phases)
     return CorpusSpec(
         name=name, origin=origin, base_dir=base_dir, sha256=canonical_sha256(data), seed=seed,
         output=output, eval_fraction=eval_fraction, sample_fraction=sample_fraction, sources=sources,
