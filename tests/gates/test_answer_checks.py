@@ -75,6 +75,20 @@ def test_normal_answers_and_punctuation_runs_do_not_count_as_loops(answer):
     assert looping_reason(answer, RULES.looping) is None
 
 
+@pytest.mark.timeout(20)
+def test_looping_check_terminates_on_short_repeats_that_do_not_qualify():
+    # A real answer of a random LoRA on the tiny model: short runs ("mmmmmmm") that repeat but are
+    # shorter than min_loop_chars once made the scan restart at the same place forever.
+    answer = "Emviathmviathmmmmmmmath\ufffdmviathOmmviathEviathviath\ufffdWhommmmmmviathmviathyss"
+    assert looping_reason(answer, RULES.looping) is None
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        noise = "".join(rng.choice("mmviath O\n.") for _ in range(rng.randint(1, 600)))
+        looping_reason(noise, RULES.looping)
+
+
 def test_looping_thresholds_come_from_the_rules():
     text = "one two three four " * 3
     assert looping_reason(text, LoopingRule(min_words=8)) is not None

@@ -68,12 +68,11 @@ def looping_reason(text: str, rule: LoopingRule) -> str | None:
         fraction = repeated / len(grams)
         if fraction > rule.max_repeated_ngram_fraction:
             return f"loops: {fraction:.0%} of its {rule.ngram}-word sequences repeat"
-    span = re.search(r"(\S.{0,39}?)\1{%d,}" % (rule.min_span_repeats - 1), text, re.DOTALL)
-    while span is not None:
+    repeated_span = re.compile(r"(\S.{0,39}?)\1{%d,}" % (rule.min_span_repeats - 1), re.DOTALL)
+    for span in repeated_span.finditer(text):
         unit, whole = span.group(1), span.group(0)
         if re.search(r"\w", unit) and len(whole) >= rule.min_loop_chars:
             return f"loops: {unit[:20]!r} repeated {len(whole) // len(unit)} times"
-        span = re.search(r"(\S.{0,39}?)\1{%d,}" % (rule.min_span_repeats - 1), text[span.end():], re.DOTALL)
     return None
 
 
