@@ -315,7 +315,7 @@ def test_phrase_flags_on_every_row_when_asked(corpus_dir):
     build_corpus(spec)
     report = json.loads((corpus_dir / "out" / "c" / "qc.json").read_text())
     refusal = report["per_category"]["general"]["flags"]["refusal"]
-    assert refusal == {"flagged": 10, "measured": 30, "share": 0.3333, "scope": "all"}
+    assert refusal == {"flagged": 10, "measured": 30, "share": 0.3333, "scope": "train rows"}
 
 
 def test_over_length_rows_warn_and_can_be_dropped(corpus_dir):

@@ -1,7 +1,7 @@
 import numpy as np
 
 from llamaforge.corpus.dedup import (
-    MinHasher, band_keys, exact_duplicates, lsh_bands, mix64, mix64_array, near_duplicates, order_keys,
+    MinHasher, band_keys, exact_duplicates, lsh_bands, mix64, mix64_array, near_duplicates, repeat_keys,
 )
 
 
@@ -10,10 +10,10 @@ def test_mix64_python_and_numpy_agree():
     assert mix64_array(np.array(values, dtype=np.uint64)).tolist() == [mix64(v) for v in values]
 
 
-def test_order_keys_depend_on_seed():
-    h = np.arange(1000, dtype=np.uint64)
-    assert not np.array_equal(order_keys(h, 0), order_keys(h, 1))
-    assert np.array_equal(order_keys(h, 7), order_keys(h, 7))
+def test_repeat_keys_differ_per_repeat():
+    keys = np.arange(1, 1001, dtype=np.uint64)
+    one, two = repeat_keys(keys, np.ones(1000, np.uint16)), repeat_keys(keys, np.full(1000, 2, np.uint16))
+    assert len(set(one.tolist()) | set(two.tolist()) | set(keys.tolist())) == 3000
 
 
 def test_exact_duplicates_keep_the_first():

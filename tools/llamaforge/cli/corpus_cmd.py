@@ -140,8 +140,14 @@ def build_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Build train/eval/sample JSONL, quarantine, QC report, review file and manifest from a spec."""
+    import signal
+
     from ..corpus.build import BuildOptions, build_corpus
 
+    def _terminated(signum, frame):  # a killed build cleans up its temporary folder like Ctrl-C does
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminated)
     options = BuildOptions(limit=limit, add=add, workers=workers)
     if json_out or no_progress or not err_console.is_terminal:
         result = build_corpus(spec, options)

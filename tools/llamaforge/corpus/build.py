@@ -35,14 +35,14 @@ from .manifest import (
     BUILDER, BUILDER_VERSION, MANIFEST_NAME, check_counts, load_manifest, manifest_bytes, manifest_hash,
 )
 from .mix import general_share_of
-from .qc import FLAG_BITS, PHRASE_FLAGS, SAMPLED_FLAGS, PhraseHits, qc_rules
+from .qc import FLAG_BITS, SAMPLED_FLAGS, PhraseHits, qc_rules
 from .readers import ReadTask, load_hf_dataset, plan_ranges
 from .report import dumps_json, qc_markdown, qc_report, review_markdown
 from .scan import RECORD, ScanConfig, ScanResult, SourceRead, init_worker, scan_task
 from .selection import DUP_EXACT, DUP_NEAR, EVAL, FILTER_REASONS, FILTERED, STATE_COUNT, TRAIN, select_rows
 from .spec import CorpusSpec, ResolvedSource, corpus_facts, load_spec, resolve_sources
 from .split import phase_of_categories
-from .writer import QC_OPENER, QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, \
+from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, \
     write_bucket, write_bytes_atomic
 
 OUTPUT_FILES = ("train", "eval", "sample")
@@ -93,8 +93,25 @@ class _Runner:
         else:
             init_worker(config, worker=0)
 
-    def imap(self, fn, tasks):
-        return self.pool.imap(fn, tasks) if self.pool is not None else map(fn, tasks)
+    def imap(self, fn, tasks, ahead: int | None = None):
+        """Results in task order. With `ahead`, at most that many tasks are in flight, so a lazy
+        iterable of big tasks is never materialized whole."""
+        if self.pool is None:
+            return map(fn, tasks)
+        if ahead is None:
+            return self.pool.imap(fn, tasks)
+        return self._bounded(fn, iter(tasks), ahead)
+
+    def _bounded(self, fn, tasks, ahead: int):
+        from collections import deque
+
+        window: deque = deque()
+        for task in tasks:
+            window.append(self.pool.apply_async(fn, (task,)))
+            if len(window) >= ahead:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
 
     def close(self, ok: bool) -> None:
         if self.pool is not None:
@@ -109,9 +126,7 @@ class _Runner:
 
             spool = _state.get("spool")
             if spool is not None:
-                for fd in spool.fds.values():
-                    os.close(fd)
-                spool.fds.clear()
+                spool.close()
 
 
 # ---- pass 1: collecting the records --------------------------------------------------------
@@ -119,7 +134,7 @@ class _Runner:
 class _Columns:
     """The row records on disk, one file per column, appended task by task in read order."""
 
-    NAMES = RECORD.names + ("src", "worker")
+    NAMES = tuple(n for n in RECORD.names if n not in ("size", "turns")) + ("tokens", "src", "worker")
 
     def __init__(self, directory: Path):
         self.dir = directory
@@ -135,14 +150,23 @@ class _Columns:
         for f in self.files.values():
             f.close()
 
+    def _dtype(self, name: str):
+        return {"src": np.uint16, "worker": np.uint16, "tokens": np.uint32}.get(name) or RECORD.fields[name][0]
+
     def load(self, name: str) -> np.ndarray:
-        dtype = {"src": np.uint16, "worker": np.uint16}.get(name) or RECORD.fields[name][0]
-        return np.fromfile(self.dir / f"{name}.bin", dtype=dtype)
+        return np.fromfile(self.dir / f"{name}.bin", dtype=self._dtype(name))
+
+    def map(self, name: str) -> np.ndarray:
+        """The column as a read-only memory map (for gathering a few rows at a time)."""
+        if not self.rows:
+            return np.zeros(0, dtype=self._dtype(name))
+        return np.memmap(self.dir / f"{name}.bin", dtype=self._dtype(name), mode="r")
 
 
 class _Collector:
-    def __init__(self, work: Path, sources: list[ResolvedSource], quarantine_path: Path, near_bands: int):
+    def __init__(self, work: Path, sources: list[ResolvedSource], quarantine_path: Path, near_bands: int, length):
         self.sources = sources
+        self.length = length
         self.cols = _Columns(work)
         self.quarantine = open(quarantine_path, "wb")
         self.categories: dict[str, int] = {}
@@ -151,7 +175,6 @@ class _Collector:
         self.workers: dict[int, int] = {}
         self.quarantined: Counter = Counter()  # (source, category or -1) -> rows
         self.quarantine_reasons: Counter = Counter()
-        self.hits = PhraseHits()
         self.near_bands = near_bands
         self.sig_file = open(work / "signatures.bin", "wb") if near_bands else None
         self.band_files = [open(work / f"band{i}.bin", "wb") for i in range(near_bands)]
@@ -182,13 +205,13 @@ class _Collector:
         if len(rec):
             remap = np.array([self.category_code(c) for c in r.categories], dtype=np.uint16)
             worker = self.workers.setdefault(r.worker, len(self.workers))
-            arrays = {name: rec[name] for name in RECORD.names}
+            arrays = {name: rec[name] for name in RECORD.names if name not in ("size", "turns")}
+            arrays["tokens"] = self.length.tokens(rec["size"], rec["turns"])
             arrays["cat"] = remap[rec["cat"]]
             arrays["line"] = (rec["line"].astype(np.int64) + base).astype(np.uint32)
             arrays["src"] = np.full(len(rec), r.source, dtype=np.uint16)
             arrays["worker"] = np.full(len(rec), worker, dtype=np.uint16)
             self.cols.append(arrays)
-        self.hits.merge(r.phrase_hits)
         if self.sig_file is not None and r.signatures is not None:
             self.sig_file.write(np.ascontiguousarray(r.signatures).tobytes())
             for i, f in enumerate(self.band_files):
@@ -243,6 +266,20 @@ def _previous_build(spec: CorpusSpec, out_dir: Path, add: int) -> tuple[dict, in
     return prev, prev_limit + add
 
 
+def _remove_stale_builds(out_dir: Path) -> None:
+    """Remove the temporary folders of builds of this corpus that were killed (their process is gone)."""
+    for path in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, progress: Progress | None = None,
                  cwd: Path | None = None) -> BuildResult:
     """Build the corpus a spec describes into `<output>/<name>/`. User mistakes raise UserError
@@ -278,6 +315,7 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     workers = max(1, min(workers, len(tasks)))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(out_dir)
     tmp = out_dir.parent / f".{spec.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     work = tmp / ".work"
@@ -287,8 +325,7 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     if spec.dedup.near:
         bands, _rows = lsh_bands(spec.dedup.num_perm, spec.dedup.near_threshold)
         near = (spec.dedup.num_perm, facts["dedup"]["shingle_sample"], bands)
-    all_row_flags = ("short_answer",) + tuple(
-        f for f in SAMPLED_FLAGS if spec.qc.scope == "all" or f in spec.qc.drop)
+    all_row_flags = _all_row_flags(spec)
     config = ScanConfig(
         sources=tuple(SourceRead(s.label, s.kind, s.path, s.spec.format, s.spec.category, s.spec.category_field,
                                  s.spec.hf_config, s.spec.hf_split) for s in sources),
@@ -303,7 +340,7 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     try:
         runner = _Runner(workers, config)
         t = time.perf_counter()
-        collector = _Collector(work, sources, tmp / "quarantine.jsonl", near[2] if near else 0)
+        collector = _Collector(work, sources, tmp / "quarantine.jsonl", near[2] if near else 0, length)
         progress.start("read", input_bytes)
         for result in runner.imap(scan_task, tasks):
             collector.add(result)
@@ -393,7 +430,7 @@ def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, fa
     phase_names = [p.name for p in spec.phases] or ["all"]
 
     rows, files, phases, repeats, qcs = [], [], [], [], []
-    qc_n = spec.qc.sample_rows_per_category if spec.qc.scope == "sample" else 0
+    qc_n = spec.qc.sample_rows_per_category if spec.qc.scope == "sample" else None
     review_n = spec.qc.review_rows_per_category
     for name in present:
         sp = selection.splits[name]
@@ -401,58 +438,35 @@ def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, fa
         k0 = np.flatnonzero(sp.train_repeat == 0)
         order = k0[np.argsort(key[sp.train_rows[k0]], kind="stable")]
         mark = np.zeros(len(sp.train_rows), dtype=np.uint8)
-        mark[order[:max(qc_n, review_n)]] = QC_SAMPLE
+        mark[order[:None if qc_n is None else max(qc_n, review_n)]] = QC_SAMPLE
         mark[order[:review_n]] |= QC_REVIEW
         for file_code, r, rep, m in (
             (0, sp.train_rows, sp.train_repeat, mark),
             (1, sp.eval_rows, np.zeros(len(sp.eval_rows), np.uint16), np.zeros(len(sp.eval_rows), np.uint8)),
             (2, sp.train_rows[sp.sample], sp.train_repeat[sp.sample], np.zeros(int(sp.sample.sum()), np.uint8)),
         ):
-            rows.append(r.astype(np.int64))
+            rows.append(r.astype(np.uint32))
             files.append(np.full(len(r), file_code, np.uint8))
             phases.append(np.full(len(r), 0 if file_code == 1 else ph, np.uint8))
             repeats.append(rep.astype(np.uint16))
             qcs.append(m)
-    c_row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c_row = np.concatenate(rows) if rows else np.zeros(0, np.uint32)
     c_file = np.concatenate(files) if files else np.zeros(0, np.uint8)
     c_phase = np.concatenate(phases) if phases else np.zeros(0, np.uint8)
     c_repeat = np.concatenate(repeats) if repeats else np.zeros(0, np.uint16)
     c_qc = np.concatenate(qcs) if qcs else np.zeros(0, np.uint8)
-    # One written row of each opener the report lists, to learn the opener's text in pass 2.
-    opener_col = cols.load("opener")
-    kept = np.flatnonzero((selection.state == TRAIN) | (selection.state == EVAL))
-    wanted = set(_top_values(opener_col[kept], corpus_facts()["qc"]["top_openers"]))
-    for code in range(len(categories)):
-        in_cat = kept[cat[kept] == code]
-        wanted.update(_top_values(opener_col[in_cat], TOP_OPENERS_PER_CATEGORY))
-    if wanted and len(c_row):
-        values = np.array(sorted(wanted), dtype=np.uint32)
-        rep_pos = kept[np.isin(opener_col[kept], values)]
-        _u, first = np.unique(opener_col[rep_pos], return_index=True)
-        rep_rows = rep_pos[first]
-        rows_u, first_copy = np.unique(c_row, return_index=True)
-        c_qc[first_copy[np.searchsorted(rows_u, rep_rows)]] |= QC_OPENER
-    del opener_col
     c_key = key[c_row]
     again = c_repeat > 0
     if again.any():
         c_key[again] = repeat_keys(c_key[again], c_repeat[again])
     del key
-    nbytes = cols.load("nbytes")
-    digits = np.char.str_len(c_repeat.astype(str)) if again.any() else np.zeros(len(c_repeat), np.int64)
-    c_size = nbytes[c_row].astype(np.int64) + 1 + np.where(again, REPEAT_SUFFIX + digits, 0)
+    c_size = cols.load("nbytes")[c_row] + np.uint32(1)  # the line and its newline
+    if again.any():
+        reps = c_repeat[again].astype(np.int64)
+        c_size[again] += (REPEAT_SUFFIX + np.floor(np.log10(reps)).astype(np.int64) + 1).astype(np.uint32)
     return _Plan(categories=categories, state=selection.state, selection=selection, phase_of=phase_of,
                  phase_names=phase_names, c_row=c_row, c_file=c_file, c_phase=c_phase, c_repeat=c_repeat,
                  c_key=c_key, c_qc=c_qc, c_size=c_size)
-
-
-def _top_values(values: np.ndarray, n: int) -> list[int]:
-    """The n most frequent values (ties: the smaller value first) that occur at least twice."""
-    if not len(values):
-        return []
-    u, counts = np.unique(values, return_counts=True)
-    top = np.lexsort((u, -counts))[:n]
-    return [int(u[i]) for i in top if counts[i] >= 2]
 
 
 # ---- pass 2: writing -------------------------------------------------------------------------
@@ -462,24 +476,32 @@ class _Written:
     rows: dict[str, int]
     bytes: dict[str, int]
     phase_ranges: dict[str, list[dict]]  # file -> per phase {rows: [start, end], bytes: [start, end]}
-    qc_flags: dict[int, int]  # row -> bits (sampled flags)
+    qc_flags: dict[int, int]  # QC row -> bits (sampled flags)
+    openers: dict[int, str]  # QC row -> opener
     phrase_hits: PhraseHits
     review: dict[int, bytes]
-    opener_texts: dict[int, str]  # opener hash -> text
 
 
 def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tmp: Path, spool_dir: Path,
                    bucket_bits: int, progress: Progress) -> _Written:
     shift = np.uint64(64 - bucket_bits) if bucket_bits else None
-    bucket = (plan.c_key >> shift).astype(np.int64) if shift is not None else np.zeros(len(plan.c_key), np.int64)
-    order = np.lexsort((plan.c_key, plan.c_phase, plan.c_file, bucket))
-    c_row, c_file, c_phase = plan.c_row[order], plan.c_file[order], plan.c_phase[order]
-    c_repeat, c_qc, c_size, bucket = plan.c_repeat[order], plan.c_qc[order], plan.c_size[order], bucket[order]
     nb = 1 << bucket_bits
+    bucket = (plan.c_key >> shift).astype(np.uint32) if shift is not None else np.zeros(len(plan.c_key), np.uint32)
+    order = np.lexsort((plan.c_key, plan.c_phase, plan.c_file, bucket))
+    bucket = bucket[order]
+    plan.c_key = None  # only the order of the keys was needed; free the copies as they are reordered
+    c_row, plan.c_row = plan.c_row[order], None
+    c_file, plan.c_file = plan.c_file[order], None
+    c_phase, plan.c_phase = plan.c_phase[order], None
+    c_repeat, plan.c_repeat = plan.c_repeat[order], None
+    c_qc, plan.c_qc = plan.c_qc[order], None
+    c_size, plan.c_size = plan.c_size[order], None
+    del order
 
     # Size of every (file, phase, bucket) region, then offsets in file order: phase, bucket.
     n_phase = max(len(plan.phase_names), 1)
-    group = (c_file.astype(np.int64) * n_phase + c_phase) * nb + bucket
+    group = ((c_file.astype(np.uint32) * n_phase + c_phase) * nb + bucket).astype(np.uint32)
+    del c_file, c_phase
     sizes = np.bincount(group, weights=c_size, minlength=3 * n_phase * nb).astype(np.int64)
     counts = np.bincount(group, minlength=3 * n_phase * nb).astype(np.int64)
     offsets = np.zeros_like(sizes)
@@ -501,53 +523,56 @@ def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tm
         with open(path, "wb") as f:
             f.truncate(written_bytes[fname])
 
-    src_worker = collector.cols.load("worker")[c_row]
-    src_off = collector.cols.load("off")[c_row]
-    nbytes = collector.cols.load("nbytes")[c_row]
-    key0 = collector.cols.load("key")[c_row]
-    src_bucket = (key0 >> shift).astype(np.int64) if shift is not None else np.zeros(len(c_row), np.int64)
-    del key0
-    worker_ids = tuple(sorted(collector.workers, key=collector.workers.get))
-    src_worker_id = np.array(worker_ids, dtype=np.int64)[src_worker] if len(c_row) else np.zeros(0, np.int64)
+    # What pass 2 needs of each row, read through memory maps and gathered one bucket at a time.
+    off_col, nbytes_col = collector.cols.map("off"), collector.cols.map("nbytes")
+    key_col, worker_col = collector.cols.map("key"), collector.cols.map("worker")
+    worker_ids = np.array(sorted(collector.workers, key=collector.workers.get), dtype=np.uint32)
     bounds = np.searchsorted(bucket, np.arange(nb + 1))
     qc_flags = tuple(f for f in SAMPLED_FLAGS if f not in _all_row_flags(spec))
-    write_tasks = []
-    for b in range(nb):
-        lo, hi = bounds[b], bounds[b + 1]
-        if hi == lo:
-            continue
-        g = group[lo:hi]
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        regions = []
-        for s, e in zip(starts, np.r_[starts[1:], hi - lo]):
-            gid = int(g[s])
-            regions.append(Region(file=gid // (n_phase * nb), offset=int(offsets[gid]), size=int(sizes[gid]),
-                                  count=int(e - s)))
-        write_tasks.append(WriteTask(
-            bucket=b, spool_dir=str(spool_dir), workers=worker_ids, outputs=outputs, regions=tuple(regions),
-            repeat=c_repeat[lo:hi], src_worker=src_worker_id[lo:hi], src_bucket=src_bucket[lo:hi],
-            src_off=src_off[lo:hi], nbytes=nbytes[lo:hi], qc=c_qc[lo:hi], row=c_row[lo:hi], qc_flags=qc_flags,
-        ))
-    progress.start("write", len(write_tasks))
+
+    def tasks():
+        for b in range(nb):
+            lo, hi = bounds[b], bounds[b + 1]
+            if hi == lo:
+                continue
+            g = group[lo:hi]
+            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            regions = []
+            for s, e in zip(starts, np.r_[starts[1:], hi - lo]):
+                gid = int(g[s])
+                regions.append(Region(file=gid // (n_phase * nb), offset=int(offsets[gid]), size=int(sizes[gid]),
+                                      count=int(e - s)))
+            rows = c_row[lo:hi]
+            src_bucket = (np.asarray(key_col[rows]) >> shift).astype(np.uint32) if shift is not None \
+                else np.zeros(len(rows), np.uint32)
+            yield WriteTask(
+                bucket=b, spool_dir=str(spool_dir), workers=tuple(worker_ids.tolist()), outputs=outputs,
+                regions=tuple(regions), repeat=c_repeat[lo:hi], src_worker=worker_ids[np.asarray(worker_col[rows])],
+                src_bucket=src_bucket, src_off=np.asarray(off_col[rows]), nbytes=np.asarray(nbytes_col[rows]),
+                qc=c_qc[lo:hi], row=rows, qc_flags=qc_flags,
+            )
+
+    n_tasks = int((np.diff(bounds) > 0).sum())
+    progress.start("write", n_tasks)
     qc_rows: dict[int, int] = {}
     hits = PhraseHits()
     review: dict[int, bytes] = {}
-    opener_texts: dict[int, str] = {}
-    for res in runner.imap(write_bucket, write_tasks):
-        qc_rows.update(res.qc_rows)
+    openers: dict[int, str] = {}
+    for res in runner.imap(write_bucket, tasks(), ahead=2 * runner.workers):
+        for row, bits, text in res.qc_rows:
+            qc_rows[row] = bits
+            openers[row] = text
         hits.merge(res.phrase_hits)
         review.update(res.review)
-        opener_texts.update(res.openers)
         progress.advance("write", 1)
     progress.finish("write")
-    opener_col = collector.cols.load("opener")
     return _Written(rows=written_rows, bytes=written_bytes, phase_ranges=phase_ranges, qc_flags=qc_rows,
-                    phrase_hits=hits, review=review,
-                    opener_texts={int(opener_col[row]): text for row, text in opener_texts.items()})
+                    openers=openers, phrase_hits=hits, review=review)
 
 
 def _all_row_flags(spec) -> tuple[str, ...]:
-    return ("short_answer",) + tuple(f for f in SAMPLED_FLAGS if spec.qc.scope == "all" or f in spec.qc.drop)
+    """Flags checked on every row in pass 1: the cheap one, and those the spec drops."""
+    return ("short_answer",) + tuple(f for f in SAMPLED_FLAGS if f in spec.qc.drop)
 
 
 # ---- reports, hashes, manifest ---------------------------------------------------------------
@@ -571,9 +596,9 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
     src = cols.load("src")
     cat = cols.load("cat")
     n_src, n_cat = len(sources), len(categories)
-    per_src = np.bincount(src.astype(np.int64) * STATE_COUNT + state, minlength=n_src * STATE_COUNT)
+    per_src = np.bincount(src.astype(np.uint32) * STATE_COUNT + state, minlength=n_src * STATE_COUNT)
     per_src = per_src.reshape(n_src, STATE_COUNT)
-    per_cat = np.bincount(cat.astype(np.int64) * STATE_COUNT + state, minlength=max(n_cat, 1) * STATE_COUNT)
+    per_cat = np.bincount(cat.astype(np.uint32) * STATE_COUNT + state, minlength=max(n_cat, 1) * STATE_COUNT)
     per_cat = per_cat.reshape(max(n_cat, 1), STATE_COUNT)
     q_src, q_cat = Counter(), Counter()
     for (s, c), k in collector.quarantined.items():
@@ -619,24 +644,30 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
     if counts["quarantined"]:
         warnings.append(f"{counts['quarantined']:,} bad rows are in quarantine.jsonl (with file, line and reason)")
 
-    # QC.
+    # QC: short answers and dropped flags were checked on every row; the phrase flags, repetition and
+    # openers on the QC rows (a uniform sample per category, or every train row with scope: all).
     flags = cols.load("flags")
-    opener = cols.load("opener")
     all_flags = _all_row_flags(spec)
-    qc_cats = {}
+    qc_by_cat: dict[int, list[int]] = {}
+    for row in written.qc_flags:
+        qc_by_cat.setdefault(int(cat[row]), []).append(row)
+    qc_cats, all_openers = {}, Counter()
     for code, name in enumerate(categories):
         in_cat = kept & (cat == code)
         all_rows = {f: int(((flags[in_cat] & FLAG_BITS[f]) != 0).sum()) for f in all_flags}
-        sample_rows = [r for r in written.qc_flags if cat[r] == code]
-        sample = {f: sum(1 for r in sample_rows if written.qc_flags[r] & FLAG_BITS[f])
-                  for f in SAMPLED_FLAGS if f not in all_flags}
+        rows = qc_by_cat.get(code, [])
+        sample = {f: sum(1 for r in rows if written.qc_flags[r] & FLAG_BITS[f]) for f in SAMPLED_FLAGS
+                  if f not in all_flags}
+        openers = Counter(written.openers[r] for r in rows)
+        all_openers.update(openers)
         filtered = {f: int(((state == FILTERED[f"qc:{f}"]) & (cat == code)).sum()) for f in spec.qc.drop}
-        qc_cats[name] = {"kept": int(in_cat.sum()), "all_rows": all_rows, "sample_rows": len(sample_rows),
+        qc_cats[name] = {"kept": int(in_cat.sum()), "all_rows": all_rows, "sample_rows": len(rows),
                          "sample": sample, "filtered": filtered,
-                         "top_openers": _opener_rows(opener[in_cat], TOP_OPENERS_PER_CATEGORY, written.opener_texts)}
-    top_global = _opener_rows(opener[kept], corpus_facts()["qc"]["top_openers"], written.opener_texts)
-    hits_scope = "every row" if any(f in all_flags for f in PHRASE_FLAGS) else "QC sample"
-    hits = collector.hits if hits_scope == "every row" else written.phrase_hits
+                         "top_openers": _frequent(openers, TOP_OPENERS_PER_CATEGORY)}
+    top_global = _frequent(all_openers, corpus_facts()["qc"]["top_openers"])
+    hits_scope = "every train row" if spec.qc.scope == "all" else \
+        f"QC sample, up to {spec.qc.sample_rows_per_category:,} rows per category"
+    hits = written.phrase_hits
     targets = plan.selection.mix.targets
     general = {"categories": list(spec.mix.general_categories),
                "share": None if not written.rows["train"] else round(
@@ -649,6 +680,7 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
             warnings.append(f"category {name!r}: {len(sp.train_rows):,} train rows, fewer than its target "
                             f"{plan.selection.mix.targets[name]:,}")
     report = qc_report(categories=qc_cats, phrase_hits=hits.counts, hits_scope=hits_scope, top_openers=top_global,
+                       sample_scope=spec.qc.scope,
                        lengths=lengths, drop=spec.qc.drop, warnings=warnings, general=general)
     write_bytes_atomic(tmp / "qc.json", dumps_json(report))
     write_bytes_atomic(tmp / "qc.md", qc_markdown(report, spec.name).encode("utf-8"))
@@ -736,11 +768,9 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
     return manifest
 
 
-def _opener_rows(values: np.ndarray, n: int, texts: dict[int, str]) -> list[tuple[str, int]]:
-    if not len(values):
-        return []
-    u, counts = np.unique(values, return_counts=True)
-    return [(texts[int(u[i])], int(counts[i])) for i in np.lexsort((u, -counts))[:n] if counts[i] >= 2]
+def _frequent(counts: Counter, n: int) -> list[tuple[str, int]]:
+    """The n most frequent openers seen at least twice (ties: alphabetical)."""
+    return [(text, k) for text, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n] if k >= 2]
 
 
 def _check_extends(old_train: Path, new_train: Path) -> None:

@@ -40,15 +40,6 @@ def mix64_array(z: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def seed_mix(seed: int) -> int:
-    return mix64(seed & _M64)
-
-
-def order_keys(h1: np.ndarray, seed: int) -> np.ndarray:
-    """The seeded sort key of each row (from the first 64 bits of its content hash)."""
-    return mix64_array(h1 ^ np.uint64(seed_mix(seed)))
-
-
 def repeat_keys(keys: np.ndarray, repeats: np.ndarray) -> np.ndarray:
     """Keys of the k-th repeat of rows (k >= 1): a fresh, deterministic position for each copy."""
     with np.errstate(over="ignore"):
@@ -58,18 +49,28 @@ def repeat_keys(keys: np.ndarray, repeats: np.ndarray) -> np.ndarray:
 # ---- exact -----------------------------------------------------------------------------------
 
 def exact_duplicates(h1: np.ndarray, h2: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Mask of the rows that repeat an earlier eligible row with the same 128-bit hash."""
-    idx = np.flatnonzero(eligible)
+    """Mask of the rows that repeat an earlier eligible row with the same 128-bit hash (h1, h2).
+    Sorts the first 64 bits only (stable, so equal values stay in read order) and compares the
+    second 64 bits within the rare groups of equal first halves: memory ~17 bytes per row."""
+    idx = np.flatnonzero(eligible).astype(np.uint32 if len(h1) < 2**32 else np.int64)
     dup = np.zeros(len(h1), dtype=bool)
     if len(idx) < 2:
         return dup
-    a, b = h1[idx], h2[idx]
-    order = np.lexsort((idx, b, a))
-    sa, sb = a[order], b[order]
-    same = np.empty(len(idx), dtype=bool)
-    same[0] = False
-    same[1:] = (sa[1:] == sa[:-1]) & (sb[1:] == sb[:-1])
-    dup[idx[order[same]]] = True
+    order = idx[np.argsort(h1[idx], kind="stable")]
+    sorted_h1 = h1[order]
+    same = np.flatnonzero(sorted_h1[1:] == sorted_h1[:-1])  # position i+1 equals position i
+    del sorted_h1
+    if not len(same):
+        return dup
+    # Rows in groups of equal h1 (few): sort them by (h1, h2, row) and mark the repeats.
+    in_group = np.zeros(len(order), dtype=bool)
+    in_group[same] = True
+    in_group[same + 1] = True
+    cand = order[in_group]
+    cand = cand[np.lexsort((cand, h2[cand], h1[cand]))]
+    a, b = h1[cand], h2[cand]
+    repeat = (a[1:] == a[:-1]) & (b[1:] == b[:-1])
+    dup[cand[1:][repeat]] = True
     return dup
 
 

@@ -8,7 +8,6 @@ The statistics are pure (`length_stats`); `resolve_tokenizer` looks on disk (nev
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +37,13 @@ class LengthMethod:
                 f"tokens per turn ({self.note})")
 
 
-def approx_tokens(chars: int, turns: int, method: LengthMethod) -> int:
-    return math.ceil(chars / method.chars_per_token) + method.tokens_per_message * turns
+    def tokens(self, size: np.ndarray, turns: np.ndarray) -> np.ndarray:
+        """Token lengths from the per-row `size` the scan measured (content tokens when exact,
+        characters otherwise) and the number of turns."""
+        content = size.astype(np.int64)
+        if not self.exact:
+            content = np.ceil(content / self.chars_per_token).astype(np.int64)
+        return np.minimum(content + self.tokens_per_message * turns.astype(np.int64), 0xFFFFFFFF).astype(np.uint32)
 
 
 def length_stats(tokens: np.ndarray, sequence_len: int) -> dict:

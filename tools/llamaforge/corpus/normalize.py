@@ -76,35 +76,46 @@ def _optional_text(obj: dict, key: str) -> str | None:
     return value
 
 
+def _turn_problem(i: int, turn, key: str, role_key: str, text_key: str, role_map) -> RowProblem:
+    """What is wrong with turn i (the slow path, only for bad rows)."""
+    if type(turn) is not dict:
+        return RowProblem("wrong_type", f"{key}[{i}] is {json_kind(turn)}, expected an object")
+    if role_key not in turn:
+        return RowProblem("missing_field", f"{key}[{i}] has no {role_key!r}")
+    role = turn[role_key]
+    if type(role) is not str:
+        return RowProblem("wrong_type", f"{key}[{i}].{role_key} is {json_kind(role)}, expected text")
+    if role not in role_map:
+        return RowProblem("unknown_role", f"{key}[{i}].{role_key} is {role[:40]!r}")
+    if text_key not in turn:
+        return RowProblem("missing_field", f"{key}[{i}] has no {text_key!r}")
+    content = turn[text_key]
+    if type(content) is not str:
+        return RowProblem("wrong_type", f"{key}[{i}].{text_key} is {json_kind(content)}, expected text")
+    if not content or content.isspace():
+        return RowProblem("empty_message", f"{key}[{i}].{text_key} is empty")
+    return RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
+
+
 def _turns(items: Any, key: str, role_key: str, text_key: str, role_map) -> list[dict]:
     if type(items) is not list:
         raise RowProblem("wrong_type", f"{key!r} is {json_kind(items)}, expected a list of turns")
     if not items:
         raise RowProblem("empty_conversation", f"{key!r} is an empty list")
     out = []
-    for i, turn in enumerate(items):
-        if type(turn) is not dict:
-            raise RowProblem("wrong_type", f"{key}[{i}] is {json_kind(turn)}, expected an object")
-        if role_key not in turn:
-            raise RowProblem("missing_field", f"{key}[{i}] has no {role_key!r}")
-        role = turn[role_key]
-        if type(role) is not str:
-            raise RowProblem("wrong_type", f"{key}[{i}].{role_key} is {json_kind(role)}, expected text")
-        mapped = role_map.get(role)
-        if mapped is None:
-            raise RowProblem("unknown_role", f"{key}[{i}].{role_key} is {role[:40]!r}")
-        if text_key not in turn:
-            raise RowProblem("missing_field", f"{key}[{i}] has no {text_key!r}")
-        content = turn[text_key]
-        if type(content) is not str:
-            raise RowProblem("wrong_type", f"{key}[{i}].{text_key} is {json_kind(content)}, expected text")
-        if not content or content.isspace():
-            raise RowProblem("empty_message", f"{key}[{i}].{text_key} is empty")
-        if mapped == "system" and i:
-            raise RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
-        out.append({"role": mapped, "content": content})
-    if out[-1]["role"] != "assistant":
-        raise RowProblem("no_final_assistant", f"the last turn of {key!r} is {out[-1]['role']!r}, not 'assistant'")
+    append = out.append
+    for turn in items:
+        # One check for the common case; the slow path says exactly what is wrong.
+        try:
+            role = role_map.get(turn.get(role_key)) if type(turn) is dict else None
+        except TypeError:  # an unhashable role
+            role = None
+        content = turn.get(text_key) if role is not None else None
+        if type(content) is not str or not content or content.isspace() or (role == "system" and out):
+            raise _turn_problem(len(out), turn, key, role_key, text_key, role_map)
+        append({"role": role, "content": content})
+    if role != "assistant":
+        raise RowProblem("no_final_assistant", f"the last turn of {key!r} is {role!r}, not 'assistant'")
     return out
 
 

@@ -6,7 +6,8 @@ Flags (bits of a row's `flags`):
   cliche         a phrase of the cliché list occurs in an assistant turn
   persona_break  the model talks as a generic AI ("As an AI", "language model", ...)
   refusal        a blanket refusal ("I can't help with that", ...)
-  repetition     an assistant turn loops: most of its sentences/lines repeat, or a word repeats 8+ times
+  repetition     an assistant turn loops: under 30% distinct words (8+ words), or under half of its
+                 sentences/lines distinct (4+ of them), in its last 2,000 characters
 Matching is case-insensitive substring search over the text of every assistant turn.
 """
 
@@ -27,8 +28,6 @@ PHRASE_FLAGS = ("cliche", "persona_break", "refusal")
 # Flags measured on a sample unless qc.scope is all (short_answer is cheap and always measured).
 SAMPLED_FLAGS = ("cliche", "persona_break", "refusal", "repetition")
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
-_WORD_LOOP = re.compile(r"\b(\w+)(?:\s+\1\b){7,}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,8 @@ class QcRules:
     min_answer_chars: int = 20
     repetition_min_sentences: int = 4
     repetition_max_unique_share: float = 0.5
+    repetition_min_words: int = 8
+    repetition_max_unique_word_share: float = 0.3
     opener_words: int = 4
 
     def phrases(self, flag: str) -> tuple[str, ...]:
@@ -91,6 +92,8 @@ def qc_rules(qc_spec, facts: dict) -> QcRules:
         min_answer_chars=qc_spec.min_answer_chars,
         repetition_min_sentences=f["repetition_min_sentences"],
         repetition_max_unique_share=f["repetition_max_unique_share"],
+        repetition_min_words=f["repetition_min_words"],
+        repetition_max_unique_word_share=f["repetition_max_unique_word_share"],
         opener_words=f["opener_words"],
     )
 
@@ -99,10 +102,19 @@ def assistant_texts(messages: list[dict]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "assistant"]
 
 
+REPETITION_TAIL = 2000  # loops show at the end of an answer: the check reads its last characters
+
+
 def is_repetitive(text: str, rules: QcRules) -> bool:
-    if _WORD_LOOP.search(text):
+    """A looping answer: few distinct words among many, or most sentences/lines said before (in its
+    last REPETITION_TAIL characters)."""
+    text = text[-REPETITION_TAIL:]
+    words = text.lower().split()
+    if len(words) >= rules.repetition_min_words and \
+            len(set(words)) / len(words) < rules.repetition_max_unique_word_share:
         return True
-    parts = [p for p in _SENTENCE_SPLIT.split(text) if p and not p.isspace()]
+    parts = [p.strip() for p in text.replace("\n", ". ").replace("! ", ". ").replace("? ", ". ").split(". ")]
+    parts = [p for p in parts if p]
     if len(parts) < rules.repetition_min_sentences:
         return False
     return len(set(parts)) / len(parts) < rules.repetition_max_unique_share

@@ -12,6 +12,7 @@ def qc_report(
     categories: dict[str, dict],
     phrase_hits: dict[str, dict[str, int]],
     hits_scope: str,
+    sample_scope: str,
     top_openers: list[tuple[str, int]],
     lengths: dict,
     drop: tuple[str, ...],
@@ -19,26 +20,30 @@ def qc_report(
     general: dict,
 ) -> dict:
     """`categories[name]` holds: kept, all_rows (flag -> count over every kept row, for the flags
-    measured on every row), sample_rows (rows measured for the sampled flags), sample (flag ->
-    count), top_openers [(text, count)], filtered (flag -> rows dropped)."""
+    measured on every row), sample_rows (the QC rows, on which the other flags and the openers are
+    measured), sample (flag -> count), top_openers [(text, count)], filtered (flag -> rows dropped).
+    `sample_scope` is the spec's qc.scope: "sample", or "all" when the QC rows are every train row."""
     per_cat = {}
     for name, c in sorted(categories.items()):
         flags = {}
         for flag in FLAG_BITS:
             if flag in c["all_rows"]:
                 n, measured = c["all_rows"][flag], c["kept"]
-                flags[flag] = {"flagged": n, "measured": measured, "share": _share(n, measured), "scope": "all"}
+                flags[flag] = {"flagged": n, "measured": measured, "share": _share(n, measured), "scope": "every row"}
             else:
                 n, measured = c["sample"].get(flag, 0), c["sample_rows"]
-                flags[flag] = {"flagged": n, "measured": measured, "share": _share(n, measured), "scope": "sample",
-                               "estimated_total": round(n / measured * c["kept"]) if measured else None}
+                flags[flag] = {"flagged": n, "measured": measured, "share": _share(n, measured),
+                               "scope": "train rows" if sample_scope == "all" else "sample"}
+                if sample_scope != "all":
+                    flags[flag]["estimated_total"] = round(n / measured * c["kept"]) if measured else None
             if flag in drop:
                 flags[flag]["dropped"] = c["filtered"].get(flag, 0)
         per_cat[name] = {"kept": c["kept"], "flags": flags, "top_openers": c["top_openers"]}
     return {
         "flags_measured": {"every_row": sorted({f for c in categories.values() for f in c["all_rows"]}),
-                           "sample": [f for f in SAMPLED_FLAGS
-                                      if any(f not in c["all_rows"] for c in categories.values())]},
+                           "qc_rows": [f for f in SAMPLED_FLAGS
+                                       if any(f not in c["all_rows"] for c in categories.values())],
+                           "qc_rows_are": "every train row" if sample_scope == "all" else "a sample per category"},
         "drop": list(drop),
         "general_instruction_share": general,
         "top_openers": [{"opener": t, "rows": n} for t, n in top_openers],
@@ -67,8 +72,10 @@ def qc_markdown(report: dict, corpus: str) -> str:
         lines += [f"General instruction data: **{_pct(g['share'])}** of the train split "
                   f"(categories {', '.join(g['categories'])}; advised {_pct(g['advised'][0])}-{_pct(g['advised'][1])}).", ""]
     lines += ["## Flags per category", "",
-              "Flags on every row are exact; sampled flags are measured on a uniform sample of each category "
-              "(the first rows of its train order) and extrapolated. "
+              "short_answer (and every dropped flag) is checked on every row; the others, and the openers, on the "
+              "QC rows: " + ("every train row. " if report["flags_measured"]["qc_rows_are"] == "every train row" else
+                             "a uniform sample of each category (the first rows of its train order), "
+                             "shown as flagged of measured. ")
               + (f"Dropped on request: {', '.join(report['drop'])}." if report["drop"] else
                  "Nothing is dropped: flags only (add `qc.drop: [...]` to the spec to drop)."), ""]
     header = "| category | kept | " + " | ".join(FLAG_BITS) + " |"
@@ -78,13 +85,13 @@ def qc_markdown(report: dict, corpus: str) -> str:
         for flag in FLAG_BITS:
             f = c["flags"][flag]
             cell = f"{f['flagged']:,} ({_pct(f['share'])})"
-            if f["scope"] == "sample":
+            if f["scope"] != "every row":
                 cell += f" of {f['measured']:,}"
             if "dropped" in f:
                 cell += f", {f['dropped']:,} dropped"
             cells.append(cell)
         lines.append(f"| {name} | {c['kept']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "## Most frequent openers (first words of the first answer)", ""]
+    lines += ["", "## Most frequent openers (first words of the first answer, on the QC rows)", ""]
     lines += ["| rows | opener |", "|---:|---|"]
     lines += [f"| {o['rows']:,} | {o['opener'] or '(empty)'} |" for o in report["top_openers"]]
     hits = report["phrase_hits"]

@@ -1,33 +1,40 @@
 """Pass 1 of a build, run in worker processes: read one piece of a source, validate and normalize
 every row, write the normalized rows into the spool (one file per worker and shuffle bucket) and
-return a compact record per row (content hash, seeded key, spool offset, size, tokens, opener,
+return a compact record per row (content hash, seeded key, spool offset and size, length, line,
 category, flags) plus the bad rows for quarantine.
 
 The records are all the main process keeps of a row: the corpus itself is never held in memory."""
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
+import struct
+from binascii import hexlify
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 
-from .dedup import MinHasher, band_keys, mix64
+from xxhash import xxh3_64_intdigest, xxh3_128_digest
+
+from .dedup import MinHasher, band_keys
 from .lengths import LengthMethod
 from .normalize import RowProblem, add_system_prompt, normalize_row, row_category
-from .qc import FLAG_BITS, PhraseHits, QcRules, opener, opener_hash, row_flags
+from .qc import QcRules, row_flags
 from .readers import (
     BOM, ReadTask, SourceProblem, _ReadAsLines, excerpt, iter_csv, iter_hf, iter_json_array, iter_parquet,
     read_range, utf8_problem,
 )
 
+# One row's record, packed with RECORD_PACK (48 bytes): content hash (h1, h2), seeded key, spool
+# offset and size, `size` (characters, or content tokens with a tokenizer), line (or row number),
+# category code, turns, flags.
 RECORD = np.dtype([
-    ("h1", "<u8"), ("h2", "<u8"), ("key", "<u8"), ("off", "<u8"), ("nbytes", "<u4"), ("tokens", "<u4"),
-    ("opener", "<u4"), ("line", "<u4"), ("cat", "<u2"), ("flags", "<u1"),
+    ("h1", "<u8"), ("h2", "<u8"), ("key", "<u8"), ("off", "<u8"), ("nbytes", "<u4"), ("size", "<u4"),
+    ("line", "<u4"), ("cat", "<u2"), ("turns", "u1"), ("flags", "u1"),
 ])
+RECORD_PACK = struct.Struct("<16sQQIIIHBB")
+assert RECORD_PACK.size == RECORD.itemsize
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class ScanConfig:
     seed: int
     bucket_bits: int
     rules: QcRules
-    all_row_flags: tuple[str, ...]  # flags checked on every row in pass 1
+    all_row_flags: tuple[str, ...]  # flags checked on every row in pass 1 (short_answer + those dropped)
     length: LengthMethod
     system_prompt: str | None = None  # added to rows without a system turn
     near: tuple[int, int, int] | None = None  # (num_perm, shingle_sample, bands) when near-dedup is on
@@ -67,35 +74,34 @@ class ScanResult:
     quarantine: list[tuple[int, str, str, str, str | None]]  # (line or row, reason, detail, excerpt, category)
     line_based: bool
     newlines: int = 0
-    phrase_hits: dict[str, dict[str, int]] = field(default_factory=dict)
     signatures: np.ndarray | None = None
     bands: np.ndarray | None = None
 
 
 class _Spool:
-    """The spool files of one worker process: one append-only file per shuffle bucket."""
+    """The spool files of one worker process: one buffered, append-only file per shuffle bucket.
+    Rows are written as they are accepted (no per-task copy of the data in memory)."""
 
-    def __init__(self, directory: str, worker: int):
+    def __init__(self, directory: str, worker: int, buckets: int):
         self.directory, self.worker = directory, worker
-        self.fds: dict[int, int] = {}
+        self.files: dict[int, object] = {}
         self.sizes: dict[int, int] = {}
+        self.buffering = max(16 << 10, min(1 << 20, (32 << 20) // max(buckets, 1)))
 
-    def path(self, bucket: int) -> str:
-        return spool_path(self.directory, self.worker, bucket)
+    def open(self, bucket: int):
+        f = self.files[bucket] = open(spool_path(self.directory, self.worker, bucket), "ab",
+                                      buffering=self.buffering)
+        self.sizes[bucket] = f.tell()
+        return f
 
-    def append(self, bucket: int, data: bytes) -> int:
-        fd = self.fds.get(bucket)
-        if fd is None:
-            fd = os.open(self.path(bucket), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self.fds[bucket] = fd
-            self.sizes[bucket] = 0
-        start = self.sizes[bucket]
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        self.sizes[bucket] = start + len(data)
-        return start
+    def flush(self) -> None:
+        for f in self.files.values():
+            f.flush()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
 
 def spool_path(directory: str, worker: int, bucket: int) -> str:
@@ -106,17 +112,23 @@ _state: dict = {}
 
 
 def init_worker(config: ScanConfig, worker: int | None = None) -> None:
-    """Set up a worker process (also called in-process when the build runs without workers)."""
+    """Set up a worker process (also called in-process when the build runs without workers). A
+    failure is kept and raised by the first task, so it reaches the main process (a pool would
+    otherwise restart a worker that fails to start, forever)."""
     _state.clear()
     wid = os.getpid() if worker is None else worker
-    _state.update(config=config, worker=wid, spool=_Spool(config.spool_dir, wid), tokenizer=None, minhash=None)
-    if config.length.exact:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from tokenizers import Tokenizer
+    _state.update(config=config, worker=wid, spool=_Spool(config.spool_dir, wid, 1 << config.bucket_bits),
+                  tokenizer=None, minhash=None, error=None)
+    try:
+        if config.length.exact:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from tokenizers import Tokenizer
 
-        _state["tokenizer"] = Tokenizer.from_file(config.length.tokenizer_file)
-    if config.near is not None:
-        _state["minhash"] = MinHasher(config.near[0], shingle_sample=config.near[1], seed=config.seed + 1)
+            _state["tokenizer"] = Tokenizer.from_file(config.length.tokenizer_file)
+        if config.near is not None:
+            _state["minhash"] = MinHasher(config.near[0], shingle_sample=config.near[1], seed=config.seed + 1)
+    except Exception as exc:  # noqa: BLE001 - re-raised by scan_task in the main process's view
+        _state["error"] = exc
 
 
 class _TaskScan:
@@ -129,18 +141,21 @@ class _TaskScan:
         self.src = src
         self.fmt = src.format
         self.source_json = orjson.dumps(src.label)
-        self.seed_mix = mix64(self.cfg.seed & ((1 << 64) - 1))
+        self.seed = self.cfg.seed & ((1 << 64) - 1)
         self.shift = 64 - self.cfg.bucket_bits
-        self.records: list[tuple] = []
+        self.spool: _Spool = _state["spool"]
+        self.spool_files, self.spool_sizes = self.spool.files, self.spool.sizes
+        self.records = bytearray()
+        self.pack = RECORD_PACK.pack
+        self.system_prompt = self.cfg.system_prompt
+        self.near = self.cfg.near
         self.cat_codes: dict[str, int] = {}
         self.cat_json: dict[str, bytes] = {}
         self.quarantine: list[tuple[int, str, str, str, str | None]] = []
-        self.buckets: dict[int, list[bytes]] = {}
-        self.bucket_sizes: dict[int, int] = {}
-        self.hits = PhraseHits()
         self.rules = self.cfg.rules
         self.row_flags_wanted = self.cfg.all_row_flags
-        self.count_hits = any(f in self.cfg.all_row_flags for f in ("cliche", "persona_break", "refusal"))
+        self.only_short_flag = self.row_flags_wanted == ("short_answer",)
+        self.min_answer_chars = self.rules.min_answer_chars
         self.exact_tokens = self.cfg.length.exact
         self.texts_for_tokens: list[list[str]] = []
         self.near_texts: list[str] = []
@@ -158,64 +173,58 @@ class _TaskScan:
         self.quarantine.append((where, reason, detail, excerpt(raw), category))
 
     def accept(self, obj, where: int, raw: bytes | None = None) -> None:
-        """Normalize one parsed row; on a problem, quarantine it."""
+        """Normalize one parsed row and spool it; on a problem, quarantine it. (The hot path.)"""
         try:
             messages = normalize_row(obj, self.fmt)
-            category = row_category(obj, self.src.category, self.src.category_field)
+            field_name = self.src.category_field
+            category = obj.get(field_name) if field_name is not None else self.src.category
+            if type(category) is not str or not category or category.isspace():
+                category = row_category(obj, self.src.category, field_name)
         except RowProblem as p:
             if raw is None:
                 raw = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
             self.reject(where, p.reason, p.detail, raw, obj)
             return
-        if self.cfg.system_prompt is not None:
-            messages = add_system_prompt(messages, self.cfg.system_prompt)
+        if self.system_prompt is not None:
+            messages = add_system_prompt(messages, self.system_prompt)
         body = orjson.dumps(messages)
-        digest = hashlib.sha256(body).digest()
-        h1 = int.from_bytes(digest[:8], "little")
-        h2 = int.from_bytes(digest[8:16], "little")
-        key = mix64(h1 ^ self.seed_mix)
-        cat_json = self.cat_json.get(category)
-        if cat_json is None:
-            cat_json = self.cat_json[category] = orjson.dumps(category)
-            self.cat_codes[category] = len(self.cat_codes)
-        line = b"".join((b'{"messages":', body, b',"_category":', cat_json, b',"_source":', self.source_json,
-                         b',"_id":"', digest[:16].hex().encode(), b'"}'))
+        digest = xxh3_128_digest(body)
+        key = xxh3_64_intdigest(digest, seed=self.seed)
+        code = self.cat_codes.get(category)
+        if code is None:
+            code = self.cat_codes[category] = len(self.cat_codes)
+            self.cat_json[category] = orjson.dumps(category)
+        line = b"".join((b'{"messages":', body, b',"_category":', self.cat_json[category], b',"_source":',
+                         self.source_json, b',"_id":"', hexlify(digest), b'"}'))
         bucket = key >> self.shift if self.shift < 64 else 0
-        parts = self.buckets.get(bucket)
-        if parts is None:
-            parts = self.buckets[bucket] = []
-            self.bucket_sizes[bucket] = 0
-        off = self.bucket_sizes[bucket]
-        parts.append(line)
-        self.bucket_sizes[bucket] = off + len(line)
+        out = self.spool_files.get(bucket)
+        if out is None:
+            out = self.spool.open(bucket)
+        out.write(line)
+        off = self.spool_sizes[bucket]
+        self.spool_sizes[bucket] = off + len(line)
         answers = [m["content"] for m in messages if m["role"] == "assistant"]
-        oh = opener_hash(opener(answers[0], self.rules.opener_words))
-        flags = row_flags(answers, self.rules, self.row_flags_wanted, self.hits if self.count_hits else None)
+        if self.only_short_flag:
+            flags = 1 if len(answers[-1]) < self.min_answer_chars else 0
+        else:
+            flags = row_flags(answers, self.rules, self.row_flags_wanted)
         if self.exact_tokens:
             self.texts_for_tokens.append([m["content"] for m in messages])
-            tokens = 0
+            size = 0
         else:
-            chars = 0
+            size = 0
             for m in messages:
-                chars += len(m["content"])
-            tokens = math.ceil(chars / self.cfg.length.chars_per_token) + \
-                self.cfg.length.tokens_per_message * len(messages)
-        if self.cfg.near is not None:
+                size += len(m["content"])
+        if self.near is not None:
             self.near_texts.append("\n".join(m["content"] for m in messages))
-        self.records.append((h1, h2, key, off, len(line), min(tokens, 0xFFFFFFFF), oh, where,
-                             self.cat_codes[category], flags))
+        self.records += self.pack(digest, key, off, len(line), min(size, 0xFFFFFFFF), where, code,
+                                  min(len(messages), 255), flags)
 
     def finish(self, *, line_based: bool, newlines: int = 0) -> ScanResult:
-        spool: _Spool = _state["spool"]
-        records = np.array(self.records, dtype=RECORD) if self.records else np.zeros(0, dtype=RECORD)
-        if len(records):
-            # Offsets so far are within this task's part of each bucket; make them file offsets.
-            buckets = records["key"] >> np.uint64(self.shift) if self.shift < 64 else np.zeros(len(records), np.uint64)
-            base = {b: spool.append(b, b"".join(parts)) for b, parts in self.buckets.items()}
-            starts = np.array([base.get(int(b), 0) for b in range(max(base) + 1)], dtype=np.uint64)
-            records["off"] += starts[buckets.astype(np.int64)]
+        self.spool.flush()  # the rows of this task are on disk before its records are returned
+        records = np.frombuffer(bytes(self.records), dtype=RECORD).copy()
         if self.exact_tokens and self.texts_for_tokens:
-            records["tokens"] = self._exact_tokens()
+            records["size"] = self._exact_tokens()
         signatures = bands = None
         if self.cfg.near is not None:
             mh: MinHasher = _state["minhash"]
@@ -226,7 +235,6 @@ class _TaskScan:
             task_id=self.task.task_id, source=self.task.source, worker=_state["worker"], records=records,
             categories=list(self.cat_codes), quarantine=self.quarantine, line_based=line_based,
             newlines=newlines,
-            phrase_hits={f: dict(v) for f, v in self.hits.counts.items() if v},
             signatures=signatures, bands=bands,
         )
 
@@ -236,16 +244,17 @@ class _TaskScan:
         counts = [len(e.ids) for e in tok.encode_batch(flat, add_special_tokens=False)]
         out = np.empty(len(self.texts_for_tokens), dtype=np.uint32)
         pos = 0
-        per_msg = self.cfg.length.tokens_per_message
         for i, texts in enumerate(self.texts_for_tokens):
             n = len(texts)
-            out[i] = min(sum(counts[pos:pos + n]) + per_msg * n, 0xFFFFFFFF)
+            out[i] = min(sum(counts[pos:pos + n]), 0xFFFFFFFF)
             pos += n
         return out
 
 
 def scan_task(task: ReadTask) -> ScanResult:
     """Pass 1 for one task (runs in a worker)."""
+    if _state.get("error") is not None:
+        raise _state["error"]
     cfg: ScanConfig = _state["config"]
     src = cfg.sources[task.source]
     scan = _TaskScan(task)

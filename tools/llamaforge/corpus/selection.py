@@ -67,9 +67,13 @@ def select_rows(
         state[near] = DUP_NEAR
         live &= ~near
 
-    # Each category's distinct rows in seeded order.
-    live_idx = np.flatnonzero(live)
-    order = live_idx[np.lexsort((live_idx, key[live_idx], cat[live_idx]))]
+    # Each category's distinct rows in seeded order (keys are distinct hashes, so no ties).
+    index_type = np.uint32 if n < 2**32 else np.int64
+    live_idx = np.flatnonzero(live).astype(index_type)
+    del live
+    order = live_idx[np.argsort(key[live_idx], kind="stable")]
+    del live_idx
+    order = order[np.argsort(cat[order], kind="stable")]
     cats_sorted = cat[order]
     ordered: dict[str, np.ndarray] = {}
     for code, name in enumerate(categories):

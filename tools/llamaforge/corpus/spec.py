@@ -101,7 +101,7 @@ class LengthsSpec:
 class QcSpec:
     drop: tuple[str, ...] = ()
     scope: str = "sample"  # sample | all
-    sample_rows_per_category: int = 5000
+    sample_rows_per_category: int = 1000
     review_rows_per_category: int = 200
     min_answer_chars: int = 20
     cliches_file: str | None = None

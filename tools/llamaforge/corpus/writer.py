@@ -9,6 +9,7 @@ Also here: atomic commits of the output folder and files, and file hashing."""
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ import orjson
 from .qc import PhraseHits, opener, row_flags
 from .scan import _state, spool_path
 
-# Marks of a copy (bits): measure its QC flags, return it for review, return its opener text.
-QC_SAMPLE, QC_REVIEW, QC_OPENER = 1, 2, 4
+# Marks of a copy (bits): measure its QC flags and opener, return it for review.
+QC_SAMPLE, QC_REVIEW = 1, 2
 
 
 @dataclass(frozen=True)
@@ -52,61 +53,54 @@ class WriteTask:
 @dataclass
 class WriteResult:
     bucket: int
-    qc_rows: list[tuple[int, int]]  # (row, flag bits)
+    qc_rows: list[tuple[int, int, str]]  # (row, flag bits, opener)
     phrase_hits: dict[str, dict[str, int]]
     review: list[tuple[int, bytes]]
-    openers: list[tuple[int, str]]
 
 
 def write_bucket(task: WriteTask) -> WriteResult:
-    local: dict[int, bytes] = {}
+    # This bucket's spool files, mapped (not copied); rows repeated from other buckets are pread.
+    local: dict[int, mmap.mmap] = {}
     for w in task.workers:
         path = spool_path(task.spool_dir, w, task.bucket)
-        if os.path.exists(path):
+        if os.path.exists(path) and os.path.getsize(path):
             with open(path, "rb") as f:
-                local[w] = f.read()
+                local[w] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     remote: dict[tuple[int, int], int] = {}
+
+    def remote_line(w: int, b: int, off: int, nb: int) -> bytes:
+        fd = remote.get((w, b))
+        if fd is None:
+            fd = remote[(w, b)] = os.open(spool_path(task.spool_dir, w, b), os.O_RDONLY)
+        return os.pread(fd, nb, off)
+
     rules = _state["config"].rules
     hits = PhraseHits()
-    qc_rows, review, openers = [], [], []
+    qc_rows, review = [], []
     out_fds = {}
+    bucket = task.bucket
     try:
-        pos = 0
         repeat, src_w, src_b = task.repeat.tolist(), task.src_worker.tolist(), task.src_bucket.tolist()
-        offs, sizes, marks, rows = task.src_off.tolist(), task.nbytes.tolist(), task.qc.tolist(), task.row.tolist()
+        offs, sizes = task.src_off.tolist(), task.nbytes.tolist()
+        lines = [local[w][o:o + n] if b == bucket else remote_line(w, b, o, n)
+                 for w, b, o, n in zip(src_w, src_b, offs, sizes)]
+        for i in task.repeat.nonzero()[0].tolist():
+            lines[i] = b"%s,\"_repeat\":%d}" % (lines[i][:-1], repeat[i])
+        marks, rows = task.qc, task.row
+        for i in marks.nonzero()[0].tolist():
+            obj = orjson.loads(lines[i])
+            answers = [m["content"] for m in obj["messages"] if m["role"] == "assistant"]
+            if marks[i] & QC_SAMPLE:
+                qc_rows.append((int(rows[i]), row_flags(answers, rules, task.qc_flags, hits),
+                                opener(answers[0], rules.opener_words)))
+            if marks[i] & QC_REVIEW:
+                review.append((int(rows[i]), lines[i]))
+        pos = 0
         for region in task.regions:
-            parts = []
-            for i in range(pos, pos + region.count):
-                off, nb = offs[i], sizes[i]
-                if src_b[i] == task.bucket:
-                    line = local[src_w[i]][off:off + nb]
-                else:
-                    fd = remote.get((src_w[i], src_b[i]))
-                    if fd is None:
-                        fd = remote[(src_w[i], src_b[i])] = os.open(
-                            spool_path(task.spool_dir, src_w[i], src_b[i]), os.O_RDONLY)
-                    line = os.pread(fd, nb, off)
-                if len(line) != nb:
-                    raise RuntimeError(f"spool row of {nb} bytes read as {len(line)}")  # a bug
-                if repeat[i]:
-                    line = b"%s,\"_repeat\":%d}" % (line[:-1], repeat[i])
-                parts.append(line)
-                if marks[i]:
-                    obj = orjson.loads(line)
-                    answers = [m["content"] for m in obj["messages"] if m["role"] == "assistant"]
-                    if marks[i] & QC_SAMPLE:
-                        qc_rows.append((rows[i], row_flags(answers, rules, task.qc_flags, hits)))
-                    if marks[i] & QC_REVIEW:
-                        review.append((rows[i], line))
-                    if marks[i] & QC_OPENER:
-                        openers.append((rows[i], opener(answers[0], rules.opener_words)))
+            data = b"\n".join(lines[pos:pos + region.count]) + b"\n"
             pos += region.count
-            if not parts:
-                continue
-            parts.append(b"")
-            data = b"\n".join(parts)
             if len(data) != region.size:
-                raise RuntimeError(f"bucket {task.bucket}: region of {len(data)} bytes, planned {region.size}")
+                raise RuntimeError(f"bucket {bucket}: region of {len(data)} bytes, planned {region.size}")  # a bug
             fd = out_fds.get(region.file)
             if fd is None:
                 fd = out_fds[region.file] = os.open(task.outputs[region.file], os.O_WRONLY)
@@ -117,7 +111,9 @@ def write_bucket(task: WriteTask) -> WriteResult:
     finally:
         for fd in list(remote.values()) + list(out_fds.values()):
             os.close(fd)
-    return WriteResult(task.bucket, qc_rows, {f: v for f, v in hits.counts.items() if v}, review, openers)
+        for m in local.values():
+            m.close()
+    return WriteResult(bucket, qc_rows, {f: v for f, v in hits.counts.items() if v}, review)
 
 
 # ---- files -----------------------------------------------------------------------------------
