@@ -157,3 +157,28 @@ def test_scorers_grade_lm_eval_results():
     assert score_inference(inf, [""], TASKS / "inference_suite") == {"acc": 0.0}
     eso = {"keywords": '["tower", "upheaval"]', "min_keywords": 2, "dismissive": "[]"}
     assert score_esoteric(eso, ["The Tower means upheaval."], TASKS / "esoteric_spotcheck") == {"acc": 1.0}
+
+
+def _first(term):
+    return term if isinstance(term, str) else term[0]
+
+
+def test_every_inference_prompt_can_be_passed():
+    """An answer made of each prompt's required terms passes: no prompt contradicts itself or the
+    shared rules (a gate nobody can pass measures nothing either)."""
+    from llamaforge.gates.task_functions import load_inference_docs
+
+    for doc in load_inference_docs(TASKS / "inference_suite", persona="Leviathan")["test"]:
+        answer = "Here it is: " + "; ".join(_first(t) for t in json.loads(doc["must_contain"])) + "."
+        check = check_answer(answer, json.loads(doc["must_contain"]), json.loads(doc["must_not_contain"]), RULES)
+        assert check.passed, (doc["id"], check.problems)
+
+
+def test_every_esoteric_item_can_be_passed():
+    from llamaforge.gates.task_functions import load_esoteric_docs
+
+    for doc in load_esoteric_docs(TASKS / "esoteric_spotcheck")["test"]:
+        keywords = json.loads(doc["keywords"])
+        answer = "In short: " + ", ".join(_first(k) for k in keywords[: int(doc["min_keywords"])]) + "."
+        check = check_keywords(answer, keywords, int(doc["min_keywords"]), json.loads(doc["dismissive"]), RULES)
+        assert check.passed, (doc["id"], check.problems)
