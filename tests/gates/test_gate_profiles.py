@@ -88,3 +88,23 @@ def test_a_gate_may_compare_with_the_base_only():
 def test_missing_profiles_mapping_is_refused():
     with pytest.raises(UserError, match="top-level `profiles:`"):
         parse_gate_profiles({"gates": []}, "x.yaml")
+
+
+def test_profile_max_gen_toks_cap():
+    from llamaforge.gates.profiles import parse_gate_profiles
+
+    gate = {"task": "identity", "metric": "acc,none", "threshold": 0.9}
+    p = parse_gate_profiles({"profiles": {"x": {"gates": [gate], "max_gen_toks": 48}}})["x"]
+    assert p.max_gen_toks == 48
+    assert parse_gate_profiles({"profiles": {"x": {"gates": [gate]}}})["x"].max_gen_toks is None
+    for bad in (0, -3, "48", True):
+        with pytest.raises(UserError, match="max_gen_toks"):
+            parse_gate_profiles({"profiles": {"x": {"gates": [gate], "max_gen_toks": bad}}})
+    with pytest.raises(UserError, match="unknown key"):
+        parse_gate_profiles({"profiles": {"x": {"gates": [gate], "max_tokens": 48}}})
+
+
+def test_demo_profile_caps_generation():
+    from llamaforge.gates.profiles import load_gate_profiles
+
+    assert load_gate_profiles()["demo"].max_gen_toks == 48

@@ -73,13 +73,15 @@ class GateProfile:
     name: str
     description: str
     gates: tuple[GateSpec, ...] = field(default_factory=tuple)
+    max_gen_toks: int | None = None   # cap on generated tokens for every task (None: each task's own)
 
     def tasks(self) -> list[str]:
         """The lm-eval tasks the profile needs, in gate order, each once."""
         return list(dict.fromkeys(g.task for g in self.gates))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "gates": [g.to_dict() for g in self.gates]}
+        return {"name": self.name, "description": self.description, "max_gen_toks": self.max_gen_toks,
+                "gates": [g.to_dict() for g in self.gates]}
 
 
 def default_gates_file() -> Path:
@@ -170,7 +172,13 @@ def parse_gate_profiles(data: Any, source: str = "gates.yaml") -> dict[str, Gate
         for g in gates:
             if modes.setdefault(g.task, g.chat_template) != g.chat_template:
                 raise UserError(f"{where}: gates on task {g.task!r} disagree on chat_template; a task runs once per model")
-        profiles[str(pname)] = GateProfile(str(pname), str(body.get("description") or "").strip(), gates)
+        unknown = sorted(set(body) - {"description", "gates", "max_gen_toks"})
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, gates, max_gen_toks")
+        cap = body.get("max_gen_toks")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise UserError(f"{where}.max_gen_toks must be a positive integer, not {cap!r}")
+        profiles[str(pname)] = GateProfile(str(pname), str(body.get("description") or "").strip(), gates, cap)
     return profiles
 
 

@@ -460,6 +460,7 @@ def run_gates(
     manager = build_task_manager(tasks, persona, evals_dir() / "tasks")
     device = device or _default_device()
     batch = batch_size if batch_size is not None else ("auto" if device.startswith("cuda") else 1)
+    max_gen_toks = max_gen_toks or gate_profile.max_gen_toks
     gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
     chat_modes = {g.task: g.chat_template for g in gate_profile.gates}
     common = dict(limit=limit, device=device, batch_size=batch, gen_kwargs=gen_kwargs,

@@ -1,0 +1,421 @@
+"""`llamaforge run RECIPE --stage validate|full`: derive the stage recipe, launch Axolotl as a child
+process with a live view, keep the full log, judge the run's health, run the gates after `full`,
+and write the stage report. `full` refuses unless a passing validation of the same recipe and
+corpus exists."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .stage import (
+    Recipe,
+    StagePlan,
+    corpus_files,
+    derive_stage_config,
+    find_manifest,
+    last_checkpoint,
+    launch_command,
+    load_recipe,
+    prepared_dataset_key,
+)
+
+RUN_RECORD = "run.json"
+
+
+class RunRefused(UserError):
+    """The run was refused before any compute was spent (exit 1: a gate said no)."""
+
+    exit_code = 1
+
+
+@dataclass
+class StageResult:
+    plan: StagePlan
+    report: dict
+    passed: bool
+    report_paths: dict[str, Path] = field(default_factory=dict)
+
+
+# ---- planning ----------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_run_folder(run_dir: Path, recipe: Recipe) -> None:
+    record = run_dir / RUN_RECORD
+    if not record.is_file():
+        return
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"{record} is corrupt; remove the run folder {run_dir} or pass --name") from None
+    if Path(data.get("recipe", "")).resolve() != recipe.path.resolve():
+        raise UserError(
+            f"run folder {run_dir} belongs to another recipe ({data.get('recipe')}); "
+            f"pass --name to start a separate run"
+        )
+
+
+def _previous_validation(run_dir: Path, recipe: Recipe, manifest_hash: str) -> tuple[bool, str]:
+    from .report import read_stage_report
+
+    path = run_dir / "validate" / "report.json"
+    if not path.is_file():
+        return False, f"no validation report at {path}: run `llamaforge run {recipe.path} --stage validate` first"
+    report = read_stage_report(path)
+    if report.get("recipe", {}).get("hash") != recipe.hash:
+        return False, "the recipe changed since it was validated (recipe hash differs); validate it again"
+    if report.get("corpus", {}).get("manifest_hash") != manifest_hash:
+        return False, "the corpus changed since the validation (manifest hash differs); validate again"
+    if not report.get("passed"):
+        failed = [c["name"] for c in report.get("health", {}).get("checks", []) if c.get("status") != "pass"]
+        return False, f"the validation run did not pass ({', '.join(failed) or 'see its report'}); see {path.with_name('report.md')}"
+    return True, "a passing validation of this recipe and corpus exists"
+
+
+def plan_stage(
+    recipe_path: str | Path,
+    stage: str,
+    *,
+    corpus: str | Path | None = None,
+    name: str | None = None,
+    runs_root: str | Path = "runs",
+    resume: bool = False,
+    force: bool = False,
+) -> tuple[StagePlan, dict]:
+    """Everything short of launching: validation of the request, the refusal of `full`, the
+    derived config and the command. Returns the plan and the gatekeeping facts for the report."""
+    from ..corpus.manifest import load_manifest, manifest_hash
+
+    recipe = load_recipe(recipe_path)
+    hardware = recipe.hardware()
+    manifest_path = find_manifest(recipe, corpus)
+    if not manifest_path.is_file():
+        raise UserError(
+            f"recipe {recipe.path}: its corpus is not built ({manifest_path} is missing); build it with "
+            f"`llamaforge corpus build SPEC` or pass --corpus"
+        )
+    manifest = load_manifest(manifest_path, verify="size")
+    mhash = manifest_hash(manifest_path)
+    files = corpus_files(manifest)
+
+    name = name or recipe.name
+    run_dir = Path(runs_root) / name
+    _check_run_folder(run_dir, recipe)
+    stage_dir = run_dir / stage
+    output_dir = stage_dir / "out"
+    gate = {"forced": False, "reason": None}
+    if stage == "full":
+        ok, why = _previous_validation(run_dir, recipe, mhash)
+        if not ok and not force:
+            raise RunRefused(f"full run refused: {why} (--force overrides and is recorded in the report)")
+        gate = {"forced": not ok, "reason": why}
+
+    resume_from = None
+    if resume:
+        ckpt = last_checkpoint(output_dir)
+        if ckpt is None:
+            raise UserError(f"nothing to resume: no checkpoint-N folder in {output_dir}")
+        resume_from = str(ckpt)
+
+    world = hardware.world_size if hardware else 1
+    key = prepared_dataset_key(mhash, recipe.config.get("base_model"))
+    config, changes = derive_stage_config(recipe, stage, files, output_dir, world_size=world, resume_from=resume_from,
+                                          prepared_key=key)
+    plan = StagePlan(
+        stage=stage, name=name, run_dir=run_dir, stage_dir=stage_dir, output_dir=output_dir,
+        recipe=recipe, manifest_path=manifest_path, manifest_hash=mhash, config=config,
+        changes=changes, resume_from=resume_from,
+    )
+    plan.command, plan.launcher, plan.env = launch_command(recipe, plan.stage_recipe_path, hardware)
+    gate["persona"] = recipe.persona or files.persona
+    return plan, gate
+
+
+def stage_recipe_text(plan: StagePlan) -> str:
+    import yaml
+
+    lines = [
+        f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
+        f"# recipe sha256 {plan.recipe.hash}; corpus manifest sha256 {plan.manifest_hash}",
+        "# Changes from the recipe:",
+        *[f"#   - {c}" for c in plan.changes],
+        "",
+    ]
+    header = "\n".join(line.replace("\n", " ") for line in lines)
+    return header + "\n" + yaml.safe_dump(plan.config, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _prepare_stage_dir(plan: StagePlan) -> Path | None:
+    """A fresh attempt moves the previous one aside (never deletes checkpoints); --resume keeps it."""
+    moved = None
+    if plan.stage_dir.exists() and plan.resume_from is None:
+        k = 1
+        while (plan.run_dir / f"{plan.stage}.attempt-{k}").exists():
+            k += 1
+        moved = plan.run_dir / f"{plan.stage}.attempt-{k}"
+        plan.stage_dir.rename(moved)
+    plan.stage_dir.mkdir(parents=True, exist_ok=True)
+    (plan.stage_dir / "report.json").unlink(missing_ok=True)
+    return moved
+
+
+# ---- launching and watching ----------------------------------------------------------------------
+
+
+class LiveView:
+    """The live view of a running stage: a rich table refreshed from the log watcher on a
+    terminal; on a pipe (CI), one plain line per logged step at most every few seconds."""
+
+    def __init__(self, plan: StagePlan, console, enabled: bool = True):
+        self.plan = plan
+        self.console = console
+        self.enabled = enabled
+        self.live = None
+        self.last_plain = 0.0
+        self.start = time.monotonic()
+
+    def __enter__(self):
+        if self.enabled and self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._table(None), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def _row(self, watcher) -> dict:
+        curve = watcher.curve if watcher else None
+        last = curve.train[-1] if curve and curve.train else None
+        last_eval = curve.eval[-1] if curve and curve.eval else None
+        prog = watcher.progress if watcher else None
+        return {
+            "step": f"{prog['step']}/{prog['total']}" if prog else (str(last.step) if last else "—"),
+            "epoch": f"{last.epoch:.2f}" if last and last.epoch is not None else "—",
+            "loss": f"{last.loss:.4f}" if last else "—",
+            "eval loss": f"{last_eval.loss:.4f}" if last_eval else "—",
+            "tokens/s": f"{last.tokens_per_s:,.0f}" if last and last.tokens_per_s else "—",
+            "memory": f"{curve.peak_memory_gib:.1f} GiB" if curve and curve.peak_memory_gib else "—",
+            "elapsed": _fmt_s(time.monotonic() - self.start),
+            "ETA": _fmt_s(prog["eta_s"]) if prog and prog.get("eta_s") is not None else "—",
+        }
+
+    def _table(self, watcher):
+        from rich.table import Table
+
+        table = Table(title=f"{self.plan.name} — stage {self.plan.stage}  (log: {self.plan.log_path})")
+        row = self._row(watcher)
+        for key in row:
+            table.add_column(key)
+        table.add_row(*row.values())
+        return table
+
+    def update(self, watcher, events) -> None:
+        if self.live is not None:
+            self.live.update(self._table(watcher))
+        elif self.enabled and any(e.get("kind") in ("train", "eval") for e in events):
+            now = time.monotonic()
+            if now - self.last_plain >= 5 or any(e.get("kind") == "eval" for e in events):
+                self.last_plain = now
+                row = self._row(watcher)
+                self.console.print("  ".join(f"{k} {v}" for k, v in row.items()), soft_wrap=True)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def launch_and_watch(plan: StagePlan, console, *, live: bool = True) -> tuple[int | None, object, float]:
+    """Run the child, tee its output to the stage log, feed the watcher. Returns (exit code,
+    watcher, seconds). Ctrl-C stops the whole child process group."""
+    from .metrics import LogWatcher
+
+    env = dict(os.environ)
+    env.update(plan.env)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    watcher = LogWatcher()
+    started = time.monotonic()
+    with open(plan.log_path, "w", encoding="utf-8") as log, LiveView(plan, console, enabled=live) as view:
+        log.write(f"$ {plan.command_line()}\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                plan.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, bufsize=0,
+            )
+        except OSError as exc:
+            raise UserError(f"cannot start {plan.command[0]} ({exc.strerror}); is Axolotl installed in this environment?") from None
+        try:
+            while True:
+                chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(65536)
+                if not chunk:
+                    break
+                text = chunk.decode("utf-8", errors="replace")
+                log.write(text)
+                log.flush()
+                view.update(watcher, watcher.feed(text))
+            view.update(watcher, watcher.finish())
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.write("\n[llamaforge] interrupted by the user (Ctrl-C): the child was stopped\n")
+            code = None
+    return code, watcher, time.monotonic() - started
+
+
+def oom_advice(plan: StagePlan) -> str | None:
+    """A configuration that would fit, from the planner, for a run that ran out of memory."""
+    from ..catalog import get_model
+    from ..plan import plan as plan_training
+
+    hw = plan.recipe.hardware()
+    model_id = plan.recipe.header.get("model")
+    if hw is None or hw.gpu.id == "cpu" or not model_id:
+        return None
+    try:
+        p = plan_training(get_model(model_id), hw, method=plan.recipe.header.get("method"),
+                          seq_len=int(plan.config.get("sequence_len", 2048)))
+    except UserError as exc:
+        return f"the planner finds nothing that fits this hardware: {exc}"
+    s = p.setup
+    return (f"the planner's fitting configuration: {s.parallel}, offload {s.offload}, micro-batch {s.micro_batch} "
+            f"x accumulation {s.grad_accum}, gradient checkpointing {'on' if s.grad_ckpt else 'off'} "
+            f"(~{p.estimate.peak_gpu_gib:.1f} GiB of {p.estimate.usable_gpu_gib:.1f}); "
+            f"`llamaforge render --model {model_id} --gpus {hw.label}` writes it")
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+
+
+def run_stage(
+    recipe_path: str | Path,
+    stage: str,
+    *,
+    corpus: str | Path | None = None,
+    name: str | None = None,
+    runs_root: str | Path = "runs",
+    dry_run: bool = False,
+    resume: bool = False,
+    force: bool = False,
+    gates: bool = True,
+    console=None,
+    live: bool = True,
+) -> StageResult | StagePlan:
+    from rich.console import Console
+
+    from .health import Thresholds, evaluate_health, inspect_checkpoint
+    from .metrics import run_curve
+    from .report import write_stage_report
+
+    console = console or Console()
+    plan, gate = plan_stage(recipe_path, stage, corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
+    thresholds = Thresholds.load(plan.recipe.health_overrides(), stage=stage)
+    if dry_run:
+        return plan
+
+    moved = _prepare_stage_dir(plan)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(plan.run_dir / RUN_RECORD, json.dumps({"name": plan.name, "recipe": str(plan.recipe.path)}, indent=2) + "\n")
+    _atomic_write_text(plan.stage_recipe_path, stage_recipe_text(plan))
+    if moved is not None:
+        console.print(f"previous {stage} attempt moved to {moved}")
+
+    report: dict = {
+        "stage": stage,
+        "name": plan.name,
+        "recipe": {"path": str(plan.recipe.path), "hash": plan.recipe.hash, "model": plan.recipe.header.get("model"),
+                   "hardware": plan.recipe.header.get("hardware")},
+        "corpus": {"manifest": str(plan.manifest_path), "manifest_hash": plan.manifest_hash},
+        "stage_recipe": str(plan.stage_recipe_path),
+        "changes": plan.changes,
+        "command": plan.command_line(),
+        "launcher": plan.launcher,
+        "log": str(plan.log_path),
+        "forced": gate["forced"],
+        "gatekeeper": gate["reason"],
+        "resumed_from": plan.resume_from,
+    }
+    if plan.launcher == "slurm":
+        sbatch = copy_stage_recipe_for_slurm(plan)
+        console.print(
+            f"multi-node stage: submit `sbatch {sbatch}` (the recipe's SLURM script pointed at {plan.stage_recipe_path}). "
+            "LlamaForge does not watch remote nodes: no report is written for this stage.", soft_wrap=True)
+        return plan
+
+    console.print(f"[bold]{stage}[/] {plan.name}: {plan.command_line()}", soft_wrap=True)
+    code, watcher, seconds = launch_and_watch(plan, console, live=live)
+    report["exit_code"] = code
+    report["seconds"] = round(seconds, 1)
+
+    curve = run_curve(watcher.curve, plan.output_dir)   # trainer_state.json when sound, else the log; never raises
+    checkpoint = inspect_checkpoint(plan.output_dir)
+    health = evaluate_health(curve, thresholds, oom=watcher.oom, exit_code=code, checkpoint=checkpoint,
+                             error=watcher.last_error)
+    report["health"] = health.to_dict()
+    if watcher.oom:
+        report["oom_advice"] = oom_advice(plan)
+    passed = health.passed
+
+    if stage == "full" and gates:
+        if passed:
+            report["gates"] = _run_gates(plan, gate.get("persona"), console)
+            passed = passed and bool(report["gates"].get("passed"))
+        else:
+            report["gates"] = {"passed": False, "skipped": "the run's health checks failed; gates were not run"}
+    report["passed"] = passed
+    paths = write_stage_report(plan.stage_dir, report, curve, thresholds)
+    return StageResult(plan, report, passed, paths)
+
+
+def _run_gates(plan: StagePlan, persona: str | None, console) -> dict:
+    from ..gates import run_gates
+
+    base = plan.config.get("base_model")
+    adapter = plan.output_dir if plan.config.get("adapter") else None
+    model = base if adapter else plan.output_dir
+    try:
+        result = run_gates(
+            str(model), adapter=str(adapter) if adapter else None, profile=plan.recipe.gate_profile,
+            persona=persona or "Leviathan", output_dir=plan.stage_dir / "gates",
+        )
+    except UserError as exc:
+        return {"passed": False, "error": str(exc)}
+    return result.to_dict()
+
+
+def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
+    sbatch = plan.recipe.path.with_suffix(".sbatch")
+    if not sbatch.is_file():
+        return None
+    target = plan.stage_dir / "launch.sbatch"
+    text = sbatch.read_text(encoding="utf-8").replace(str(plan.recipe.path), str(plan.stage_recipe_path))
+    _atomic_write_text(target, text)
+    shutil.copymode(sbatch, target)
+    return target
