@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .catalog import get_model, parse_hardware
 from .errors import UserError
-from .paths import datasets_dir, repo_root
+from .paths import datasets_dir
 
 DEMO_SPEC = "demo.yaml"
 DEMO_NAME = "leviathan-tiny"
@@ -131,7 +131,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
     spec_path = datasets_dir() / DEMO_SPEC
 
     def build():
-        res = build_corpus(spec_path, BuildOptions(workers=1), cwd=repo_root())
+        res = build_corpus(spec_path, BuildOptions(workers=1), cwd=Path.cwd())
         c = res.manifest["counts"]
         return True, (f"read {c['read']} = kept {c['kept']} + duplicates {c['duplicates']['total']} + "
                       f"quarantined {c['quarantined']} + filtered {c['filtered']['total']}; "
