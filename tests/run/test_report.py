@@ -175,14 +175,16 @@ def test_a_failure_half_way_leaves_no_report_json_not_even_an_old_pass(tmp_path,
 
 def test_an_interrupted_write_leaves_no_partial_file(tmp_path, tiny_curve, monkeypatch):
     t = Thresholds.load()
-    real_replace = report_module.os.replace
+    import llamaforge.atomic as atomic_module
+
+    real_replace = atomic_module.os.replace
 
     def failing_replace(src, dst):
         if str(dst).endswith("report.json"):
             raise OSError("interrupted")
         real_replace(src, dst)
 
-    monkeypatch.setattr(report_module.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", failing_replace)
     with pytest.raises(OSError, match="interrupted"):
         write_stage_report(tmp_path, record_for(tiny_curve, t), tiny_curve, t)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curve.png", "report.md"]

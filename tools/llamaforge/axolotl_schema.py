@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from .paths import FACTS_DIR
+from .atomic import write_text_atomic
 
 TABLE_FORMAT = 1
 WORKER_MODULE = "llamaforge.axolotl_schema"
@@ -166,9 +167,7 @@ def write_snapshot(table: dict) -> Path:
         "# tests/test_check_schema.py proves it equals the live schema.\n"
     )
     text = header + yaml.safe_dump(table, sort_keys=True, width=100, allow_unicode=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     load_snapshot.cache_clear()
     return path
 

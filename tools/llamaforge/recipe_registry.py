@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
+from .atomic import write_text_atomic
 from .errors import UserError
 from .paths import recipes_dir, repo_root
 
@@ -131,19 +131,6 @@ def _referenced_assets(text: str) -> list[str]:
     return seen
 
 
-def _atomic_write(target: Path, content: str, mode: int = 0o644) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(content)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def copy_recipe(name: str, dest: str, *, force: bool = False) -> CopyResult:
     """Copy a recipe to `dest` (a file, or a folder to copy into) with the DeepSpeed JSON,
     accelerate config and SLURM script it refers to, placed beside it; every reference in the
@@ -185,7 +172,7 @@ def copy_recipe(name: str, dest: str, *, force: bool = False) -> CopyResult:
             content = content.replace(old_recipe_ref, rel(dest_path))
             for _, t2, r2 in plan:
                 content = content.replace(r2, rel(t2))
-        _atomic_write(target, content, 0o755 if target.suffix == ".sbatch" else 0o644)
-    _atomic_write(dest_path, new_text)
+        write_text_atomic(target, content, mode=0o755 if target.suffix == ".sbatch" else 0o644)
+    write_text_atomic(dest_path, new_text)
     launch = next((ln.strip()[2:].strip() for ln in new_text.splitlines() if "axolotl.cli.train" in ln or ln.strip().startswith("#   sbatch")), "")
     return CopyResult(recipe=rel(dest_path), files=[rel(t) for t in targets], launch=launch)

@@ -7,10 +7,8 @@ Pure up to `write_files` / `compare_with_disk`: planning and rendering return `R
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -558,24 +556,10 @@ def render_index(recipes: list[RenderedRecipe]) -> str:
 
 def write_files(files: list[RenderedFile], root: Path) -> list[Path]:
     """Write each file atomically (temp file in the same folder, then rename)."""
-    written = []
-    for f in files:
-        target = Path(root) / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(f.content)
-            if f.path.endswith(".sbatch"):
-                os.chmod(tmp, 0o755)
-            else:
-                os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(target)
-    return written
+    from .atomic import write_text_atomic
+
+    return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith(".sbatch") else 0o644)
+            for f in files]
 
 
 @dataclass

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from .verdict import FAIL, PASS, GateReport, GateResult
+from ..atomic import write_text_atomic
 
 _VERDICT_STYLE = {PASS: "bold green", FAIL: "bold red"}
 
@@ -109,16 +108,6 @@ def render_markdown(report: GateReport, answers: dict[str, dict[str, list[dict]]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report_files(report: GateReport, out_dir: Path, samples: dict[str, dict[str, list[dict]]]) -> None:

@@ -9,33 +9,17 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import UserError
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
 from .metrics import Curve, health_facts, json_safe, read_json
+from ..atomic import write_bytes_atomic
 
 REPORT_JSON, REPORT_MD, LOSS_PNG = "report.json", "report.md", "loss_curve.png"
 SCHEMA = "llamaforge-stage-report/1"
 _STATUSES = (PASS, FAIL, NOT_MEASURED)
 _SECTIONS_NOT_IN_RUN = ("health", "gates", "curve", "thresholds", "files", "schema", "passed", "oom_advice")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def remove_stage_report(stage_dir: Path) -> None:

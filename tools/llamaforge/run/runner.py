@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..errors import UserError
 from .stage import (
     Recipe,
@@ -46,13 +47,6 @@ class StageResult:
 
 
 # ---- planning ----------------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _check_run_folder(run_dir: Path, recipe: Recipe) -> None:
@@ -342,8 +336,8 @@ def run_stage(
 
     moved = _prepare_stage_dir(plan)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(plan.run_dir / RUN_RECORD, json.dumps({"name": plan.name, "recipe": str(plan.recipe.path)}, indent=2) + "\n")
-    _atomic_write_text(plan.stage_recipe_path, stage_recipe_text(plan))
+    write_text_atomic(plan.run_dir / RUN_RECORD, json.dumps({"name": plan.name, "recipe": str(plan.recipe.path)}, indent=2) + "\n")
+    write_text_atomic(plan.stage_recipe_path, stage_recipe_text(plan))
     if moved is not None:
         console.print(f"previous {stage} attempt moved to {moved}")
 
@@ -416,6 +410,6 @@ def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
         return None
     target = plan.stage_dir / "launch.sbatch"
     text = sbatch.read_text(encoding="utf-8").replace(str(plan.recipe.path), str(plan.stage_recipe_path))
-    _atomic_write_text(target, text)
+    write_text_atomic(target, text)
     shutil.copymode(sbatch, target)
     return target
