@@ -106,3 +106,22 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
     assert statuses["loss_falls"]["status"] == "pass", statuses["loss_falls"]["message"]
     assert '"world_size": 2' in log
     assert res.code in (0, 1)
+
+
+@pytest.mark.slow
+def test_a_crashed_child_leaves_a_failing_report_that_names_the_cause(tiny, in_dir, cli, tmp_path):
+    from llamaforge.demo import demo_recipe_request
+    from llamaforge.render import write_files
+
+    root, corpus = tiny
+    in_dir(tmp_path)
+    rec = demo_recipe_request(tmp_path / "no-such-model", corpus, tmp_path / "crash.yaml")
+    write_files(rec.files, tmp_path)
+    res = cli("run", str(tmp_path / "crash.yaml"), "--stage", "validate", "--runs-dir", "runs", "--json")
+    assert res.code == 1
+    report = json.loads((tmp_path / "runs/crash/validate/report.json").read_text())
+    assert report["passed"] is False and report["exit_code"] not in (0, None)
+    process = next(c for c in report["health"]["checks"] if c["name"] == "process")
+    assert process["status"] == "fail"
+    assert "no-such-model" in process["message"] or "Error" in process["message"], process["message"]
+    assert "stage" in report and report["stage"] == "validate"
