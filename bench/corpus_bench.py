@@ -197,8 +197,11 @@ def run_hf(path: str, out_dir: str, cache_dir: str) -> dict:
 # ---- measuring -------------------------------------------------------------------------------
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
+    import resource
+
     import psutil
 
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     parent = psutil.Process(proc.pid)
@@ -230,7 +233,9 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
     t.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    return {"seconds": seconds, "peak_rss_tree": peak_tree, "peak_rss_process": peak_one,
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_tree": peak_tree, "peak_rss_process": peak_one,
             "stdout": out.decode()}
 
 
@@ -305,12 +310,16 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "runs": [{"pipeline": name, "mb": round(m, 1), "seconds": round(r["seconds"], 2),
-                  "mb_per_s": round(m / r["seconds"], 1), "peak_rss_mib_tree": round(r["peak_rss_tree"] / 2**20),
+                  "mb_per_s": round(m / r["seconds"], 1), "cpu_seconds": round(r["cpu_seconds"], 2),
+                  "mb_per_cpu_s": round(m / r["cpu_seconds"], 1),
+                  "peak_rss_mib_tree": round(r["peak_rss_tree"] / 2**20),
                   "peak_rss_mib_largest_process": round(r["peak_rss_process"] / 2**20)} for name, m, r in results],
         "builder_vs_floor": round(builder_rate / floor_rate, 2),
+        "builder_cpu_per_mb_vs_floor": round((builder["cpu_seconds"] / mb) / (floor["cpu_seconds"] / mb), 2),
         "builder_vs_datasets": round(builder_rate / rate[results[2][0]], 1) if len(results) > 2 else None,
         "builder_rerun_byte_identical": identical,
         "builder_seconds_both_runs": [round(r["seconds"], 2) for r in runs],
+        "builder_stage_seconds": builder["summary"].get("timings"),
         "builder_counts": {k: builder["summary"]["counts"][k] for k in ("read", "kept", "quarantined", "train_rows")},
         "builder_duplicates": builder["summary"]["counts"]["duplicates"],
     }
@@ -328,11 +337,13 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"corpus build benchmark: {mb:,.0f} MB, {rows:,} rows, {os.cpu_count()} CPUs")
-    for col in ("pipeline", "MB", "seconds", "MB/s", "x floor", "peak RSS (tree)", "largest process"):
+    for col in ("pipeline", "MB", "seconds", "MB/s", "x floor", "CPU s", "MB/CPU-s", "peak RSS (tree)",
+                "largest process"):
         table.add_column(col, justify="left" if col == "pipeline" else "right")
     for r in report["runs"]:
         table.add_row(r["pipeline"], f"{r['mb']:,.0f}", f"{r['seconds']:.1f}", f"{r['mb_per_s']:,.1f}",
-                      f"{r['mb_per_s'] / floor_rate:.2f}", f"{r['peak_rss_mib_tree']:,} MiB",
+                      f"{r['mb_per_s'] / floor_rate:.2f}", f"{r['cpu_seconds']:.1f}", f"{r['mb_per_cpu_s']:,.0f}",
+                      f"{r['peak_rss_mib_tree']:,} MiB",
                       f"{r['peak_rss_mib_largest_process']:,} MiB")
     console = Console()
     console.print(table)
@@ -340,6 +351,9 @@ def main() -> None:
                   f"{report['builder_vs_datasets']}x (target >= 10)   rerun byte-identical: {identical}")
     console.print(f"load average before {report['load_average_before']}, after {report['load_average_after']} "
                   f"({os.cpu_count()} CPUs; above ~{os.cpu_count() * 0.5:.0f} before the run means other work shared them)")
+    console.print(f"builder CPU per MB = {report['builder_cpu_per_mb_vs_floor']}x the floor's (both cores: wall "
+                  f"~{report['builder_cpu_per_mb_vs_floor'] / 2:.1f}x the floor's at best on an idle 2-core machine)")
+    console.print(f"builder stages (s): {report['builder_stage_seconds']}")
     console.print(f"13 GB at the measured rate: ~{report['extrapolation_13gb']['minutes_at_measured_rate']} minutes")
 
 

@@ -76,6 +76,7 @@ def _summary(result) -> dict:
         "input_mb": round(mb, 1),
         "mb_per_s": round(mb / result.seconds, 1) if result.seconds else None,
         "workers": result.workers,
+        "timings": {k: round(v, 2) for k, v in result.timings.items()},
     }
 
 
@@ -217,16 +218,9 @@ def elicit_command(
 
     res = elicit_requests(passages, template, out, model=model, max_tokens=max_tokens, temperature=temperature,
                           persona=persona)
-    data = {"out": str(res.out), "requests": res.requests, "rejected": res.rejected,
-            "rejected_file": str(res.rejected_path) if res.rejected_path else None}
-    if json_out:
-        print_json(data)
-        return
-    console.print(f"{res.requests:,} requests -> {res.out}")
-    if res.rejected:
-        err_console.print(f"[bold yellow]warning:[/] {res.rejected:,} passages rejected -> {res.rejected_path}")
-    console.print("Submit it as an OpenAI batch (endpoint /v1/chat/completions); then "
-                  "`llamaforge corpus collect RESULTS.jsonl -o teacher.jsonl` gives a messages source.")
+    if _print_written(res, "requests", res.requests, "passages", json_out):
+        console.print("Submit it as an OpenAI batch (endpoint /v1/chat/completions); then "
+                      "`llamaforge corpus collect RESULTS.jsonl -o teacher.jsonl` gives a messages source.")
 
 
 @corpus_app.command("collect")
@@ -240,11 +234,16 @@ def collect_command(
     from ..corpus.elicit import collect_answers
 
     res = collect_answers(results, out, category=category)
-    data = {"out": str(res.out), "rows": res.rows, "rejected": res.rejected,
-            "rejected_file": str(res.rejected_path) if res.rejected_path else None}
+    _print_written(res, "rows", res.rows, "answers", json_out)
+
+
+def _print_written(res, unit: str, count: int, rejected_what: str, json_out: bool) -> bool:
+    """Report a file written with its rejected inputs; True when printed for a person."""
     if json_out:
-        print_json(data)
-        return
-    console.print(f"{res.rows:,} rows -> {res.out}")
+        print_json({"out": str(res.out), unit: count, "rejected": res.rejected,
+                    "rejected_file": str(res.rejected_path) if res.rejected_path else None})
+        return False
+    console.print(f"{count:,} {unit} -> {res.out}")
     if res.rejected:
-        err_console.print(f"[bold yellow]warning:[/] {res.rejected:,} answers rejected -> {res.rejected_path}")
+        err_console.print(f"[bold yellow]warning:[/] {res.rejected:,} {rejected_what} rejected -> {res.rejected_path}")
+    return True

@@ -14,13 +14,14 @@ one. Memory: the records (about 50 bytes per row, read column by column) and a b
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,9 @@ class _Runner:
     """Runs tasks in worker processes, or in this process when one worker is asked for."""
 
     def __init__(self, workers: int, config: ScanConfig):
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file is not None and not os.path.exists(main_file):
+            workers = 1  # `python -` or `-c`: spawned workers could not re-import the main module
         self.workers = workers
         self.pool = None
         if workers > 1:
@@ -471,6 +475,61 @@ def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, fa
 
 # ---- pass 2: writing -------------------------------------------------------------------------
 
+class _OutputHasher:
+    """sha256 of train/eval/sample, and of each phase's part of them (the phase files), computed
+    while pass 2 writes: as buckets finish, the written prefix of each file (in file order) is read
+    back from the page cache and hashed, so most hashing overlaps the writing."""
+
+    BLOCK = 8 << 20
+
+    def __init__(self, paths: dict[str, Path], regions: dict[str, list[tuple[int, int, int, int]]],
+                 phase_parts: bool):
+        # Unbuffered: a buffered reader would keep bytes read ahead of a region not written yet.
+        self.files = {name: open(path, "rb", buffering=0) for name, path in paths.items()}
+        self.regions = regions  # file -> [(offset, size, bucket, phase)] in file order
+        self.next = {name: 0 for name in regions}
+        self.whole = {name: hashlib.sha256() for name in regions}
+        self.parts: dict[tuple[str, int], object] = {}
+        self.phase_parts = phase_parts
+        self.done: set[int] = set()
+
+    def bucket_done(self, bucket: int) -> None:
+        self.done.add(bucket)
+        for name, regions in self.regions.items():
+            i = self.next[name]
+            while i < len(regions) and regions[i][2] in self.done:
+                self._hash(name, regions[i])
+                i += 1
+            self.next[name] = i
+
+    def _hash(self, name: str, region) -> None:
+        offset, size, _bucket, phase = region
+        fd = self.files[name].fileno()
+        part = None
+        if self.phase_parts and name != "eval":
+            part = self.parts.setdefault((name, phase), hashlib.sha256())
+        while size:
+            block = os.pread(fd, min(size, self.BLOCK), offset)
+            if not block:
+                raise RuntimeError(f"{name}: a region ends before the file does")  # a bug
+            self.whole[name].update(block)
+            if part is not None:
+                part.update(block)
+            size -= len(block)
+            offset += len(block)
+
+    def finish(self, all_buckets) -> tuple[dict[str, str], dict[tuple[str, int], str]]:
+        for b in all_buckets:
+            self.bucket_done(b)
+        for f in self.files.values():
+            f.close()
+        for name, regions in self.regions.items():
+            if self.next[name] != len(regions):
+                raise RuntimeError(f"{name}: {len(regions) - self.next[name]} regions were never hashed")  # a bug
+        return ({n: h.hexdigest() for n, h in self.whole.items()},
+                {k: h.hexdigest() for k, h in self.parts.items()})
+
+
 @dataclass
 class _Written:
     rows: dict[str, int]
@@ -480,6 +539,8 @@ class _Written:
     openers: dict[int, str]  # QC row -> opener
     phrase_hits: PhraseHits
     review: dict[int, bytes]
+    digests: dict[str, str]  # train/eval/sample -> sha256
+    phase_digests: dict[tuple[str, int], str]  # (train|sample, phase) -> sha256 of its phase file
 
 
 def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tmp: Path, spool_dir: Path,
@@ -522,6 +583,12 @@ def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tm
     for path, fname in zip(outputs, OUTPUT_FILES):
         with open(path, "wb") as f:
             f.truncate(written_bytes[fname])
+    file_regions = {}
+    for f, fname in enumerate(OUTPUT_FILES):
+        file_regions[fname] = [(int(offsets[gid]), int(sizes[gid]), (gid % (n_phase * nb)) % nb,
+                                (gid % (n_phase * nb)) // nb)
+                               for gid in range(f * n_phase * nb, (f + 1) * n_phase * nb) if sizes[gid]]
+    hasher = _OutputHasher({n: tmp / f"{n}.jsonl" for n in OUTPUT_FILES}, file_regions, spec.phase_files)
 
     # What pass 2 needs of each row, read through memory maps and gathered one bucket at a time.
     off_col, nbytes_col = collector.cols.map("off"), collector.cols.map("nbytes")
@@ -564,10 +631,13 @@ def _write_outputs(spec, plan: _Plan, collector: _Collector, runner: _Runner, tm
             openers[row] = text
         hits.merge(res.phrase_hits)
         review.update(res.review)
+        hasher.bucket_done(res.bucket)
         progress.advance("write", 1)
+    digests, phase_digests = hasher.finish(range(nb))
     progress.finish("write")
     return _Written(rows=written_rows, bytes=written_bytes, phase_ranges=phase_ranges, qc_flags=qc_rows,
-                    openers=openers, phrase_hits=hits, review=review)
+                    openers=openers, phrase_hits=hits, review=review, digests=digests,
+                    phase_digests=phase_digests)
 
 
 def _all_row_flags(spec) -> tuple[str, ...]:
@@ -641,6 +711,8 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
                             "them without an error (set lengths.drop_over_sequence_len, shorten them, or raise "
                             "sequence_len)")
     lengths["per_category"] = dict(sorted(lengths["per_category"].items()))
+    if not counts["train_rows"]:
+        warnings.append("the train split is empty: no row survived validation, dedup, QC and the mix")
     if counts["quarantined"]:
         warnings.append(f"{counts['quarantined']:,} bad rows are in quarantine.jsonl (with file, line and reason)")
 
@@ -714,24 +786,21 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
                 target = f"{fname}.{p + 1:02d}-{pname}.jsonl"
                 copy_range(str(tmp / f"{fname}.jsonl"), str(tmp / target), rng["bytes"][0],
                            rng["bytes"][1] - rng["bytes"][0])
-                extra_files[f"{fname}.{p + 1:02d}-{pname}"] = (target, rng["rows"][1] - rng["rows"][0])
+                extra_files[f"{fname}.{p + 1:02d}-{pname}"] = (
+                    target, rng["rows"][1] - rng["rows"][0],
+                    written.phase_digests.get((fname, p), hashlib.sha256().hexdigest()))
                 phases[p][key] = target
 
-    # Hashes of every output, in parallel (hashlib releases the GIL).
-    entries = {name: (f"{name}.jsonl", written.rows[name]) for name in OUTPUT_FILES}
-    entries["quarantine"] = ("quarantine.jsonl", counts["quarantined"])
-    entries["qc_json"] = ("qc.json", None)
-    entries["qc_md"] = ("qc.md", None)
-    entries["review"] = ("review.md", None)
+    # Hashes: train/eval/sample and the phase files were hashed while they were written; the small
+    # files now.
+    entries = {name: (f"{name}.jsonl", written.rows[name], written.digests[name]) for name in OUTPUT_FILES}
+    entries["quarantine"] = ("quarantine.jsonl", counts["quarantined"], None)
+    entries["qc_json"] = ("qc.json", None, None)
+    entries["qc_md"] = ("qc.md", None, None)
+    entries["review"] = ("review.md", None, None)
     entries.update(extra_files)
-    total = sum(os.path.getsize(tmp / path) for path, _ in entries.values())
-    progress.start("hash", total)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(sha256_file, tmp / path, lambda n: progress.advance("hash", n))
-                   for name, (path, _rows) in entries.items()}
-        files = {name: {"path": path, "rows": rows, "bytes": os.path.getsize(tmp / path),
-                        "sha256": futures[name].result()} for name, (path, rows) in entries.items()}
-    progress.finish("hash")
+    files = {name: {"path": path, "rows": rows, "bytes": os.path.getsize(tmp / path),
+                    "sha256": digest or sha256_file(tmp / path)} for name, (path, rows, digest) in entries.items()}
 
     stage = None
     if previous is not None:

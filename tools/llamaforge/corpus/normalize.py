@@ -56,15 +56,22 @@ def json_kind(value: Any) -> str:
             dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _text(obj: dict, key: str, where: str = "") -> str:
-    if key not in obj:
-        raise RowProblem("missing_field", f"no {where}{key!r} field")
-    value = obj[key]
+def _text_problem(value, name: str) -> RowProblem | None:
+    """Why `value` (a field named `name`) is not usable text, or None."""
     if type(value) is not str:
-        raise RowProblem("wrong_type", f"{where}{key!r} is {json_kind(value)}, expected text")
+        return RowProblem("wrong_type", f"{name} is {json_kind(value)}, expected text")
     if not value or value.isspace():
-        raise RowProblem("empty_message", f"{where}{key!r} is empty")
-    return value
+        return RowProblem("empty_message", f"{name} is empty")
+    return None
+
+
+def _text(obj: dict, key: str) -> str:
+    if key not in obj:
+        raise RowProblem("missing_field", f"no {key!r} field")
+    problem = _text_problem(obj[key], repr(key))
+    if problem:
+        raise problem
+    return obj[key]
 
 
 def _optional_text(obj: dict, key: str) -> str | None:
@@ -89,12 +96,8 @@ def _turn_problem(i: int, turn, key: str, role_key: str, text_key: str, role_map
         return RowProblem("unknown_role", f"{key}[{i}].{role_key} is {role[:40]!r}")
     if text_key not in turn:
         return RowProblem("missing_field", f"{key}[{i}] has no {text_key!r}")
-    content = turn[text_key]
-    if type(content) is not str:
-        return RowProblem("wrong_type", f"{key}[{i}].{text_key} is {json_kind(content)}, expected text")
-    if not content or content.isspace():
-        return RowProblem("empty_message", f"{key}[{i}].{text_key} is empty")
-    return RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
+    return _text_problem(turn[text_key], f"{key}[{i}].{text_key}") or \
+        RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
 
 
 def _turns(items: Any, key: str, role_key: str, text_key: str, role_map) -> list[dict]:
@@ -194,10 +197,9 @@ def row_category(obj: dict, fixed: str | None, field_name: str | None) -> str:
     if field_name is not None:
         if field_name in obj:
             value = obj[field_name]
-            if type(value) is not str:
-                raise RowProblem("wrong_type", f"{field_name!r} is {json_kind(value)}, expected text")
-            if not value or value.isspace():
-                raise RowProblem("empty_message", f"{field_name!r} is empty")
+            problem = _text_problem(value, repr(field_name))
+            if problem:
+                raise problem
             return value
         if fixed is None:
             raise RowProblem("missing_field", f"no {field_name!r} field (the spec takes the category from it)")

@@ -33,6 +33,7 @@ RECORD = np.dtype([
     ("h1", "<u8"), ("h2", "<u8"), ("key", "<u8"), ("off", "<u8"), ("nbytes", "<u4"), ("size", "<u4"),
     ("line", "<u4"), ("cat", "<u2"), ("turns", "u1"), ("flags", "u1"),
 ])
+_BLANK = frozenset(b" \t\r\n\x0b\x0c")
 RECORD_PACK = struct.Struct("<16sQQIIIHBB")
 assert RECORD_PACK.size == RECORD.itemsize
 
@@ -172,7 +173,7 @@ class _TaskScan:
             category = None
         self.quarantine.append((where, reason, detail, excerpt(raw), category))
 
-    def accept(self, obj, where: int, raw: bytes | None = None) -> None:
+    def accept(self, obj, where: int, view=None, start: int = 0, end: int = 0) -> None:
         """Normalize one parsed row and spool it; on a problem, quarantine it. (The hot path.)"""
         try:
             messages = normalize_row(obj, self.fmt)
@@ -181,8 +182,8 @@ class _TaskScan:
             if type(category) is not str or not category or category.isspace():
                 category = row_category(obj, self.src.category, field_name)
         except RowProblem as p:
-            if raw is None:
-                raw = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+            raw = bytes(view[start:end]) if view is not None else \
+                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
             self.reject(where, p.reason, p.detail, raw, obj)
             return
         if self.system_prompt is not None:
@@ -286,25 +287,35 @@ def _scan_rows(scan: _TaskScan, rows) -> ScanResult:
 
 
 def _scan_lines(scan: _TaskScan, data: bytes, task: ReadTask) -> ScanResult:
+    """The rows of JSONL bytes (a whole range of lines). Lines are parsed in place (memoryview
+    slices, no copy); line numbers count blank lines too."""
+    pos, size = 0, len(data)
     if task.start == 0 and data.startswith(BOM):
-        data = data[len(BOM):]
-    lines = data.split(b"\n")
-    # The piece after the last newline: empty when the range ends with a newline.
-    unterminated = len(lines) - 1 if lines[-1] else -1
+        pos = len(BOM)
+    view = memoryview(data)
+    find = data.find
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for i, raw in enumerate(lines):
-        if not raw or raw.isspace():
-            continue
-        try:
-            obj = loads(raw)
-        except decode_error as exc:
-            problem = utf8_problem(raw)
-            if problem:
-                scan.reject(i, "invalid_utf8", problem, raw)
-            elif i == unterminated and task.last:
-                scan.reject(i, "truncated_last_line", f"the file ends without a newline inside this row ({exc})", raw)
+    i = 0
+    while pos < size:
+        end = find(b"\n", pos)
+        last = end < 0
+        if last:
+            end = size
+        if end > pos and (data[pos] not in _BLANK or not data[pos:end].isspace()):
+            try:
+                obj = loads(view[pos:end])
+            except decode_error as exc:
+                raw = data[pos:end]
+                problem = utf8_problem(raw)
+                if problem:
+                    scan.reject(i, "invalid_utf8", problem, raw)
+                elif last and task.last:
+                    scan.reject(i, "truncated_last_line", f"the file ends without a newline inside this row ({exc})",
+                                raw)
+                else:
+                    scan.reject(i, "invalid_json", str(exc), raw)
             else:
-                scan.reject(i, "invalid_json", str(exc), raw)
-            continue
-        scan.accept(obj, i, raw)
+                scan.accept(obj, i, view, pos, end)
+        pos = end + 1
+        i += 1
     return scan.finish(line_based=True, newlines=data.count(b"\n"))
