@@ -68,6 +68,9 @@ def test_planted_bad_rows_are_quarantined_with_line_and_reason(corpus_dir):
     assert c["quarantined"] == len(PLANTED) and c["kept"] == len(good)
     assert c["quarantined_by_reason"] == dict(sorted(Counter(r for _raw, r in PLANTED).items()))
     assert not count_identity_errors(c)
+    # the same line numbers when the file is cut into many small ranges
+    build_corpus(spec, BuildOptions(chunk_bytes=300, workers=1))
+    assert read_jsonl(corpus_dir / "out" / "c" / "quarantine.jsonl") == q
 
 
 def test_counts_reconcile_per_source_and_category_with_duplicates(corpus_dir):

@@ -218,8 +218,10 @@ class _TaskScan:
                 size += len(m["content"])
         if self.near is not None:
             self.near_texts.append("\n".join(m["content"] for m in messages))
-        self.records += self.pack(digest, key, off, len(line), min(size, 0xFFFFFFFF), where, code,
-                                  min(len(messages), 255), flags)
+        turns = len(messages)
+        if size > 0xFFFFFFFF or turns > 255:  # absurd rows: the record keeps capped counts
+            size, turns = min(size, 0xFFFFFFFF), min(turns, 255)
+        self.records += self.pack(digest, key, off, len(line), size, where, code, turns, flags)
 
     def finish(self, *, line_based: bool, newlines: int = 0) -> ScanResult:
         self.spool.flush()  # the rows of this task are on disk before its records are returned
@@ -295,7 +297,7 @@ def _scan_lines(scan: _TaskScan, data: bytes, task: ReadTask) -> ScanResult:
     view = memoryview(data)
     find = data.find
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    i = 0
+    i, last = 0, False
     while pos < size:
         end = find(b"\n", pos)
         last = end < 0
@@ -318,4 +320,5 @@ def _scan_lines(scan: _TaskScan, data: bytes, task: ReadTask) -> ScanResult:
                 scan.accept(obj, i, view, pos, end)
         pos = end + 1
         i += 1
-    return scan.finish(line_based=True, newlines=data.count(b"\n"))
+    # Every line read ends with a newline but an unterminated last one.
+    return scan.finish(line_based=True, newlines=i - (1 if last else 0))
