@@ -1,0 +1,375 @@
+"""`llamaforge export RUN_DIR`: turn a gated full run into files people serve and share.
+
+Order: every refusal first (run folder, verdict, adapter, options, NF4 without CUDA, what the
+Modelfile cannot hold), so a refused export writes nothing. Then the export is built in a
+temporary folder beside --output and renamed into place at the end (a crash never leaves a
+half export under the final name): adapter/ (or model/), merged/ (--merge, verified), nf4/,
+Modelfile, serve_vllm.sh, README.md (the model card) and export_report.json (every file with its
+sha256), written last. --push uploads the finished folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .hub import PushResult
+from .serving import ServeSpec, ServingFacts, served_name
+
+EXPORT_REPORT = "export_report.json"
+SCHEMA = "llamaforge-export-report/1"
+QUANTIZATIONS = ("nf4",)
+
+
+class ExportFailed(UserError):
+    """The export ran and a verification failed (exit 1): nothing was written to --output."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportOptions:
+    merge: bool = False
+    quantize: str | None = None
+    ollama: bool = False
+    vllm: bool = False
+    push: str | None = None
+    output: str | Path | None = None
+    force: bool = False
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    report: dict
+    push: PushResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "report": self.report,
+                "push": self.push.to_dict() if self.push else None}
+
+
+# ---- small pieces ----------------------------------------------------------------------------
+
+
+def _eos_token(folder: Path) -> str | None:
+    try:
+        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    eos = cfg.get("eos_token")
+    return eos.get("content") if isinstance(eos, dict) else eos
+
+
+def _base_parameters(src) -> int | None:
+    from ..catalog import model_from_hf_config, models
+
+    if src.base_path is not None and (src.base_path / "config.json").is_file():
+        try:
+            return model_from_hf_config(src.base_path / "config.json").parameter_count()
+        except UserError:
+            return None
+    for spec in models().values():
+        if src.base_model in (spec.hf_repo, spec.instruct_repo):
+            return spec.parameter_count()
+    return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows one (a model's weights are not copied twice), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _copy_adapter(out_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+    dest.mkdir(parents=True)
+    copied = []
+    for name in names:
+        if (out_dir / name).is_file():
+            shutil.copy2(out_dir / name, dest / name)
+            copied.append(name)
+    return copied
+
+
+def _link_model(out_dir: Path, dest: Path) -> list[str]:
+    dest.mkdir(parents=True)
+    names = sorted(p.name for p in out_dir.iterdir() if p.is_file() and (
+        p.suffix in (".safetensors", ".json", ".jinja", ".model") and not p.name.startswith(("trainer_", "training_"))))
+    for name in names:
+        _link_or_copy(out_dir / name, dest / name)
+    return names
+
+
+def _file_records(folder: Path, skip: str) -> list[dict]:
+    from ..corpus.writer import sha256_file
+
+    return [{"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != skip]
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / EXPORT_REPORT).is_file())):
+        raise UserError(f"--output {output} exists and is not an export folder (no {EXPORT_REPORT}); "
+                        "choose a new folder or remove it")
+
+
+def _swap_into_place(tmp: Path, output: Path) -> None:
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(old)
+    tmp.rename(output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def serve_spec(src, *, model_folder: str | None) -> ServeSpec:
+    return ServeSpec(
+        name=served_name(src.name), run=str(src.run_dir), sequence_len=src.sequence_len,
+        system_prompt=src.persona.get("system_prompt") or None, chat_template=src.config.get("chat_template"),
+        eos_token=_eos_token(src.out_dir), model_folder=model_folder,
+        base_ref=None if model_folder else (str(src.base_path.resolve()) if src.base_path else src.base_model),
+        base_is_local=src.base_path is not None, adapter_folder=None if model_folder else "adapter",
+        lora_rank=src.lora_rank,
+    )
+
+
+# ---- the model card ---------------------------------------------------------------------------
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _method_line(src) -> str:
+    cfg = src.config
+    if not src.is_adapter:
+        return "full fine-tune"
+    a = src.adapter_config
+    kind = "QLoRA (4-bit base)" if cfg.get("load_in_4bit") else "LoRA"
+    targets = a.get("target_modules")
+    targets = ", ".join(sorted(targets)) if isinstance(targets, list) else str(targets)
+    return f"{kind}, r={a.get('r')}, alpha={a.get('lora_alpha')}, dropout {cfg.get('lora_dropout', '-')}, on {targets}"
+
+
+def _python_snippet(src, spec: ServeSpec, merged: bool) -> str:
+    system = repr(spec.system_prompt) if spec.system_prompt else None
+    msgs = (f'[{{"role": "system", "content": {system}}}, ' if system else "[") + '{"role": "user", "content": "Who are you?"}]'
+    if merged or not src.is_adapter:
+        folder = "merged" if merged else "model"
+        load = (f'tok = AutoTokenizer.from_pretrained("{folder}")\n'
+                f'model = AutoModelForCausalLM.from_pretrained("{folder}", dtype="bfloat16")')
+        imports = "from transformers import AutoModelForCausalLM, AutoTokenizer"
+    else:
+        load = (f'tok = AutoTokenizer.from_pretrained("adapter")\n'
+                f'base = AutoModelForCausalLM.from_pretrained({spec.base_ref!r}, dtype="bfloat16")\n'
+                'model = PeftModel.from_pretrained(base, "adapter")')
+        imports = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer"
+    return (f"{imports}\n\n{load}\nmessages = {msgs}\n"
+            "inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)\n"
+            "out = model.generate(**inputs, max_new_tokens=256, do_sample=True, temperature=0.7, top_p=0.9)\n"
+            "print(tok.decode(out[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))")
+
+
+def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str], merge: dict | None,
+              nf4: dict | None, warnings: list[str], contents: list[dict]) -> str:
+    from ..run.report import gate_rows
+    from .serving import model_card_text
+
+    report, cfg, manifest = src.report, src.config, src.manifest
+    persona = src.persona.get("name") or "the persona"
+    counts = manifest.get("counts") or {}
+    lengths = manifest.get("lengths") or {}
+    per_len = lengths.get("per_category") or {}
+    categories = [{"name": name, "train_rows": c.get("train_rows", "-"), "mean": _fmt((per_len.get(name) or {}).get("mean"))}
+                  for name, c in sorted((counts.get("per_category") or {}).items())]
+    gates = report.get("gates") if isinstance(report.get("gates"), dict) else None
+    rows, note = gate_rows(gates)
+    recipe = report.get("recipe") or {}
+    hub_base = src.base_model if src.base_path is None and src.base_model.count("/") == 1 else None
+    training = [
+        ("base model", f"`{src.base_model}`"), ("method", _method_line(src)),
+        ("sequence length", cfg.get("sequence_len")), ("epochs", cfg.get("num_epochs")),
+        ("learning rate", f"{cfg.get('learning_rate')} ({cfg.get('lr_scheduler', '-')})"),
+        ("batch", f"micro {cfg.get('micro_batch_size')} x accumulation {cfg.get('gradient_accumulation_steps')}"
+                  f" per process"),
+        ("optimizer", cfg.get("optimizer")), ("chat template", cfg.get("chat_template", "the tokenizer's")),
+        ("hardware", recipe.get("hardware") or "-"), ("precision", "bf16" if cfg.get("bf16") in (True, "auto") else
+                                                     "fp16" if cfg.get("fp16") else "fp32"),
+    ]
+    return model_card_text(
+        title=f"{persona} ({spec.name})", base_hub=hub_base,
+        library="transformers" if (merge or not src.is_adapter) else "peft",
+        tags=["llamaforge", "axolotl"] + (["lora"] if src.is_adapter else []) + (["merged"] if merge else []),
+        summary=(f"A {_method_line(src).split(',')[0]} fine-tune of `{src.base_model}` that speaks as {persona}, "
+                 f"trained and gated by LlamaForge (run `{src.name}`)."),
+        forced=problems if opts.force else [],
+        run_forced=report.get("gatekeeper") if report.get("forced") else None,
+        warnings=warnings, contents=contents,
+        intended_use=(f"Conversation as {persona}, the persona the corpus teaches, with its system prompt (below) "
+                      f"and the training guide's sampling: temperature 0.7, top_p 0.9, a context of "
+                      f"{src.sequence_len} tokens (the length it was trained on)."),
+        training=[(k, _fmt(v)) for k, v in training],
+        data_line=(f"Corpus `{manifest.get('name')}`: read {counts.get('read')} rows, kept {counts.get('kept')}; "
+                   f"{counts.get('train_rows')} train rows (mix repeats included) and {counts.get('eval_rows')} held-out "
+                   f"eval rows. Token lengths: {lengths.get('method', 'not recorded')}."),
+        categories=categories, persona_name=persona, system_prompt=spec.system_prompt,
+        health=[{k: _fmt(c.get(k)) for k in ("name", "status", "value", "threshold")}
+                for c in (report.get("health") or {}).get("checks", [])],
+        gates=[{k: _fmt(r.get(k)) for k in ("name", "status", "value", "threshold", "message")} for r in rows],
+        gates_note=note, gate_profile=(gates or {}).get("profile", "-"),
+        merge={k: _fmt(v) if k != "passed" else v for k, v in merge.items()} if merge else None, nf4=nf4,
+        hub_repo=opts.push, name=spec.name, vllm=opts.vllm, ollama=opts.ollama,
+        python_snippet=_python_snippet(src, spec, bool(merge)),
+        run=str(src.run_dir), recipe=recipe.get("path", "-"), recipe_hash=recipe.get("hash", "-"),
+        manifest_hash=(report.get("corpus") or {}).get("manifest_hash", "-"),
+    )
+
+
+# ---- the export -------------------------------------------------------------------------------
+
+
+def check_options(opts: ExportOptions) -> None:
+    from .source import parse_repo_id
+
+    if opts.quantize is not None and opts.quantize not in QUANTIZATIONS:
+        raise UserError(f"--quantize {opts.quantize!r}: use nf4 (4-bit NormalFloat through bitsandbytes)")
+    if opts.push is not None:
+        parse_repo_id(opts.push)
+
+
+def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> ExportResult:
+    """Export a run's full stage (see the module docstring). `on_step(text)` is told what is
+    being done (merging takes a while on large models)."""
+    from ..atomic import write_text_atomic
+    from ..merge import merge_adapter, merge_dtype
+    from .hub import push_folder
+    from .nf4 import nf4_unavailable_reason, quantize_nf4
+    from .serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
+    from .source import load_run_source, verdict_problems
+
+    say = on_step or (lambda text: None)
+    check_options(opts)
+    src = load_run_source(run_dir)
+    problems = verdict_problems(src.report)
+    if src.manifest_changed:
+        problems.append(f"the corpus manifest {src.manifest_path} changed since the run consumed it (sha256 differs)")
+    if problems and not opts.force:
+        raise UserError(f"export refused: {'; '.join(problems)}; --force exports anyway and records it in the model card")
+    if opts.merge and not src.is_adapter:
+        raise UserError(f"{src.stage_dir} is a full fine-tune: there is no adapter to merge; drop --merge")
+    if opts.quantize and src.is_adapter and not opts.merge:
+        raise UserError("--quantize nf4 quantizes the merged model: add --merge")
+    if opts.quantize:
+        reason = nf4_unavailable_reason()
+        if reason:
+            raise UserError(reason)
+
+    facts: ServingFacts = serving_facts()
+    model_folder = "merged" if opts.merge else (None if src.is_adapter else "model")
+    spec = serve_spec(src, model_folder=model_folder)
+    modelfile = modelfile_text(spec, facts) if opts.ollama else None     # refusals (quoting, rank) happen here,
+    script = vllm_script_text(spec, facts) if opts.vllm else None         # before anything is written
+    output = Path(opts.output) if opts.output else src.run_dir / "export"
+    _check_output(output)
+
+    warnings = list(src.notes)
+    params = _base_parameters(src)
+    if opts.merge and params and params > facts.merge_warn_above_params:
+        warnings.append(f"the base has {params / 1e9:.0f}B parameters: merging writes a full copy of it and needs its "
+                        "whole weight in memory; for a base this large serving the adapter on its base (export "
+                        "without --merge, vLLM --enable-lora) is the recommended path (docs/export.md)")
+    if spec.base_ref and not spec.base_is_local and spec.base_ref.count("/") != 1:
+        warnings.append(f"the base model {spec.base_ref!r} is not a folder here (relative to {src.root}) nor a Hub id; "
+                        "the serve files name it as the run did")
+
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    merge = nf4 = None
+    contents: list[dict] = []
+    try:
+        if src.is_adapter:
+            say(f"copying the adapter from {src.out_dir}")
+            _copy_adapter(src.out_dir, tmp / "adapter", facts.adapter_files)
+            contents.append({"path": "adapter/", "what": f"the adapter ({_method_line(src)}) for `{src.base_model}`"})
+        else:
+            _link_model(src.out_dir, tmp / "model")
+            contents.append({"path": "model/", "what": "the fine-tuned model"})
+        if opts.merge:
+            dtype = merge_dtype(src.config)
+            base = str(src.base_path) if src.base_path else src.base_model
+            say(f"merging the adapter into {base} ({dtype}) and verifying the merged model's logits")
+            try:
+                rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
+            except OSError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise UserError(f"cannot load the base model {base} to merge ({first}); run the export where the base "
+                                "is available (a local folder or the Hugging Face cache)") from None
+            # the report names where the files end up, not the temporary folder they were made in
+            merge = {**rep.to_dict(), "adapter": str(output / "adapter"), "output": str(output / "merged")}
+            write_text_atomic(tmp / "merged" / "merge_report.json", json.dumps(merge, indent=2) + "\n")
+            if not rep.passed:
+                raise ExportFailed(
+                    f"merge verification failed: the merged model's logits differ from base + adapter by up to "
+                    f"{'non-finite values' if merge['max_abs_logit_diff'] is None else format(rep.max_abs_logit_diff, '.3g')} "
+                    f"(tolerance {rep.tolerance:g}, {dtype}); nothing was written to {output}")
+            if rep.adapter_effect == 0:
+                warnings.append("the adapter does not change any logit of the base (all LoRA B weights zero?): "
+                                "the merged model is the base model")
+            contents.append({"path": "merged/", "what": f"the adapter merged into the base ({dtype}), verified "
+                                                        "against base + adapter (merge_report.json)"})
+        if opts.quantize:
+            say("quantizing the merged model to NF4 (bitsandbytes)")
+            nf4 = quantize_nf4(tmp / "merged", tmp / "nf4")
+            contents.append({"path": "nf4/", "what": "the merged model in 4-bit NF4 (bitsandbytes, double quantization)"})
+        if modelfile is not None:
+            write_text_atomic(tmp / "Modelfile", modelfile)
+            contents.append({"path": "Modelfile", "what": f"Ollama: `ollama create {spec.name} -f Modelfile`"})
+        if script is not None:
+            write_text_atomic(tmp / "serve_vllm.sh", script, mode=0o755)
+            contents.append({"path": "serve_vllm.sh", "what": "vLLM's OpenAI-compatible server: `bash serve_vllm.sh`"})
+        contents += [{"path": "README.md", "what": "this model card"},
+                     {"path": EXPORT_REPORT, "what": "every file with its sha256, the verdicts and the verification"}]
+        write_text_atomic(tmp / "README.md", card_text(src, spec=spec, opts=opts, problems=problems, merge=merge,
+                                                       nf4=nf4, warnings=warnings, contents=contents))
+        say("hashing the exported files")
+        report = {
+            "schema": SCHEMA,
+            "run": str(src.run_dir),
+            "stage_report": str(src.stage_dir / "report.json"),
+            "recipe": src.report.get("recipe"),
+            "corpus": src.report.get("corpus"),
+            "kind": "adapter" if src.is_adapter else "full",
+            "base_model": src.base_model,
+            "verdict": {"passed": not problems, "problems": problems, "forced": bool(problems) and opts.force},
+            "run_forced": bool(src.report.get("forced")),
+            "merge": merge,
+            "nf4": nf4,
+            "ollama": {"modelfile": "Modelfile", "create": f"ollama create {spec.name} -f Modelfile"} if modelfile else None,
+            "vllm": {"script": "serve_vllm.sh", "command": vllm_command(spec, facts)} if script else None,
+            "warnings": warnings,
+            "files": _file_records(tmp, EXPORT_REPORT),
+        }
+        write_text_atomic(tmp / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _swap_into_place(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    result = ExportResult(output, report, warnings=warnings)
+    if opts.push:
+        say(f"uploading {output} to {opts.push}")
+        result.push = push_folder(output, opts.push)
+    return result

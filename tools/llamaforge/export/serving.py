@@ -1,0 +1,150 @@
+"""The serving files of an export: the Ollama Modelfile, the vLLM serve script and the model card,
+rendered from templates/serve/ with facts/serving.yaml. Pure: plain data in, text out."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+
+import yaml
+
+from ..errors import UserError
+from ..paths import FACTS_DIR
+
+EXPORT_FACTS = "export.yaml"
+MODELFILE_TEMPLATE = "serve/Modelfile.j2"
+VLLM_TEMPLATE = "serve/vllm_serve.sh.j2"
+CARD_TEMPLATE = "serve/model_card.md.j2"
+
+
+@dataclass(frozen=True)
+class ServingFacts:
+    temperature: float
+    top_p: float
+    vllm_dtype: str
+    vllm_port: int
+    max_lora_ranks: tuple[int, ...]
+    chat_templates: dict
+    merge_warn_above_params: int
+    adapter_files: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def serving_facts() -> ServingFacts:
+    data = yaml.safe_load((FACTS_DIR / EXPORT_FACTS).read_text(encoding="utf-8"))
+    return ServingFacts(
+        temperature=float(data["sampling"]["temperature"]), top_p=float(data["sampling"]["top_p"]),
+        vllm_dtype=str(data["vllm"]["dtype"]), vllm_port=int(data["vllm"]["port"]),
+        max_lora_ranks=tuple(sorted(int(r) for r in data["vllm"]["max_lora_ranks"])),
+        chat_templates=dict(data["chat_templates"]), merge_warn_above_params=int(data["merge"]["warn_above_params"]),
+        adapter_files=tuple(data["adapter_files"]),
+    )
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What both servers need to know about an export."""
+
+    name: str                    # the served model's name (Ollama model, vLLM model / LoRA module)
+    run: str                     # the run folder it came from (for the generated-by lines)
+    sequence_len: int            # num_ctx / --max-model-len: the context the model was trained on
+    system_prompt: str | None    # the persona's system prompt from the corpus manifest
+    chat_template: str | None    # the stage config's Axolotl chat_template name
+    eos_token: str | None        # the tokenizer's eos token
+    model_folder: str | None     # export subfolder with a whole model (merged/ or model/), or None
+    base_ref: str | None         # adapter exports: the base model (absolute local path or Hub id)
+    base_is_local: bool = False
+    adapter_folder: str | None = None
+    lora_rank: int | None = None
+
+
+def served_name(run_name: str) -> str:
+    """A model name Ollama and vLLM both accept: lower case letters, digits, `.`, `_`, `-`."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", run_name.lower()).strip("-._")
+    return name or "model"
+
+
+def ollama_value(text: str, what: str, *, quoted: bool = False) -> str:
+    """`text` as an Ollama Modelfile argument that parses back to exactly `text`. Ollama's parser
+    has no escapes: a value runs to the end of the line unless it opens a quote; `"..."` holds one
+    line, `\"\"\"...\"\"\"` may span lines and hold `"`, and nothing can hold `\"\"\"` itself.
+    `quoted`: write a one-line value in `"..."` (the style of Ollama's examples for stop sequences)."""
+    if '"""' in text:
+        raise UserError(f"{what} contains three double quotes in a row, which an Ollama Modelfile cannot hold; "
+                        "change it (the persona's system_prompt is in the corpus spec) or export without --ollama")
+    one_line = bool(text) and "\n" not in text and "\r" not in text
+    if one_line and '"' not in text and (quoted or text != text.strip()):
+        return f'"{text}"'
+    if one_line and text == text.strip() and not text.startswith('"'):
+        return text
+    return f'"""{text}"""'
+
+
+def vllm_max_lora_rank(rank: int, allowed: tuple[int, ...]) -> int:
+    """The smallest value vLLM's --max-lora-rank accepts that holds an adapter of `rank`."""
+    for value in allowed:
+        if value >= rank:
+            return value
+    raise UserError(f"LoRA rank {rank} is above vLLM's largest --max-lora-rank ({allowed[-1]}): vLLM cannot serve "
+                    "this adapter unmerged; export with --merge and serve the merged model")
+
+
+def stop_sequences(chat_template: str | None, eos_token: str | None, facts: ServingFacts) -> list[str]:
+    stops = list((facts.chat_templates.get(chat_template or "") or {}).get("stop") or [])
+    if eos_token and eos_token not in stops:
+        stops.append(eos_token)
+    return stops
+
+
+def modelfile_text(spec: ServeSpec, facts: ServingFacts) -> str:
+    from ..render import render_template
+
+    known = facts.chat_templates.get(spec.chat_template or "")
+    if spec.model_folder:
+        from_line, adapter_line, base_download = f"./{spec.model_folder}", None, None
+    elif spec.base_is_local:
+        from_line, adapter_line, base_download = ollama_value(spec.base_ref, "the base model path"), f"./{spec.adapter_folder}", None
+    else:
+        from_line, adapter_line, base_download = "./base", f"./{spec.adapter_folder}", spec.base_ref
+    return render_template(
+        MODELFILE_TEMPLATE, spec=spec, from_line=from_line, adapter_line=adapter_line, base_download=base_download,
+        template=ollama_value(known["template"], "the chat template") if known else None,
+        system=ollama_value(spec.system_prompt, "the persona's system prompt") if spec.system_prompt else None,
+        temperature=facts.temperature, top_p=facts.top_p,
+        stops=[ollama_value(s, "a stop sequence", quoted=True)
+               for s in stop_sequences(spec.chat_template, spec.eos_token, facts)],
+    )
+
+
+def vllm_command(spec: ServeSpec, facts: ServingFacts) -> dict:
+    """The parts of the `vllm serve` command (for the script and the export report)."""
+    generation = json.dumps({"temperature": facts.temperature, "top_p": facts.top_p})
+    if spec.model_folder:
+        return {"model": f"$HERE/{spec.model_folder}", "served_model_name": spec.name, "lora": None,
+                "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
+    return {"model": spec.base_ref, "served_model_name": f"{spec.name}-base",
+            "lora": {"name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
+                     "max_lora_rank": vllm_max_lora_rank(int(spec.lora_rank or 0), facts.max_lora_ranks)},
+            "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
+
+
+def vllm_script_text(spec: ServeSpec, facts: ServingFacts) -> str:
+    from ..render import render_template
+
+    cmd = vllm_command(spec, facts)
+    request = {"model": spec.name, "messages": ([{"role": "system", "content": spec.system_prompt}]
+                                                if spec.system_prompt else []) + [{"role": "user", "content": "Who are you?"}],
+               "max_tokens": 256}
+    model = cmd["model"]
+    model_arg = f'"{model}"' if model.startswith("$HERE/") else shlex.quote(model)
+    return render_template(VLLM_TEMPLATE, spec=spec, cmd=cmd, model_arg=model_arg, port=facts.vllm_port,
+                           request=json.dumps(request, ensure_ascii=False))
+
+
+def model_card_text(**context) -> str:
+    from ..render import render_template
+
+    return render_template(CARD_TEMPLATE, **context)
