@@ -353,6 +353,12 @@ def test_exact_lengths_with_a_local_tokenizer(corpus_dir):
                            lengths={"tokenizer": "./nope"})
     with pytest.raises(UserError, match="not found"):
         build_corpus(spec)
+    (corpus_dir / "broken").mkdir()
+    (corpus_dir / "broken" / "tokenizer.json").write_text("{}")
+    spec = corpus_dir.spec(sources=[{"path": "t.jsonl", "category_field": "_category"}],
+                           lengths={"tokenizer": "broken"})
+    with pytest.raises(UserError, match="cannot be loaded"):
+        build_corpus(spec)
 
 
 def test_near_duplicates_are_counted(corpus_dir):

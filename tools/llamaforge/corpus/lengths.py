@@ -139,6 +139,13 @@ def resolve_tokenizer(lengths_spec, catalog_lookup=None) -> LengthMethod:
     if found is None:
         return LengthMethod(None, cpt, overhead,
                             f"the tokenizer of {name} is not available locally; download it to use exact counts")
+    try:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_file(str(found))
+    except Exception as exc:  # noqa: BLE001 - any load failure is the same user-facing problem
+        raise UserError(f"lengths.tokenizer {name}: {found} cannot be loaded ({type(exc).__name__}); "
+                        "give a valid tokenizer.json or remove the key to use the approximation") from None
     measured = _template_overhead(found)
     if measured is not None:
         overhead, how = measured
