@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..atomic import write_bytes_atomic
 from ..errors import UserError
 from ..paths import display_path
 from .dedup import lsh_bands, repeat_keys
@@ -43,8 +44,7 @@ from .scan import RECORD, ScanConfig, ScanResult, SourceRead, init_worker, scan_
 from .selection import DUP_EXACT, DUP_NEAR, EVAL, FILTER_REASONS, FILTERED, STATE_COUNT, TRAIN, select_rows
 from .spec import CorpusSpec, ResolvedSource, corpus_facts, load_spec, resolve_sources
 from .split import phase_of_categories
-from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, \
-    write_bucket, write_bytes_atomic
+from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, write_bucket
 
 OUTPUT_FILES = ("train", "eval", "sample")
 REPEAT_SUFFIX = len(b',"_repeat":')
@@ -402,27 +402,27 @@ class _Plan:
     c_size: np.ndarray
 
 
+def _near_duplicate_finder(work: Path, n: int, near, threshold: float):
+    """near_duplicates over the signatures and band keys pass 1 wrote (read one band at a time)."""
+    from .dedup import near_duplicates
+
+    num_perm, _sample, bands = near
+    sigs = np.memmap(work / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, num_perm)) if n else None
+
+    def similarity(a, b):
+        return (np.asarray(sigs[a]) == np.asarray(sigs[b])).mean(axis=1)
+
+    columns = [lambda i=i: np.fromfile(work / f"band{i}.bin", dtype=np.uint64) for i in range(bands)]
+    return lambda eligible: near_duplicates(columns, eligible, similarity, threshold)
+
+
 def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, facts) -> _Plan:
     cols = collector.cols
     categories = list(collector.categories)
     key = cols.load("key")
     cat = cols.load("cat")
     n = len(key)
-    near_fn = None
-    if near is not None:
-        from .dedup import near_duplicates
-
-        num_perm, _sample, bands = near
-        sigs = np.memmap(work / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, num_perm)) if n else None
-
-        def similarity(a, b):
-            return (np.asarray(sigs[a]) == np.asarray(sigs[b])).mean(axis=1)
-
-        columns = [lambda i=i: np.fromfile(work / f"band{i}.bin", dtype=np.uint64) for i in range(bands)]
-
-        def near_fn(eligible):
-            return near_duplicates(columns, eligible, similarity, spec.dedup.near_threshold)
-
+    near_fn = _near_duplicate_finder(work, n, near, spec.dedup.near_threshold) if near is not None else None
     advice = tuple(facts["mix"]["general_share_advised"])
     selection = select_rows(
         h1=cols.load("h1"), h2=cols.load("h2"), key=key, cat=cat, flags=cols.load("flags"),

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import orjson
 
+from ..atomic import write_bytes_atomic
 from ..errors import UserError
 from ..paths import templates_dir
 from .normalize import RowProblem, normalize_row
 from .qc import load_phrase_lists
 from .readers import BOM, excerpt, utf8_problem
-from .writer import write_bytes_atomic
 
 BATCH_URL = "/v1/chat/completions"
 SYSTEM_PROMPT = ("You write training examples for fine-tuning a language model. Follow the template exactly and "

@@ -13,7 +13,6 @@ Matching is case-insensitive substring search over the text of every assistant t
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path

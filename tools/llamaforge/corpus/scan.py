@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from binascii import hexlify
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import orjson

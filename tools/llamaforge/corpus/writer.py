@@ -4,7 +4,7 @@ bucket's share of every file is known before writing, so buckets are written in 
 result is byte-identical however the work was divided). It also measures the QC flags of the rows
 picked for the QC sample and returns the rows picked for review.
 
-Also here: atomic commits of the output folder and files, and file hashing."""
+Also here: the atomic commit of the output folder, and file hashing."""
 
 from __future__ import annotations
 
@@ -155,13 +155,6 @@ def sha256_file(path: str | Path, progress=None) -> str:
             if progress is not None:
                 progress(len(block))
     return h.hexdigest()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def commit_dir(tmp_dir: Path, final_dir: Path) -> None:
