@@ -13,7 +13,6 @@ Matching is case-insensitive substring search over the text of every assistant t
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,10 +96,6 @@ def qc_rules(qc_spec, facts: dict) -> QcRules:
     )
 
 
-def assistant_texts(messages: list[dict]) -> list[str]:
-    return [m["content"] for m in messages if m["role"] == "assistant"]
-
-
 REPETITION_TAIL = 2000  # loops show at the end of an answer: the check reads its last characters
 
 
@@ -154,7 +149,3 @@ def flag_names(bits: int) -> list[str]:
 def opener(answer: str, words: int) -> str:
     """The first `words` words of an answer, lower-cased: what the report counts as its opener."""
     return " ".join(answer[: 24 * words].lower().split()[:words])
-
-
-def opener_hash(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
