@@ -57,6 +57,9 @@ def test_a_run_without_an_adapter_is_refused(cli, launch):
     nothing_exported(run)
     run2 = make_run(launch, name="noweights", write_weights=False)
     refused(cli("export", run2), "no adapter weights")
+    run3 = make_run(launch, name="garbled")
+    (run3 / "full/out/adapter_config.json").write_text("{not json")
+    refused(cli("export", run3), "not readable JSON", "damaged")
 
 
 @pytest.mark.parametrize("gates, health, words", [

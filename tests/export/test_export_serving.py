@@ -194,3 +194,23 @@ def test_safetensors_helper_writes_what_the_reader_reads(tmp_path):
 
     write_safetensors(tmp_path / "a.safetensors", {"x.lora_A.weight": (4, 64)})
     assert read_safetensors_shapes(tmp_path / "a.safetensors") == {"x.lora_A.weight": [4, 64]}
+
+
+def test_a_full_fine_tune_exports_its_model_folder(cli, launch):
+    from .run_folder import make_run as make
+
+    run = make(launch, adapter=False)
+    out_dir = run / "full/out"
+    (out_dir / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    write_safetensors(out_dir / "model.safetensors", {"lm_head.weight": (512, 64)})
+    (out_dir / "training_args.bin").write_bytes(b"\0")
+    res = cli("export", run, "--merge")
+    assert res.code == 2 and "full fine-tune" in res.err and "drop --merge" in res.err
+    out = export(cli, run, "--ollama", "--vllm")
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json"]
+    assert dict(read_modelfile((out / "Modelfile").read_text()))["FROM"] == "./model"
+    script = (out / "serve_vllm.sh").read_text()
+    assert 'vllm serve "$HERE/model"' in script and "--enable-lora" not in script
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["kind"] == "full" and report["merge"] is None
+    assert "AutoModelForCausalLM.from_pretrained(\"model\"" in (out / "README.md").read_text()

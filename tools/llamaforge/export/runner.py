@@ -197,6 +197,7 @@ def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str],
     rows, note = gate_rows(gates)
     recipe = report.get("recipe") or {}
     hub_base = src.base_model if src.base_path is None and src.base_model.count("/") == 1 else None
+    kind = _method_line(src).split(",")[0]
     training = [
         ("base model", f"`{src.base_model}`"), ("method", _method_line(src)),
         ("sequence length", cfg.get("sequence_len")), ("epochs", cfg.get("num_epochs")),
@@ -211,7 +212,7 @@ def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str],
         title=f"{persona} ({spec.name})", base_hub=hub_base,
         library="transformers" if (merge or not src.is_adapter) else "peft",
         tags=["llamaforge", "axolotl"] + (["lora"] if src.is_adapter else []) + (["merged"] if merge else []),
-        summary=(f"A {_method_line(src).split(',')[0]} fine-tune of `{src.base_model}` that speaks as {persona}, "
+        summary=(f"A {kind if kind.endswith('fine-tune') else kind + ' fine-tune'} of `{src.base_model}` that speaks as {persona}, "
                  f"trained and gated by LlamaForge (run `{src.name}`)."),
         forced=problems if opts.force else [],
         run_forced=report.get("gatekeeper") if report.get("forced") else None,

@@ -4,7 +4,6 @@ written. Reading (`load_run_source`) is separate from the judgements (`verdict_p
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,10 +179,10 @@ def same_model_ref(a: str, b: str, root: Path) -> bool:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{what} {path} is not readable JSON ({exc}); the run's output is damaged") from None
+    from ..run.metrics import read_json
+
+    data = read_json(path, missing=f"{what} {path} is missing",
+                     unreadable=f"{what} {path} is not readable JSON ({{reason}}); the run's output is damaged")
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} is not a JSON object; the run's output is damaged")
     return data
