@@ -58,6 +58,7 @@ def test_validate_stage_uses_the_sample_and_says_what_it_changed(workspace):
     plan, gate = plan_stage(recipe_path, "validate", runs_root=root / "runs")
     cfg = plan.config
     assert [d["path"] for d in cfg["datasets"]] == [str(Path(res.out_dir) / "sample.jsonl")]
+    assert "curriculum_sampling" not in cfg
     assert cfg["datasets"][0]["type"] == "chat_template"
     assert cfg["test_datasets"][0]["path"] == str(Path(res.out_dir) / "eval.jsonl")
     assert cfg["output_dir"] == str(root / "runs" / "recipe" / "validate" / "out")
@@ -148,6 +149,22 @@ def test_prepared_key_changes_with_the_corpus_and_a_local_tokenizer(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"v": 2}')
     assert a != prepared_dataset_key("a" * 64, str(tmp_path))
     assert prepared_dataset_key("a" * 64, "meta-llama/Llama-3.1-8B-Instruct") == prepared_dataset_key("a" * 64, None)
+
+
+def test_curriculum_phases_run_in_order(tmp_path):
+    from llamaforge.demo import demo_recipe_request
+    from llamaforge.render import write_files
+
+    res = build_corpus(datasets_dir() / "examples/example.yaml", BuildOptions(workers=1), cwd=tmp_path)
+    rec = demo_recipe_request(tmp_path / "model", res.out_dir, tmp_path / "recipe.yaml")
+    write_files(rec.files, tmp_path)
+    for stage, prefix in (("validate", "sample."), ("full", "train.")):
+        if stage == "full":
+            passing_report(tmp_path / "runs/recipe/validate", tmp_path / "recipe.yaml", Path(res.out_dir) / "manifest.json")
+        plan, _ = plan_stage(tmp_path / "recipe.yaml", stage, runs_root=tmp_path / "runs")
+        names = [Path(d["path"]).name for d in plan.config["datasets"]]
+        assert names == [f"{prefix}01-foundation.jsonl", f"{prefix}02-identity.jsonl"]
+        assert plan.config["shuffle_merged_datasets"] is False and plan.config["curriculum_sampling"] is True
 
 
 def test_derive_rejects_an_unknown_stage(workspace):

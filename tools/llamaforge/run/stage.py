@@ -113,7 +113,7 @@ class CorpusFiles:
     dir: Path
     train: list[Path]          # one file, or one per curriculum phase in order
     eval: Path
-    sample: Path
+    sample: list[Path]         # likewise for the validation sample
     sample_rows: int | None
     train_rows: int | None
     persona: str | None
@@ -128,14 +128,19 @@ def corpus_files(manifest: dict) -> CorpusFiles:
             raise UserError(f"corpus {base}: the manifest has no `{role}` file; rebuild the corpus")
         return files[role]
 
-    phases = manifest.get("phases") or []
-    phase_files = [base / p["path"] for p in phases if isinstance(p, dict) and p.get("path")]
+    phases = [p for p in (manifest.get("phases") or []) if isinstance(p, dict)]
+    train_phases = [base / p["path"] for p in phases if p.get("path")]
+    sample_phases = [base / p["sample_path"] for p in phases if p.get("sample_path")]
+    if len(train_phases) < 2:
+        train_phases = []
+    if len(sample_phases) < 2:
+        sample_phases = []
     persona = manifest.get("persona") or {}
     return CorpusFiles(
         dir=base,
-        train=phase_files or [base / need("train")["path"]],
+        train=train_phases or [base / need("train")["path"]],
         eval=base / need("eval")["path"],
-        sample=base / need("sample")["path"],
+        sample=sample_phases or [base / need("sample")["path"]],
         sample_rows=need("sample").get("rows"),
         train_rows=need("train").get("rows"),
         persona=persona.get("name") if isinstance(persona, dict) else None,
@@ -204,16 +209,26 @@ def derive_stage_config(
     cfg = copy.deepcopy(recipe.config)
     changes: list[str] = []
     template = cfg["datasets"][0] if isinstance(cfg["datasets"][0], dict) else {"type": "chat_template"}
-    if stage == "validate":
-        cfg["datasets"] = [_dataset_entry(template, corpus.sample)]
-        changes.append(f"datasets -> the validation sample {corpus.sample.name} ({corpus.sample_rows} rows, "
-                       "stratified by category)")
-        cfg.pop("shuffle_merged_datasets", None)
-        cfg.pop("curriculum_sampling", None)
+    files = corpus.sample if stage == "validate" else corpus.train
+    cfg["datasets"] = [_dataset_entry(template, p) for p in files]
+    what = "the validation sample" if stage == "validate" else "the train split"
+    rows = corpus.sample_rows if stage == "validate" else corpus.train_rows
+    if len(files) > 1:
+        changes.append(f"datasets -> {what} as {len(files)} curriculum phase files in order "
+                       f"({', '.join(p.name for p in files)}; {rows} rows)")
+        # what Axolotl 0.19 needs to keep the order (tests/corpus/test_corpus_axolotl.py)
+        cfg["shuffle_merged_datasets"] = False
+        cfg["curriculum_sampling"] = True
+        if cfg.get("sample_packing"):
+            cfg["sample_packing_sequentially"] = True
+        changes.append("shuffle_merged_datasets: false, curriculum_sampling: true"
+                       + (", sample_packing_sequentially: true" if cfg.get("sample_packing") else "")
+                       + " (keep the phases in order; with num_epochs > 1 every epoch repeats the phases in order)")
     else:
-        cfg["datasets"] = [_dataset_entry(template, p) for p in corpus.train]
-        what = "the curriculum phase files in order" if len(corpus.train) > 1 else corpus.train[0].name
-        changes.append(f"datasets -> {what} of the corpus the manifest names")
+        changes.append(f"datasets -> {what} {files[0].name} ({rows} rows"
+                       + (", stratified by category)" if stage == "validate" else ")"))
+        for key in ("shuffle_merged_datasets", "curriculum_sampling", "sample_packing_sequentially"):
+            cfg.pop(key, None)
     eval_template = (cfg.get("test_datasets") or [template])[0]
     cfg["test_datasets"] = [_dataset_entry(eval_template, corpus.eval)]
     cfg.pop("val_set_size", None)
