@@ -189,3 +189,17 @@ def test_adapter_problems_accepts_the_run_own_adapter_and_names_each_mismatch():
         "adapter_config.json names no base model (base_model_name_or_path)"]
     with pytest.raises(UserError):
         parse_repo_id("nope")
+
+
+def test_merging_a_405b_base_warns_first_and_an_unavailable_base_is_refused(cli, launch, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = "meta-llama/Llama-3.1-405B-Instruct"
+    run = make_run(launch, base_model=base)
+    res = cli("export", run, "--merge")
+    assert res.code == 2
+    warning, error = res.err.index("warning:"), res.err.index("error:")
+    assert warning < error                                          # told before being refused
+    assert "406B parameters" in res.err and "serving the adapter on its base" in res.err
+    assert "not a folder here" in res.err and f"hf download {base}" in res.err
+    nothing_exported(run)
+    assert cli("export", run).code == 0                             # unmerged, the adapter exports

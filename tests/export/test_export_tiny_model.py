@@ -202,3 +202,18 @@ def test_nf4_quantization_writes_a_4bit_model_that_loads_back(tmp_path):
     assert info["reloaded"] and info["finite_logits"]
     full = (model / "model.safetensors").stat().st_size
     assert (tmp_path / "nf4/model.safetensors").stat().st_size < full / 2
+
+
+def test_json_output_stays_one_document_when_the_libraries_talk(trained, tiny):
+    """A fresh process: torch/peft/deepspeed print while loading; --json stdout must still parse."""
+    import os
+    import subprocess
+    import sys
+
+    run = trained()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
+    proc = subprocess.run([sys.executable, "-m", "llamaforge", "export", str(run), "--merge", "--vllm", "--json"],
+                          cwd=tiny, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["report"]["merge"]["passed"] and data["push"] is None

@@ -37,12 +37,11 @@ def export_command(
 
     opts = ExportOptions(merge=merge, quantize=quantize, ollama=ollama, vllm=vllm, push=push, output=output, force=force)
     step = None if json_out else (lambda text: err_console.print(f"[dim]{text}...[/]", soft_wrap=True, highlight=False))
-    result = export_run(run_dir, opts, on_step=step)
+    warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True, highlight=False)  # noqa: E731
+    result = export_run(run_dir, opts, on_step=step, on_warning=warn)
     if json_out:
         print_json(result.to_dict())
         return
-    for w in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
     report = result.report
     verdict = report["verdict"]
     if verdict["forced"]:

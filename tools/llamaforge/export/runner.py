@@ -9,9 +9,11 @@ sha256), written last. --push uploads the finished folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +129,25 @@ def _swap_into_place(tmp: Path, output: Path) -> None:
     tmp.rename(output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def base_unavailable_reason(src) -> str | None:
+    """Why the base model cannot be loaded here to merge (None when it can): not a local folder,
+    not in the Hugging Face cache, and downloads are off."""
+    if src.base_path is not None:
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(src.base_model, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a repo id, no huggingface_hub: not cached
+        cached = False
+    if cached or not offline:
+        return None
+    return (f"--merge needs the base model {src.base_model!r}: it is not a folder here (relative to {src.root}) "
+            "nor in the Hugging Face cache, and HF_HUB_OFFLINE is set; download it (`hf download "
+            f"{src.base_model}`) or run the export where the base is")
 
 
 def serve_spec(src, *, model_folder: str | None) -> ServeSpec:
@@ -249,9 +270,10 @@ def check_options(opts: ExportOptions) -> None:
         parse_repo_id(opts.push)
 
 
-def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> ExportResult:
+def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_warning=None) -> ExportResult:
     """Export a run's full stage (see the module docstring). `on_step(text)` is told what is
-    being done (merging takes a while on large models)."""
+    being done (merging takes a while on large models), `on_warning(text)` each warning as soon as
+    it is known (they are also in the report and the card)."""
     from ..atomic import write_text_atomic
     from ..merge import merge_adapter, merge_dtype
     from .hub import push_folder
@@ -260,6 +282,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> Exp
     from .source import load_run_source, verdict_problems
 
     say = on_step or (lambda text: None)
+    warn = on_warning or (lambda text: None)
     check_options(opts)
     src = load_run_source(run_dir)
     problems = verdict_problems(src.report)
@@ -293,6 +316,12 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> Exp
     if spec.base_ref and not spec.base_is_local and spec.base_ref.count("/") != 1:
         warnings.append(f"the base model {spec.base_ref!r} is not a folder here (relative to {src.root}) nor a Hub id; "
                         "the serve files name it as the run did")
+    for w in warnings:
+        warn(w)
+    if opts.merge:
+        reason = base_unavailable_reason(src)
+        if reason:
+            raise UserError(reason)
 
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +341,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> Exp
             base = str(src.base_path) if src.base_path else src.base_model
             say(f"merging the adapter into {base} ({dtype}) and verifying the merged model's logits")
             try:
-                rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
+                with contextlib.redirect_stdout(sys.stderr):   # libraries' chatter must not break --json
+                    rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
             except OSError as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 raise UserError(f"cannot load the base model {base} to merge ({first}); run the export where the base "
@@ -328,11 +358,13 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None) -> Exp
             if rep.adapter_effect == 0:
                 warnings.append("the adapter does not change any logit of the base (all LoRA B weights zero?): "
                                 "the merged model is the base model")
+                warn(warnings[-1])
             contents.append({"path": "merged/", "what": f"the adapter merged into the base ({dtype}), verified "
                                                         "against base + adapter (merge_report.json)"})
         if opts.quantize:
             say("quantizing the merged model to NF4 (bitsandbytes)")
-            nf4 = quantize_nf4(tmp / "merged", tmp / "nf4")
+            with contextlib.redirect_stdout(sys.stderr):
+                nf4 = quantize_nf4(tmp / "merged", tmp / "nf4")
             contents.append({"path": "nf4/", "what": "the merged model in 4-bit NF4 (bitsandbytes, double quantization)"})
         if modelfile is not None:
             write_text_atomic(tmp / "Modelfile", modelfile)
