@@ -270,21 +270,11 @@ def check_options(opts: ExportOptions) -> None:
         parse_repo_id(opts.push)
 
 
-def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_warning=None) -> ExportResult:
-    """Export a run's full stage (see the module docstring). `on_step(text)` is told what is
-    being done (merging takes a while on large models), `on_warning(text)` each warning as soon as
-    it is known (they are also in the report and the card)."""
-    from ..atomic import write_text_atomic
-    from ..merge import merge_adapter, merge_dtype
-    from .hub import push_folder
-    from .nf4 import nf4_unavailable_reason, quantize_nf4
-    from .serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
-    from .source import load_run_source, verdict_problems
+def refusals(src, opts: ExportOptions) -> list[str]:
+    """Raise for what the export must not do; return the verdict problems --force overrides."""
+    from .nf4 import nf4_unavailable_reason
+    from .source import verdict_problems
 
-    say = on_step or (lambda text: None)
-    warn = on_warning or (lambda text: None)
-    check_options(opts)
-    src = load_run_source(run_dir)
     problems = verdict_problems(src.report)
     if src.manifest_changed:
         problems.append(f"the corpus manifest {src.manifest_path} changed since the run consumed it (sha256 differs)")
@@ -298,6 +288,25 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
         reason = nf4_unavailable_reason()
         if reason:
             raise UserError(reason)
+    return problems
+
+
+def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_warning=None) -> ExportResult:
+    """Export a run's full stage (see the module docstring). `on_step(text)` is told what is
+    being done (merging takes a while on large models), `on_warning(text)` each warning as soon as
+    it is known (they are also in the report and the card)."""
+    from ..atomic import write_text_atomic
+    from ..merge import merge_adapter, merge_dtype
+    from .hub import push_folder
+    from .nf4 import quantize_nf4
+    from .serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
+    from .source import load_run_source
+
+    say = on_step or (lambda text: None)
+    warn = on_warning or (lambda text: None)
+    check_options(opts)
+    src = load_run_source(run_dir)
+    problems = refusals(src, opts)
 
     facts: ServingFacts = serving_facts()
     model_folder = "merged" if opts.merge else (None if src.is_adapter else "model")
