@@ -15,8 +15,13 @@ stamp=.venv/.llamaforge-setup
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "setup: installing into .venv (first time takes a few minutes)" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
-    .venv/bin/python -m pip install --quiet -e ".[train,eval,dev]"
+    # pip warns once per package about index folders some machines configure but lack; only that
+    # line is dropped, every other message (and pip's exit status) passes through
+    pip_install() {
+        .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    }
+    pip_install --upgrade pip
+    pip_install "torch==${TORCH_VERSION}"
+    pip_install -e ".[train,eval,dev]"
     echo "$want" > "$stamp"
 fi
