@@ -37,6 +37,7 @@ from .manifest import (
     BUILDER, BUILDER_VERSION, MANIFEST_NAME, check_counts, load_manifest, manifest_bytes, manifest_hash,
 )
 from .mix import general_share_of
+from .normalize import review_turns
 from .qc import FLAG_BITS, SAMPLED_FLAGS, PhraseHits, qc_rules
 from .readers import ReadTask, load_hf_dataset, plan_ranges
 from .report import dumps_json, qc_markdown, qc_report, review_markdown
@@ -336,7 +337,8 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
         spool_dir=str(spool_dir), seed=spec.seed, bucket_bits=bucket_bits, rules=rules,
         all_row_flags=all_row_flags, length=length,
         system_prompt=spec.persona.system_prompt if spec.persona.add_system_prompt == "missing" else None,
-        near=near,
+        near=near, preference=spec.kind == "preference",
+        keep_categories=frozenset(spec.keep_categories) if spec.keep_categories is not None else None,
     )
     timings: dict[str, float] = {}
     runner = None
@@ -767,7 +769,7 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
         where = f"{unit} {int(line_col[row])}"
         by_cat.setdefault(categories[int(cat[row])], []).append((int(c_key[row]), {
             "source": sources[int(src[row])].label, "where": where, "id": obj["_id"],
-            "flags": int(flags[row]) | written.qc_flags.get(row, 0), "messages": obj["messages"]}))
+            "flags": int(flags[row]) | written.qc_flags.get(row, 0), "messages": review_turns(obj)}))
     review = {c: [r for _k, r in sorted(items, key=lambda kr: kr[0])] for c, items in by_cat.items()}
     write_bytes_atomic(tmp / "review.md", review_markdown(spec.name, review).encode("utf-8"))
 
@@ -808,7 +810,9 @@ def _finish(spec, sources, plan: _Plan, collector: _Collector, written: _Written
     manifest = {
         "builder": {"name": BUILDER, "version": BUILDER_VERSION},
         "name": spec.name,
-        "spec": {"path": display_path(Path(spec.origin)), "sha256": spec.sha256},
+        "kind": spec.kind,
+        "spec": {"path": display_path(Path(spec.origin)), "sha256": spec.sha256, "extends": spec.extends,
+                 "keep_categories": None if spec.keep_categories is None else list(spec.keep_categories)},
         "seed": spec.seed,
         "build": {"limit": limit, "extends": stage},
         "persona": {"name": spec.persona.name, "system_prompt": spec.persona.system_prompt,

@@ -8,6 +8,14 @@ Input formats (`auto` picks per row by its fields, in this order):
   text             {"text": str}  -> one assistant turn (trained as a whole)
 
 Out: a list of {"role", "content"} dicts, a system turn only first, the last turn the assistant's.
+
+Preference pairs (a corpus of `kind: preference`, read by `normalize_preference_row`):
+  {"prompt": str | [turns ending with the user's], "chosen": ANSWER, "rejected": ANSWER,
+   "system": str (optional)}, where ANSWER is a str, {"role": "assistant", "content": str}, or a
+  whole conversation [turns ending with the assistant's]; with conversations `prompt` may be left
+  out: it is then their shared turns before the answer, which must be the same in both.
+Out: (prompt turns, chosen text, rejected text), the shape Axolotl 0.19's DPO `chat_template.default`
+reads (field_messages: prompt, field_chosen: chosen, field_rejected: rejected).
 Nothing is coerced: a number where text belongs, a null content, an unknown role, an empty turn make
 the row bad (`RowProblem` with a reason code) and it goes to quarantine. Text is kept exactly as it
 came (no trimming, no Unicode normalization). An optional field (`input`, `system`) that is null
@@ -36,6 +44,10 @@ REASONS = {
     "unknown_role": "a turn's role is not system, user or assistant (or a ShareGPT equivalent)",
     "misplaced_system": "a system turn that is not the first turn",
     "no_final_assistant": "the last turn is not the assistant's, so there is nothing to train on",
+    "no_final_user": "a preference prompt's last turn is not the user's, so there is nothing to answer",
+    "identical_pair": "chosen and rejected are the same text (ignoring surrounding white space): no preference",
+    "prompt_mismatch": "chosen and rejected continue different conversations (or not the row's prompt)",
+    "not_a_pair": "the row is not a chosen/rejected pair (a preference corpus reads only pairs)",
     "unreadable_source": "the source could not be read as a whole",
 }
 
@@ -100,7 +112,7 @@ def _turn_problem(i: int, turn, key: str, role_key: str, text_key: str, role_map
         RowProblem("misplaced_system", f"{key}[{i}] is a system turn after the first turn")
 
 
-def _turns(items: Any, key: str, role_key: str, text_key: str, role_map) -> list[dict]:
+def _turns(items: Any, key: str, role_key: str, text_key: str, role_map, final: str = "assistant") -> list[dict]:
     if type(items) is not list:
         raise RowProblem("wrong_type", f"{key!r} is {json_kind(items)}, expected a list of turns")
     if not items:
@@ -117,8 +129,8 @@ def _turns(items: Any, key: str, role_key: str, text_key: str, role_map) -> list
         if type(content) is not str or not content or content.isspace() or (role == "system" and out):
             raise _turn_problem(len(out), turn, key, role_key, text_key, role_map)
         append({"role": role, "content": content})
-    if role != "assistant":
-        raise RowProblem("no_final_assistant", f"the last turn of {key!r} is {role!r}, not 'assistant'")
+    if role != final:
+        raise RowProblem(f"no_final_{final}", f"the last turn of {key!r} is {role!r}, not {final!r}")
     return out
 
 
@@ -211,3 +223,86 @@ def add_system_prompt(messages: list[dict], prompt: str) -> list[dict]:
     if messages[0]["role"] == "system":
         return messages
     return [{"role": "system", "content": prompt}, *messages]
+
+
+# ---- preference pairs ------------------------------------------------------------------------
+
+def _answer(value: Any, key: str) -> tuple[list[dict] | None, str]:
+    """(the conversation before it or None, the answer text) of a `chosen`/`rejected` value."""
+    if type(value) is str:
+        problem = _text_problem(value, repr(key))
+        if problem:
+            raise problem
+        return None, value
+    if type(value) is dict:
+        role = value.get("role", "assistant")
+        if role != "assistant":
+            raise RowProblem("unknown_role", f"{key}.role is {str(role)[:40]!r}, expected 'assistant'")
+        if "content" not in value:
+            raise RowProblem("missing_field", f"{key} has no 'content'")
+        problem = _text_problem(value["content"], f"{key}.content")
+        if problem:
+            raise problem
+        return None, value["content"]
+    if type(value) is list:
+        turns = _turns(value, key, "role", "content", _IDENTITY_ROLES)
+        return turns[:-1], turns[-1]["content"]
+    raise RowProblem("wrong_type", f"{key!r} is {json_kind(value)}, expected text, an assistant turn or a conversation")
+
+
+def normalize_preference_row(obj: Any) -> tuple[list[dict], str, str]:
+    """(prompt turns, chosen text, rejected text) of one parsed preference row. Raises RowProblem."""
+    if type(obj) is not dict:
+        raise RowProblem("not_an_object", f"the row is {json_kind(obj)}, expected an object")
+    if "chosen" not in obj and "rejected" not in obj:
+        keys = ", ".join(list(obj)[:6]) or "none"
+        raise RowProblem("not_a_pair", f"fields ({keys}) have no chosen/rejected pair")
+    for key in ("chosen", "rejected"):
+        if key not in obj:
+            raise RowProblem("missing_field", f"no {key!r} field")
+    chosen_before, chosen = _answer(obj["chosen"], "chosen")
+    rejected_before, rejected = _answer(obj["rejected"], "rejected")
+    prompt_value = obj.get("prompt")
+    if prompt_value is None:
+        if chosen_before is None or rejected_before is None:
+            raise RowProblem("missing_field", "no 'prompt' field (needed unless chosen and rejected are conversations)")
+        prompt = chosen_before
+    elif type(prompt_value) is str:
+        problem = _text_problem(prompt_value, "'prompt'")
+        if problem:
+            raise problem
+        prompt = [{"role": "user", "content": prompt_value}]
+    else:
+        prompt = _turns(prompt_value, "prompt", "role", "content", _IDENTITY_ROLES, final="user")
+    for before, key in ((chosen_before, "chosen"), (rejected_before, "rejected")):
+        if before is not None and before != prompt:
+            raise RowProblem("prompt_mismatch", f"the turns of {key!r} before its answer are not the prompt"
+                             + (" of 'chosen'" if prompt_value is None else ""))
+    if not prompt:
+        raise RowProblem("empty_conversation", "the prompt has no turns")
+    if prompt[-1]["role"] != "user":
+        raise RowProblem("no_final_user", f"the prompt's last turn is {prompt[-1]['role']!r}, not 'user'")
+    system = _optional_text(obj, "system")
+    if system and not system.isspace():
+        if prompt[0]["role"] == "system":
+            raise RowProblem("misplaced_system", "a 'system' field and a system turn in the prompt; keep one")
+        prompt = [{"role": "system", "content": system}, *prompt]
+    if chosen.strip() == rejected.strip():
+        raise RowProblem("identical_pair", "chosen and rejected are the same text")
+    return prompt, chosen, rejected
+
+
+def assistant_answers(row: dict) -> list[str]:
+    """The answers QC judges in an output row: every assistant turn of an SFT row, the chosen answer
+    of a preference pair (what training moves towards)."""
+    if "chosen" in row:
+        return [row["chosen"]["content"]]
+    return [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+
+
+def review_turns(row: dict) -> list[dict]:
+    """The turns of an output row as review.md shows them; a pair's answers are labelled."""
+    if "chosen" in row:
+        return [*row["prompt"], {"role": "chosen", "content": row["chosen"]["content"]},
+                {"role": "rejected", "content": row["rejected"]["content"]}]
+    return row["messages"]

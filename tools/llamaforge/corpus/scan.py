@@ -19,7 +19,7 @@ from xxhash import xxh3_64_intdigest, xxh3_128_digest
 
 from .dedup import MinHasher, band_keys
 from .lengths import LengthMethod
-from .normalize import RowProblem, add_system_prompt, normalize_row, row_category
+from .normalize import RowProblem, add_system_prompt, normalize_preference_row, normalize_row, row_category
 from .qc import QcRules, row_flags
 from .readers import (
     BOM, ReadTask, SourceProblem, _ReadAsLines, excerpt, iter_csv, iter_hf, iter_json_array, iter_parquet,
@@ -63,6 +63,8 @@ class ScanConfig:
     length: LengthMethod
     system_prompt: str | None = None  # added to rows without a system turn
     near: tuple[int, int, int] | None = None  # (num_perm, shingle_sample, bands) when near-dedup is on
+    preference: bool = False  # rows are chosen/rejected pairs (a corpus of kind preference)
+    keep_categories: frozenset[str] | None = None  # rows of other categories are recorded, not spooled
 
 
 @dataclass
@@ -160,6 +162,8 @@ class _TaskScan:
         self.exact_tokens = self.cfg.length.exact
         self.texts_for_tokens: list[list[str]] = []
         self.near_texts: list[str] = []
+        self.keep = self.cfg.keep_categories
+        self.preference = self.cfg.preference
 
     def reject(self, where: int, reason: str, detail: str, raw: bytes | str, obj=None) -> None:
         """Quarantine a row, with the category it would have had when that can be told."""
@@ -175,6 +179,8 @@ class _TaskScan:
 
     def accept(self, obj, where: int, view=None, start: int = 0, end: int = 0) -> None:
         """Normalize one parsed row and spool it; on a problem, quarantine it. (The hot path.)"""
+        if self.preference:
+            return self.accept_pair(obj, where, view, start, end)
         try:
             messages = normalize_row(obj, self.fmt)
             field_name = self.src.category_field
@@ -190,13 +196,66 @@ class _TaskScan:
             messages = add_system_prompt(messages, self.system_prompt)
         body = orjson.dumps(messages)
         digest = xxh3_128_digest(body)
-        key = xxh3_64_intdigest(digest, seed=self.seed)
+        if self.keep is not None and category not in self.keep:
+            return self.record_unkept(digest, where, category)
+        code = self.category_code(category)
+        line = b"".join((b'{"messages":', body, b',"_category":', self.cat_json[category], b',"_source":',
+                         self.source_json, b',"_id":"', hexlify(digest), b'"}'))
+        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+        texts = [m["content"] for m in messages]
+        self.spool_row(line, digest, where, code, answers, texts, sum(map(len, texts)), len(messages))
+
+    def accept_pair(self, obj, where: int, view=None, start: int = 0, end: int = 0) -> None:
+        """`accept` for a preference corpus: one chosen/rejected pair. Its record's length is the
+        prompt and the longer answer (Axolotl drops a pair when either side is over sequence_len)."""
+        try:
+            prompt, chosen, rejected = normalize_preference_row(obj)
+            field_name = self.src.category_field
+            category = obj.get(field_name) if field_name is not None else self.src.category
+            if type(category) is not str or not category or category.isspace():
+                category = row_category(obj, self.src.category, field_name)
+        except RowProblem as p:
+            raw = bytes(view[start:end]) if view is not None else \
+                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+            self.reject(where, p.reason, p.detail, raw, obj)
+            return
+        if self.system_prompt is not None:
+            prompt = add_system_prompt(prompt, self.system_prompt)
+        body = b"".join((b'{"prompt":', orjson.dumps(prompt), b',"chosen":',
+                         orjson.dumps({"role": "assistant", "content": chosen}), b',"rejected":',
+                         orjson.dumps({"role": "assistant", "content": rejected})))
+        digest = xxh3_128_digest(body)
+        if self.keep is not None and category not in self.keep:
+            return self.record_unkept(digest, where, category)
+        code = self.category_code(category)
+        line = b"".join((body, b',"_category":', self.cat_json[category], b',"_source":', self.source_json,
+                         b',"_id":"', hexlify(digest), b'"}'))
+        longer = chosen if len(chosen) >= len(rejected) else rejected
+        texts = [m["content"] for m in prompt] + [longer]
+        self.spool_row(line, digest, where, code, [chosen], texts, sum(map(len, texts)), len(prompt) + 1,
+                       near_text="\n".join(texts[:-1] + [chosen, rejected]))
+
+    def category_code(self, category: str) -> int:
         code = self.cat_codes.get(category)
         if code is None:
             code = self.cat_codes[category] = len(self.cat_codes)
             self.cat_json[category] = orjson.dumps(category)
-        line = b"".join((b'{"messages":', body, b',"_category":', self.cat_json[category], b',"_source":',
-                         self.source_json, b',"_id":"', hexlify(digest), b'"}'))
+        return code
+
+    def record_unkept(self, digest: bytes, where: int, category: str) -> None:
+        """A valid row of a category the spec does not keep: a record (so it is counted, as filtered
+        `category`), nothing spooled, no QC, no length."""
+        code = self.category_code(category)
+        if self.exact_tokens:
+            self.texts_for_tokens.append([])
+        if self.near is not None:
+            self.near_texts.append("")
+        self.records += self.pack(digest, xxh3_64_intdigest(digest, seed=self.seed), 0, 0, 0, where, code, 0, 0)
+
+    def spool_row(self, line: bytes, digest: bytes, where: int, code: int, answers: list[str], texts: list[str],
+                  size: int, turns: int, near_text: str | None = None) -> None:
+        """Write one accepted output row to the spool and append its record."""
+        key = xxh3_64_intdigest(digest, seed=self.seed)
         bucket = key >> self.shift if self.shift < 64 else 0
         out = self.spool_files.get(bucket)
         if out is None:
@@ -204,21 +263,15 @@ class _TaskScan:
         out.write(line)
         off = self.spool_sizes[bucket]
         self.spool_sizes[bucket] = off + len(line)
-        answers = [m["content"] for m in messages if m["role"] == "assistant"]
         if self.only_short_flag:
             flags = 1 if len(answers[-1]) < self.min_answer_chars else 0
         else:
             flags = row_flags(answers, self.rules, self.row_flags_wanted)
         if self.exact_tokens:
-            self.texts_for_tokens.append([m["content"] for m in messages])
+            self.texts_for_tokens.append(texts)
             size = 0
-        else:
-            size = 0
-            for m in messages:
-                size += len(m["content"])
         if self.near is not None:
-            self.near_texts.append("\n".join(m["content"] for m in messages))
-        turns = len(messages)
+            self.near_texts.append("\n".join(texts) if near_text is None else near_text)
         if size > 0xFFFFFFFF or turns > 255:  # absurd rows: the record keeps capped counts
             size, turns = min(size, 0xFFFFFFFF), min(turns, 255)
         self.records += self.pack(digest, key, off, len(line), size, where, code, turns, flags)

@@ -1,6 +1,7 @@
-"""Which rows go where (pure, numpy): exact dedup -> QC drops -> length drops -> near dedup -> per
-category eval hold-out, mix and limit. Every valid row ends in exactly one state, so the counts
-reconcile: read = kept + duplicates + quarantined + filtered (quarantined rows never get this far)."""
+"""Which rows go where (pure, numpy): categories the spec does not keep -> exact dedup -> QC drops ->
+length drops -> near dedup -> per category eval hold-out, mix and limit. Every valid row ends in
+exactly one state, so the counts reconcile: read = kept + duplicates + quarantined + filtered
+(quarantined rows never get this far)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .split import CategorySplit, limit_quotas, split_category
 
 # Row states. Kept rows are TRAIN (at least one train copy) or EVAL.
 TRAIN, EVAL, DUP_EXACT, DUP_NEAR = 0, 1, 2, 3
-FILTER_REASONS = tuple(f"qc:{flag}" for flag in FLAG_BITS) + ("over_sequence_len", "mix", "limit")
+FILTER_REASONS = tuple(f"qc:{flag}" for flag in FLAG_BITS) + ("over_sequence_len", "mix", "limit", "category")
 FILTERED = {reason: 4 + i for i, reason in enumerate(FILTER_REASONS)}
 STATE_COUNT = 4 + len(FILTER_REASONS)
 UNSET = 255
@@ -50,6 +51,12 @@ def select_rows(
     n = len(h1)
     state = np.full(n, UNSET, dtype=np.uint8)
     live = np.ones(n, dtype=bool)
+    if spec.keep_categories is not None:
+        # first, so a kept row is never a duplicate of a row that is not kept
+        kept_codes = [code for code, name in enumerate(categories) if name in spec.keep_categories]
+        hit = ~np.isin(cat, np.array(kept_codes, dtype=cat.dtype))
+        state[hit] = FILTERED["category"]
+        live &= ~hit
     if spec.dedup.exact:
         dup = exact_duplicates(h1, h2, live)
         state[dup] = DUP_EXACT

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..paths import FACTS_DIR, repo_root
+from ..paths import FACTS_DIR, display_path, repo_root
 
-FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "text")
+FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "text", "preference")
+KINDS = ("sft", "preference")  # conversations to imitate | chosen/rejected pairs (DPO)
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 QC_FLAGS = ("short_answer", "cliche", "persona_break", "refusal", "repetition")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -133,6 +134,10 @@ class CorpusSpec:
     lengths: LengthsSpec = field(default_factory=LengthsSpec)
     qc: QcSpec = field(default_factory=QcSpec)
     persona: PersonaSpec = field(default_factory=PersonaSpec)
+    kind: str = "sft"
+    # Only rows of these categories are kept; the others are counted as filtered (`category`).
+    keep_categories: tuple[str, ...] | None = None
+    extends: str | None = None  # the spec this one extends (display path), for the manifest
 
     def output_dir(self, cwd: Path | None = None) -> Path:
         base = Path(self.output)
@@ -183,6 +188,9 @@ class _Reader:
             raise UserError(f"{self.origin}: unknown key `{self._name(key)}`{hint}")
 
 
+SpecReader = _Reader  # other YAML specs (datasets/specialists.yaml) validate with the same messages
+
+
 _KIND_NAMES = {"str": "text", "int": "an integer", "float": "a number", "bool": "true or false",
                "list": "a list", "dict": "a mapping"}
 
@@ -219,10 +227,45 @@ def canonical_sha256(data: Any) -> str:
 # ---- the spec --------------------------------------------------------------------------------
 
 def load_spec(path: str | Path) -> CorpusSpec:
-    """Read and validate a corpus spec file. Raises UserError naming the key and the fix."""
+    """Read and validate a corpus spec file. Raises UserError naming the key and the fix.
+
+    A spec with `extends: OTHER.yaml` is that spec with this one's top-level keys on top (e.g. a
+    specialist's slice: another name and `keep_categories`); its sources resolve as the other's do."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"corpus spec {path} not found; pass the path of a YAML spec such as datasets/leviathan.yaml")
+    data = _read_spec_yaml(p, str(path))
+    if isinstance(data, dict) and "extends" in data:
+        parent_path = _extended_spec(data["extends"], p, str(path))
+        parent = _read_spec_yaml(parent_path, str(parent_path))
+        if not isinstance(parent, dict):
+            raise UserError(f"{parent_path}: the extended spec must be a mapping (key: value)")
+        if "extends" in parent:
+            raise UserError(f"{path}: extends {data['extends']}, which extends another spec; extend the base spec directly")
+        merged = {**parent, **{k: v for k, v in data.items() if k != "extends"}}
+        spec = spec_from_dict(merged, origin=str(path), base_dir=str(parent_path.resolve().parent))
+        return replace(spec, extends=display_path(parent_path))
+    return spec_from_dict(data, origin=str(path), base_dir=str(p.resolve().parent))
+
+
+def _extended_spec(value: Any, spec_path: Path, origin: str) -> Path:
+    """The file an `extends:` names: next to the spec, in the working directory, or in the repository."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{origin}: extends: expected the path of a corpus spec, got {value!r:.60}")
+    bases = [spec_path.resolve().parent, Path.cwd()]
+    try:
+        bases.append(repo_root())
+    except UserError:
+        pass
+    for base in bases:
+        candidate = base / value
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{origin}: extends: {value} not found (looked next to the spec, in the working directory and "
+                    "in the repository); fix the path")
+
+
+def _read_spec_yaml(p: Path, path: str) -> Any:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -232,7 +275,7 @@ def load_spec(path: str | Path) -> CorpusSpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}: invalid YAML{where}: {problem}") from None
-    return spec_from_dict(data, origin=str(path), base_dir=str(p.resolve().parent))
+    return data
 
 
 def spec_from_dict(data: Any, *, origin: str = "<spec>", base_dir: str = ".") -> CorpusSpec:
@@ -257,7 +300,17 @@ def spec_from_dict(data: Any, *, origin: str = "<spec>", base_dir: str = ".") ->
     lengths = _lengths(r.get("lengths", dict, {}), origin, facts)
     qc = _qc(r.get("qc", dict, {}), origin, facts)
     persona = _persona(r.get("persona", dict, {}), origin)
+    kind = r.get("kind", str, "sft")
+    if kind not in KINDS:
+        r.fail("kind", f"{kind!r}: choose sft (conversations) or preference (chosen/rejected pairs for DPO)")
+    keep = _str_list(r, "keep_categories") if r.get("keep_categories", list) is not None else None
+    if keep is not None and not keep:
+        r.fail("keep_categories", "is empty; list the categories to keep, or remove the key to keep all")
     r.finish()
+    for src in sources:
+        if (kind == "preference") != (src.format == "preference") and src.format != "auto":
+            raise UserError(f"{origin}: sources[{src.index}].format: {src.format} does not fit a corpus of kind "
+                            f"{kind}; use auto" + (" or preference" if kind == "preference" else " or a conversation format"))
     if phase_files and not phases:
         raise UserError(f"{origin}: phase_files: true needs `phases:`; remove it or list the phases")
     if phase_files is None:
@@ -266,7 +319,7 @@ def spec_from_dict(data: Any, *, origin: str = "<spec>", base_dir: str = ".") ->
         name=name, origin=origin, base_dir=base_dir, sha256=canonical_sha256(data), seed=seed,
         output=output, eval_fraction=eval_fraction, sample_fraction=sample_fraction, sources=sources,
         mix=mix, phases=phases, phase_files=phase_files, dedup=dedup, lengths=lengths, qc=qc,
-        persona=persona,
+        persona=persona, kind=kind, keep_categories=keep,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from .normalize import assistant_answers
 from .qc import PhraseHits, opener, row_flags
 from .scan import _state, spool_path
 
@@ -93,7 +94,7 @@ def write_bucket(task: WriteTask) -> WriteResult:
         marks, rows = task.qc, task.row
         for i in marks.nonzero()[0].tolist():
             obj = orjson.loads(lines[i])
-            answers = [m["content"] for m in obj["messages"] if m["role"] == "assistant"]
+            answers = assistant_answers(obj)
             if marks[i] & QC_SAMPLE:
                 qc_rows.append((int(rows[i]), row_flags(answers, rules, task.qc_flags, hits),
                                 opener(answers[0], rules.opener_words)))
