@@ -171,7 +171,8 @@ def test_ls_lists_the_matrix(cli):
     res = cli("ls", "--json")
     assert res.code == 0
     ids = {r["id"] for r in res.json()["recipes"]}
-    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and len(ids) == len(load_matrix().requests)
+    rendered = {f"{r.plan.setup.model.id}/{r.name}" for r in render_matrix()[1]}  # SFT, DPO and specialists
+    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and ids == rendered
 
 
 def test_cp_copies_the_recipe_and_what_it_needs(tmp_path, cli, monkeypatch):

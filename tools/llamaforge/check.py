@@ -482,11 +482,14 @@ def _fallback_table(rules: dict) -> tuple[dict | None, str | None]:
     return table, None
 
 
-def _estimate(setup: TrainSetup) -> tuple[Any | None, Finding | None]:
+def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | None]:
     from .estimate import estimate
 
+    price = estimate
+    if str(rl) in ("dpo", "ipo") and setup.is_adapter:
+        from .preference import estimate_dpo as price  # chosen + rejected in one forward, and the reference's
     try:
-        return estimate(setup), None
+        return price(setup), None
     except UserError as exc:
         return None, Finding("error", "memory", f"the estimator refused it: {exc}")
 
@@ -509,7 +512,7 @@ def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> 
     if setup is None:
         return findings, None, None
     findings.append(Finding("info", "setup", describe_setup(setup)))
-    estimate, problem = _estimate(setup)
+    estimate, problem = _estimate(setup, ctx.loaded.data.get("rl"))
     if problem is not None:
         return findings + [problem], None, setup
     return findings + memory_findings(estimate, ctx.hardware), estimate, setup

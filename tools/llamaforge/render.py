@@ -195,6 +195,7 @@ class RenderedRecipe:
     launch: list[str]
     deepspeed_path: str | None
     accelerate_path: str | None
+    stage: str = "sft"   # sft | dpo: what the recipe trains (the index shows it with the method)
 
     def summary(self) -> dict:
         est = self.plan.estimate
@@ -204,6 +205,7 @@ class RenderedRecipe:
             "recipe": self.recipe_path,
             "model": s.model.id,
             "method": s.method,
+            "stage": self.stage,
             "hardware": s.hardware.label,
             "parallel": s.parallel,
             "offload": s.offload,
@@ -337,11 +339,19 @@ def render_recipe(
     output_dir: str | None = None,
     name: str | None = None,
     extra_header: dict[str, str] | None = None,
+    template: str = SFT_TEMPLATE,
+    template_context: dict | None = None,
+    estimator=None,
+    stage: str = "sft",
 ) -> RenderedRecipe:
     """Plan (unless `plan_obj` is given) and render one recipe with the assets it needs. CPU
     hardware (`cpu`, `2xcpu`: the demo and tests) gets no GPU estimate and a CPU launch line.
-    `extra_header` adds `# llamaforge-<key>: <value>` lines (e.g. health thresholds, gate profile)."""
+    `extra_header` adds `# llamaforge-<key>: <value>` lines (e.g. health thresholds, gate profile).
+    Another stage's recipe (DPO: llamaforge.preference) passes its `template`, the values only it
+    uses (`template_context`) and its `estimator` (same signature as estimate.estimate)."""
     from .estimate import estimate
+
+    price = estimator or estimate
 
     p = _apply_lora_alpha(plan_obj if plan_obj is not None else plan_request(req), req)
     s: TrainSetup = p.setup
@@ -368,7 +378,7 @@ def render_recipe(
     est = p.estimate
     est_context = None
     if est is not None:
-        per_billion = estimate(s, tokens=1_000_000_000, epochs=1.0)
+        per_billion = price(s, tokens=1_000_000_000, epochs=1.0)
         est_context = {
             "peak_gpu_gib": f"{est.peak_gpu_gib:.1f}",
             "usable_gpu_gib": f"{est.usable_gpu_gib:.1f}",
@@ -381,7 +391,7 @@ def render_recipe(
     model_repo = base_model or s.model.instruct_repo or s.model.hf_repo or s.model.id
     context = {
         "title": f"{model_display_name(s.model)}: {METHOD_NAMES[s.method]} on {hw}",
-        "template_name": f"templates/{SFT_TEMPLATE}",
+        "template_name": f"templates/{template}",
         "regenerate": regenerate or f"llamaforge render --only {s.model.id}/{name}",
         "name": name,
         "model": {
@@ -421,7 +431,8 @@ def render_recipe(
             "layer_cls": DECODER_LAYER_CLASS.get(s.model.family, "LlamaDecoderLayer"),
         },
     }
-    files.insert(0, RenderedFile(recipe_path, render_template(SFT_TEMPLATE, **context)))
+    context.update(template_context or {})
+    files.insert(0, RenderedFile(recipe_path, render_template(template, **context)))
     if sbatch_path:
         files.append(RenderedFile(sbatch_path, render_template(
             SLURM_TEMPLATE,
@@ -430,7 +441,7 @@ def render_recipe(
             cpus_per_task=max(8, 8 * hw.gpus_per_node), time_limit="3-00:00:00",
             accelerate_path=accelerate_path, recipe_path=recipe_path,
         )))
-    return RenderedRecipe(req, p, name, recipe_path, files, context["launch"], deepspeed_path, accelerate_path)
+    return RenderedRecipe(req, p, name, recipe_path, files, context["launch"], deepspeed_path, accelerate_path, stage)
 
 
 def render_deepspeed(path: str, stage: int, offload: str) -> RenderedFile:
@@ -456,6 +467,8 @@ class Matrix:
     corpus: str
     requests: list[RecipeRequest]
     hyper_layers: tuple[tuple[str, dict], ...] = ()
+    preference: list = field(default_factory=list)     # preference.DpoRequest: DPO after an SFT recipe
+    specialists: list[str] = field(default_factory=list)  # specialists specs (datasets/*.yaml), repo-relative
 
 
 def load_matrix(path: Path | None = None) -> Matrix:
@@ -470,6 +483,10 @@ def load_matrix(path: Path | None = None) -> Matrix:
         raise UserError(f"{path}: a matrix is a mapping with a `recipes:` list")
     corpus = str(data.get("corpus", "leviathan"))
     layers = hyperparameter_layers(data.get("hyperparameters"), path.name)
+    unknown_sections = sorted(set(data) - {"corpus", "hyperparameters", "recipes", "preference", "specialists"})
+    if unknown_sections:
+        raise UserError(f"{path.name}: unknown key(s) {', '.join(unknown_sections)}; "
+                        "known: corpus, hyperparameters, recipes, preference, specialists")
     requests = []
     allowed = {"model", "gpus", "nodes", "method", "seq_len", "global_batch", "lora_r", "lora_alpha", "hyperparameters"}
     for i, entry in enumerate(data["recipes"]):
@@ -491,7 +508,17 @@ def load_matrix(path: Path | None = None) -> Matrix:
         )
         req.hyperparameters(req.method or "lora")  # unknown keys fail here, naming the entry
         requests.append(req)
-    return Matrix(corpus=corpus, requests=requests, hyper_layers=layers)
+    specialists = data.get("specialists") or []
+    if not isinstance(specialists, list) or not all(isinstance(x, str) for x in specialists):
+        raise UserError(f"{path.name}: `specialists` must be a list of specialists specs (e.g. datasets/specialists.yaml)")
+    preference = data.get("preference")
+    if preference is not None:
+        from .preference import dpo_requests
+
+        by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
+        preference = dpo_requests(preference, by_id, {k: r.method for k, r in by_id.items()}, layers, path.name)
+    return Matrix(corpus=corpus, requests=requests, hyper_layers=layers, preference=preference or [],
+                  specialists=list(specialists))
 
 
 def hyperparameter_layers(section, where: str) -> tuple[tuple[str, dict], ...]:
@@ -522,6 +549,18 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
     recipes: list[RenderedRecipe] = []
     for req in matrix.requests:
         recipes.append(render_recipe(req))
+    extra_files: list[RenderedFile] = []
+    if matrix.preference:
+        from .preference import render_dpo_recipe
+
+        recipes += [render_dpo_recipe(d) for d in matrix.preference]
+    for spec_path in matrix.specialists:
+        from .specialists import load_specialists, render_specialists
+
+        sset, shared = load_specialists(repo_root() / spec_path)
+        set_files, set_recipes = render_specialists(sset, shared, layers=matrix.hyper_layers)
+        recipes += set_recipes
+        extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
     names = [f"{r.plan.setup.model.id}/{r.name}" for r in recipes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -531,7 +570,7 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         if not chosen:
             raise UserError(f"no matrix recipe {only!r}; use one of {', '.join(names)}")
         return _dedupe([f for r in chosen for f in r.files]), chosen
-    files = [f for r in recipes for f in r.files]
+    files = [f for r in recipes for f in r.files] + extra_files
     for stage, offload in STANDARD_DEEPSPEED:
         files.append(render_deepspeed(f"recipes/deepspeed/{deepspeed_filename(stage, offload)}", stage, offload))
     files.append(RenderedFile("recipes/README.md", render_index(recipes)))
@@ -543,9 +582,10 @@ def render_index(recipes: list[RenderedRecipe]) -> str:
     for r in sorted(recipes, key=lambda r: (r.plan.setup.model.parameter_count(), r.plan.setup.hardware.usd_per_hour)):
         s = r.summary()
         par = s["parallel"] if s["offload"] == "none" else f"{s['parallel']} + offload {s['offload']}"
+        method = s["method"] if r.stage == "sft" else f"{r.stage} ({s['method']})"
         rows.append(
             f"| [{r.plan.setup.model.id}/{r.name}.yaml]({PurePosixPath(r.recipe_path).relative_to('recipes')}) "
-            f"| {s['method']} | {s['hardware']} | {par} | {s['seq_len']} | {s['global_batch']} "
+            f"| {method} | {s['hardware']} | {par} | {s['seq_len']} | {s['global_batch']} "
             f"| {s['peak_gpu_gib']:.1f} / {s['usable_gpu_gib']:.1f} | {s['host_ram_gib']:.0f} | {s['tokens_per_s']:,} |"
         )
     return render_template("recipes_index.md.j2", rows=rows, count=len(recipes))
