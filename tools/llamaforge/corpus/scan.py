@@ -183,15 +183,9 @@ class _TaskScan:
             return self.accept_pair(obj, where, view, start, end)
         try:
             messages = normalize_row(obj, self.fmt)
-            field_name = self.src.category_field
-            category = obj.get(field_name) if field_name is not None else self.src.category
-            if type(category) is not str or not category or category.isspace():
-                category = row_category(obj, self.src.category, field_name)
+            category = self.category_of(obj)
         except RowProblem as p:
-            raw = bytes(view[start:end]) if view is not None else \
-                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
-            self.reject(where, p.reason, p.detail, raw, obj)
-            return
+            return self.reject_parsed(p, where, obj, view, start, end)
         if self.system_prompt is not None:
             messages = add_system_prompt(messages, self.system_prompt)
         body = orjson.dumps(messages)
@@ -210,15 +204,9 @@ class _TaskScan:
         prompt and the longer answer (Axolotl drops a pair when either side is over sequence_len)."""
         try:
             prompt, chosen, rejected = normalize_preference_row(obj)
-            field_name = self.src.category_field
-            category = obj.get(field_name) if field_name is not None else self.src.category
-            if type(category) is not str or not category or category.isspace():
-                category = row_category(obj, self.src.category, field_name)
+            category = self.category_of(obj)
         except RowProblem as p:
-            raw = bytes(view[start:end]) if view is not None else \
-                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
-            self.reject(where, p.reason, p.detail, raw, obj)
-            return
+            return self.reject_parsed(p, where, obj, view, start, end)
         if self.system_prompt is not None:
             prompt = add_system_prompt(prompt, self.system_prompt)
         body = b"".join((b'{"prompt":', orjson.dumps(prompt), b',"chosen":',
@@ -234,6 +222,20 @@ class _TaskScan:
         texts = [m["content"] for m in prompt] + [longer]
         self.spool_row(line, digest, where, code, [chosen], texts, sum(map(len, texts)), len(prompt) + 1,
                        near_text="\n".join(texts[:-1] + [chosen, rejected]))
+
+    def category_of(self, obj: dict) -> str:
+        """The row's category (the fast check; row_category says what is wrong)."""
+        field_name = self.src.category_field
+        category = obj.get(field_name) if field_name is not None else self.src.category
+        if type(category) is not str or not category or category.isspace():
+            category = row_category(obj, self.src.category, field_name)
+        return category
+
+    def reject_parsed(self, problem: RowProblem, where: int, obj, view, start: int, end: int) -> None:
+        """Quarantine a parsed row: its line as read, or its JSON for whole-source kinds."""
+        raw = bytes(view[start:end]) if view is not None else \
+            orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+        self.reject(where, problem.reason, problem.detail, raw, obj)
 
     def category_code(self, category: str) -> int:
         code = self.cat_codes.get(category)
