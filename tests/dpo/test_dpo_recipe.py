@@ -103,3 +103,14 @@ def test_a_dpo_after_a_full_fine_tune_starts_from_its_output_dir():
     [d] = dpo_requests([{"after": "llama-3.1-8b/full-8xH100-80GB", "corpus": "p"}], by_id, {k: "full" for k in by_id},
                        m.hyper_layers, "matrix.yaml")
     assert d.request.method == "lora" and d.base_model == "outputs/llama-3.1-8b/full-8xH100-80GB"
+
+
+def test_the_ladder_prices_the_sft_recipe_not_the_dpo_one_on_the_same_hardware():
+    from llamaforge.catalog import parse_hardware
+    from llamaforge.ladder import CorpusTokens, load_ladder_facts, rung_result
+    from llamaforge.recipe_registry import list_recipes
+
+    rung = next(r for r in load_ladder_facts().rungs if r.model == "llama-3.1-8b")
+    tokens = CorpusTokens(tokens_per_epoch=10**9, exact=False, method="test", approximation="test")
+    result = rung_result(rung, parse_hardware("1xH100-80GB"), tokens, 1.0, list_recipes())
+    assert result.recipe == "recipes/llama-3.1-8b/lora-1xH100-80GB.yaml"

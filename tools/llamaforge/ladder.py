@@ -210,9 +210,10 @@ def rung_result(spec: RungSpec, hardware: Hardware | None, tokens: CorpusTokens,
         return _priced(spec, hw, tokens, epochs, source="committed", recipe=entry.path, method=entry.method,
                        tokens_per_s=float(entry.tokens_per_s), note="the committed recipe's estimated throughput",
                        is_last=is_last)
-    same = [e for e in committed if e.model == spec.model and e.hardware == hardware.label and e.tokens_per_s
-            and e.method in spec.methods]
-    same.sort(key=lambda e: spec.methods.index(e.method))
+    # the matrix's own recipe for the hardware, by name (<method>-<hw>): DPO recipes (dpo-*) and
+    # specialists (<set>-<name>-*) on the same hardware are not the rung's training run
+    canonical = (by_id.get(f"{spec.model}/{method}-{hardware.label}") for method in spec.methods)
+    same = [e for e in canonical if e is not None and e.tokens_per_s]
     if same:
         e = same[0]
         return _priced(spec, hardware, tokens, epochs, source="committed", recipe=e.path, method=e.method,
