@@ -93,15 +93,15 @@ def test_matrix_preference_mistakes_are_one_line(entry, message):
     m = load_matrix()
     by_id = {"llama-3.1-8b/lora-1xH100-80GB": _request()}
     with pytest.raises(UserError, match=message):
-        dpo_requests([entry], by_id, {k: r.method for k, r in by_id.items()}, m.hyper_layers, "matrix.yaml")
+        dpo_requests([entry], by_id, m.hyper_layers, "matrix.yaml")
 
 
 def test_a_dpo_after_a_full_fine_tune_starts_from_its_output_dir():
     m = load_matrix()
     full = next(r for r in m.requests if r.method == "full")
     by_id = {"llama-3.1-8b/full-8xH100-80GB": full}
-    [d] = dpo_requests([{"after": "llama-3.1-8b/full-8xH100-80GB", "corpus": "p"}], by_id, {k: "full" for k in by_id},
-                       m.hyper_layers, "matrix.yaml")
+    [d] = dpo_requests([{"after": "llama-3.1-8b/full-8xH100-80GB", "corpus": "p"}], by_id, m.hyper_layers,
+                       "matrix.yaml")
     assert d.request.method == "lora" and d.base_model == "outputs/llama-3.1-8b/full-8xH100-80GB"
 
 

@@ -170,9 +170,8 @@ class DpoRequest:
         return self.after_output_dir if self.after_method == "full" else f"{self.after_output_dir}/merged"
 
 
-def dpo_requests(entries, sft_requests: dict[str, RecipeRequest], methods: dict[str, str],
-                 layers: tuple, where: str) -> list[DpoRequest]:
-    """The matrix's `preference:` entries. `sft_requests`/`methods`: the SFT recipes by <model>/<name>."""
+def dpo_requests(entries, sft_requests: dict[str, RecipeRequest], layers: tuple, where: str) -> list[DpoRequest]:
+    """The matrix's `preference:` entries. `sft_requests`: the SFT recipes (method set) by <model>/<name>."""
     if entries is None:
         return []
     if not isinstance(entries, list):
@@ -204,7 +203,7 @@ def dpo_requests(entries, sft_requests: dict[str, RecipeRequest], methods: dict[
             corpus=str(entry["corpus"]), hyper_layers=layers + (("entry", dict(hp)),),
         )
         req.hyperparameters(req.method or "lora")  # unknown keys fail here, naming the entry
-        out.append(DpoRequest(request=req, after=after, after_method=methods[after], beta=float(beta)))
+        out.append(DpoRequest(request=req, after=after, after_method=sft.method, beta=float(beta)))
     return out
 
 

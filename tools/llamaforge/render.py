@@ -516,7 +516,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
         from .preference import dpo_requests
 
         by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
-        preference = dpo_requests(preference, by_id, {k: r.method for k, r in by_id.items()}, layers, path.name)
+        preference = dpo_requests(preference, by_id, layers, path.name)
     return Matrix(corpus=corpus, requests=requests, hyper_layers=layers, preference=preference or [],
                   specialists=list(specialists))
 
