@@ -185,6 +185,13 @@ def test_cli_dry_run_prints_and_runs_nothing(workspace, cli, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_preference_recipes_are_refused_with_the_reason(cli):
+    from llamaforge.paths import recipes_dir
+
+    res = cli("run", str(recipes_dir() / "llama-3.1-8b/dpo-lora-1xH100-80GB.yaml"), "--stage", "validate")
+    assert res.code == 2 and "rl: dpo" in res.err and "\n" not in res.err.strip()
+
+
 def test_cli_bad_input(cli, tmp_path):
     res = cli("run", str(tmp_path / "missing.yaml"), "--stage", "validate")
     assert res.code == 2 and "not found" in res.err

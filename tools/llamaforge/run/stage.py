@@ -90,6 +90,11 @@ def load_recipe(path: str | Path) -> Recipe:
         raise UserError(f"recipe {p}: an Axolotl recipe is a YAML mapping")
     if not config.get("datasets"):
         raise UserError(f"recipe {p}: has no `datasets:`; a staged run needs the corpus it trains on")
+    if config.get("rl"):
+        raise UserError(
+            f"recipe {p}: `rl: {config['rl']}` — staged runs judge supervised fine-tunes by their loss curve, which "
+            "a preference run does not follow; launch it with the command in its header (docs/specialists.md)"
+        )
     return Recipe(p, text, config, read_header(text))
 
 
