@@ -409,6 +409,7 @@ def render_recipe(
         "parallel_line": _parallel_line(s, deepspeed_path),
         "est": est_context,
         "extra_header": dict(extra_header or {}),
+        "stage": stage,
         "setup": s,
         "reasons": list(p.reasons),
         "launch": _launch_lines(recipe_path, hw, accelerate_path, sbatch_path, cpu),
