@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 
 from .errors import UserError
-from .paths import FACTS_DIR
+from .paths import read_facts
 
 
 @dataclass(frozen=True)
@@ -159,19 +158,14 @@ class Hardware:
 # ---- loading the facts ---------------------------------------------------------------------
 
 
-def _load_yaml(name: str) -> dict:
-    with open(FACTS_DIR / name, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 @lru_cache(maxsize=1)
 def models() -> dict[str, ModelSpec]:
-    return {mid: ModelSpec(id=mid, **fields) for mid, fields in _load_yaml("models.yaml").items()}
+    return {mid: ModelSpec(id=mid, **fields) for mid, fields in read_facts("models.yaml").items()}
 
 
 @lru_cache(maxsize=1)
 def gpus() -> dict[str, GpuSpec]:
-    return {gid: GpuSpec(id=gid, **fields) for gid, fields in _load_yaml("gpus.yaml").items()}
+    return {gid: GpuSpec(id=gid, **fields) for gid, fields in read_facts("gpus.yaml").items()}
 
 
 def _suggest(name: str, choices: list[str]) -> str:

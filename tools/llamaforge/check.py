@@ -21,11 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .catalog import Hardware, ModelSpec, get_model, parse_hardware
 from .errors import UserError
-from .paths import FACTS_DIR, display_path, repo_root
+from .paths import display_path, read_facts, repo_root
 from .recipe_config import (
     DeepSpeedInfo,
     LoadedConfig,
@@ -80,8 +79,7 @@ class CheckReport:
 
 @lru_cache(maxsize=1)
 def load_rules() -> dict:
-    with open(FACTS_DIR / "axolotl_rules.yaml", encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return read_facts("axolotl_rules.yaml")
 
 
 # ---- (b) and (c): walking the config's keys along the schema ---------------------------------

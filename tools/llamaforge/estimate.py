@@ -20,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
-import yaml
 
 from .catalog import ModelSpec
 from .errors import UserError
-from .paths import FACTS_DIR
+from .paths import read_facts
 from .training import OPTIMIZER_STATE_BYTES, TrainSetup
 
 GIB = float(2**30)
@@ -33,19 +32,14 @@ GIB = float(2**30)
 # ---- facts ---------------------------------------------------------------------------------------
 
 
-def _read_facts(name: str) -> dict:
-    with open(FACTS_DIR / name, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 @lru_cache(maxsize=1)
 def estimator_facts() -> dict:
-    return _read_facts("estimator.yaml")
+    return read_facts("estimator.yaml")
 
 
 @lru_cache(maxsize=1)
 def parallelism_facts() -> dict:
-    return _read_facts("parallelism.yaml")
+    return read_facts("parallelism.yaml")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
-import yaml
 
 from .catalog import Hardware, get_model, parse_hardware
 from .errors import Infeasible, UserError
-from .paths import FACTS_DIR
+from .paths import read_facts
 
 LADDER_FACTS = "ladder.yaml"
 
@@ -99,8 +98,7 @@ class LadderFacts:
 
 @lru_cache(maxsize=1)
 def load_ladder_facts() -> LadderFacts:
-    path = FACTS_DIR / LADDER_FACTS
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_facts(LADDER_FACTS)
     gain = float(data["significant_gain"])
     rungs = []
     for r in data["rungs"]:

@@ -24,11 +24,9 @@ EXPORT_FACTS = "export.yaml"   # merge.tolerance: how close merged and unmerged 
 
 @lru_cache(maxsize=1)
 def _tolerances() -> dict:
-    import yaml
+    from .paths import read_facts
 
-    from .paths import FACTS_DIR
-
-    data = yaml.safe_load((FACTS_DIR / EXPORT_FACTS).read_text(encoding="utf-8"))
+    data = read_facts(EXPORT_FACTS)
     return data["merge"]["tolerance"]
 
 

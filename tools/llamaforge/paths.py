@@ -27,6 +27,15 @@ def repo_root() -> Path:
     )
 
 
+def read_facts(name: str) -> dict:
+    """A facts file (tools/llamaforge/facts/NAME) parsed as YAML. Not cached: callers that read
+    one on a hot path cache their own view of it."""
+    import yaml
+
+    with open(FACTS_DIR / name, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def templates_dir() -> Path:
     return repo_root() / "templates"
 

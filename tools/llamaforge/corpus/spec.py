@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..paths import FACTS_DIR, display_path, repo_root
+from ..paths import display_path, read_facts, repo_root
 
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "text", "preference")
 KINDS = ("sft", "preference")  # conversations to imitate | chosen/rejected pairs (DPO)
@@ -33,7 +33,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @lru_cache(maxsize=1)
 def corpus_facts() -> dict:
     """Defaults and thresholds from facts/corpus.yaml."""
-    return yaml.safe_load((FACTS_DIR / "corpus.yaml").read_text(encoding="utf-8"))
+    return read_facts("corpus.yaml")
 
 
 @dataclass(frozen=True)

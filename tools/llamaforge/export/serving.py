@@ -9,10 +9,9 @@ import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 
-import yaml
 
 from ..errors import UserError
-from ..paths import FACTS_DIR
+from ..paths import read_facts
 
 EXPORT_FACTS = "export.yaml"
 MODELFILE_TEMPLATE = "serve/Modelfile.j2"
@@ -34,7 +33,7 @@ class ServingFacts:
 
 @lru_cache(maxsize=1)
 def serving_facts() -> ServingFacts:
-    data = yaml.safe_load((FACTS_DIR / EXPORT_FACTS).read_text(encoding="utf-8"))
+    data = read_facts(EXPORT_FACTS)
     return ServingFacts(
         temperature=float(data["sampling"]["temperature"]), top_p=float(data["sampling"]["top_p"]),
         vllm_dtype=str(data["vllm"]["dtype"]), vllm_port=int(data["vllm"]["port"]),

@@ -22,17 +22,15 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 
 from ..errors import UserError
-from ..paths import FACTS_DIR
+from ..paths import read_facts
 
 
 @lru_cache(maxsize=1)
 def health_facts() -> dict:
     """facts/health.yaml: thresholds with their sources, advice, OOM patterns."""
-    with open(FACTS_DIR / "health.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return read_facts("health.yaml")
 
 
 # ---- the curve ------------------------------------------------------------------------------
