@@ -34,7 +34,8 @@ def workspace(tmp_path_factory):
     return root, root / "recipe.yaml", res
 
 
-def passing_report(stage_dir: Path, recipe_path: Path, manifest_path: Path, *, passed=True, recipe_hash=None, mhash=None):
+def passing_report(stage_dir: Path, recipe_path: Path, manifest_path: Path, *, passed=True, recipe_hash=None, mhash=None,
+                   gates="pass"):
     from llamaforge.corpus.manifest import manifest_hash
 
     recipe = load_recipe(recipe_path)
@@ -46,7 +47,13 @@ def passing_report(stage_dir: Path, recipe_path: Path, manifest_path: Path, *, p
         for c in checks["checks"]:
             c["status"] = "pass"
         checks["passed"] = True
-    report = {"stage": "validate", "name": "x", "passed": checks["passed"], "health": checks,
+    gate_rows = [{"name": "identity", "verdict": "pass" if gates == "pass" else "fail", "value": 0.3, "threshold": 0.9}]
+    gate_section = ({"passed": False, "profile": "validate", "skipped": "--no-gates: the gates were not run"}
+                    if gates == "skipped" else
+                    {"passed": gates == "pass", "profile": "validate", "gates": gate_rows,
+                     "failed": [] if gates == "pass" else ["identity"]})
+    report = {"stage": "validate", "name": "x", "passed": checks["passed"] and gates == "pass", "health": checks,
+              "gates": gate_section,
               "recipe": {"path": str(recipe_path), "hash": recipe_hash or recipe.hash},
               "corpus": {"manifest": str(manifest_path), "manifest_hash": mhash or manifest_hash(manifest_path)}}
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -89,19 +96,30 @@ def test_full_is_refused_without_a_validation(workspace, tmp_path):
 
 
 @pytest.mark.parametrize("kind,fragment", [
-    ("failed", "did not pass"),
+    ("failed", "did not pass \\(health checks failed"),
+    ("gates", "did not pass \\(gates of profile `validate` failed: identity\\)"),
+    ("ungated", "did not pass \\(gates not passed: --no-gates"),
     ("recipe", "recipe changed"),
     ("corpus", "corpus changed"),
 ])
 def test_full_is_refused_unless_the_validation_matches_and_passed(workspace, tmp_path, kind, fragment):
+    """Seed 003: the 10% run must pass its quality checks (the gates) too, not only its health."""
     _, recipe_path, res = workspace
     manifest = Path(res.out_dir) / "manifest.json"
     passing_report(tmp_path / "runs/recipe/validate", recipe_path, manifest, passed=kind != "failed",
-                   recipe_hash="0" * 64 if kind == "recipe" else None, mhash="f" * 64 if kind == "corpus" else None)
+                   recipe_hash="0" * 64 if kind == "recipe" else None, mhash="f" * 64 if kind == "corpus" else None,
+                   gates={"gates": "fail", "ungated": "skipped"}.get(kind, "pass"))
     with pytest.raises(RunRefused, match=fragment):
         plan_stage(recipe_path, "full", runs_root=tmp_path / "runs")
     plan, gate = plan_stage(recipe_path, "full", runs_root=tmp_path / "runs", force=True)
     assert gate["forced"] is True and fragment.split()[0] in gate["reason"]
+
+
+def test_the_validate_stage_runs_its_own_gate_profile(workspace):
+    _, recipe_path, _ = workspace
+    recipe = load_recipe(recipe_path)
+    assert recipe.gate_profile_for("validate") == recipe.header.get("validate-gates", "validate")
+    assert recipe.gate_profile_for("full") == recipe.gate_profile
 
 
 def test_recipe_hash_ignores_comments_but_not_values(workspace, tmp_path):

@@ -17,7 +17,7 @@ from .atomic import write_text_atomic
 from .errors import UserError
 from .paths import recipes_dir, repo_root
 
-_HEADER_KEY = re.compile(r"^# llamaforge-([a-z]+):\s*(.+?)\s*$")
+_HEADER_KEY = re.compile(r"^# llamaforge-([a-z]+(?:-[a-z]+)*):\s*(.+?)\s*$")
 _MEMORY = re.compile(r"^# Memory:\s+~([\d.]+) GiB peak per GPU of ([\d.]+) usable; host RAM ~([\d.]+) GiB")
 _THROUGHPUT = re.compile(r"^# Throughput:\s+~([\d,]+) tokens/s")
 _PARALLEL = re.compile(r"^# Parallelism:\s+(.+?)\s*$")

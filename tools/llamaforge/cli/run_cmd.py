@@ -23,10 +23,11 @@ def run_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stage recipe and the exact command; run nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the stage's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run `full` without a passing validation (recorded in the report).")] = False,
-    no_gates: Annotated[bool, typer.Option("--no-gates", help="Skip the evaluation gates after `full` (the report says so).")] = False,
+    no_gates: Annotated[bool, typer.Option("--no-gates", help="Skip the stage's gates (recorded; an ungated validation does not unlock `full`).")] = False,
+    allow_code_execution: Annotated[bool, typer.Option("--allow-code-execution", help="Let code gates (HumanEval) execute model-written code in the sandbox (docs/gates.md).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run one stage of a recipe: derive the stage recipe, launch Axolotl, watch it, judge its health."""
+    """Run one stage of a recipe: derive the stage recipe, launch Axolotl, watch it, judge its health, run its gates."""
     from ..errors import UserError
     from ..run.runner import run_stage, stage_recipe_text
     from ..run.stage import STAGES, StagePlan
@@ -34,7 +35,8 @@ def run_command(
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; use validate or full")
     result = run_stage(recipe, stage, corpus=corpus, name=name, runs_root=runs_dir, dry_run=dry_run,
-                       resume=resume, force=force, gates=not no_gates, live=not json_out)
+                       resume=resume, force=force, gates=not no_gates, allow_code_execution=allow_code_execution,
+                       live=not json_out)
     if isinstance(result, StagePlan):
         plan = result
         if json_out:

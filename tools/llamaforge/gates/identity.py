@@ -69,6 +69,14 @@ def find_self_identification(answer: str, name: str, rules: IdentityRules) -> st
     return None
 
 
+def mentions_name(answer: str, name: str) -> bool:
+    """Does `answer` name `name` anywhere, in any role ("I am Leviathan", "Leviathan's view", "—
+    Leviathan")? Whole words, case-insensitive: the persona-bleed measure, where any mention in an
+    answer to a question that is not about identity counts."""
+    words = r"\s+".join(re.escape(w) for w in name.split())
+    return re.search(r"(?<![\w-])" + words + r"(?![\w-])", answer or "", re.IGNORECASE) is not None
+
+
 def check_self_identification(answer: str, persona: str, rules: IdentityRules) -> IdentityCheck:
     """Does `answer` name `persona` as the speaker itself (and claim no other identity)?"""
     text = (answer or "").strip()

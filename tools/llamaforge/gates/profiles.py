@@ -15,7 +15,10 @@ from typing import Any
 from ..errors import UserError
 
 CHAT_TEMPLATE_CHOICES = ("auto", "always", "never")
-_GATE_KEYS = {"name", "task", "metric", "threshold", "compare", "optional", "chat_template", "description"}
+_GATE_KEYS = {"name", "task", "metric", "threshold", "compare", "optional", "chat_template", "description",
+              "higher_is_better", "limit", "max_gen_toks"}
+# Settings of the task's run, not of one gate: every gate on the same task must agree on them.
+_TASK_SETTINGS = ("chat_template", "limit", "max_gen_toks")
 _COMPARE_KEYS = {"min_gain", "no_regression", "stderr_multiplier"}
 
 
@@ -29,15 +32,20 @@ class BaseComparison:
     no_regression: bool = False
     stderr_multiplier: float = 1.0
 
-    def describe(self, short: bool = False) -> str:
+    def describe(self, short: bool = False, higher_is_better: bool = True) -> str:
         """"gain ≥ +0.05 over base; no regression vs base beyond stderr", or for narrow table
-        cells (short) "≥ base+0.05, ≥ base−se"."""
+        cells (short) "≥ base+0.05, ≥ base−se". For a metric where lower is better (persona bleed)
+        a gain is a drop: "≤ base−0.05, ≤ base+se"."""
         mult = "" if self.stderr_multiplier == 1.0 else f"{self.stderr_multiplier:g}" + ("·" if short else "×")
+        cmp, sign = ("≥", 1) if higher_is_better else ("≤", -1)
         parts = []
         if self.min_gain is not None:
-            parts.append(f"≥ base{self.min_gain:+g}" if short else f"gain ≥ {self.min_gain:+.3g} over base")
+            gain = sign * self.min_gain
+            parts.append(f"{cmp} base{gain:+g}" if short else
+                         f"{'gain' if higher_is_better else 'drop'} ≥ {self.min_gain:+.3g} {'over' if higher_is_better else 'below'} base")
         if self.no_regression:
-            parts.append(f"≥ base−{mult}se" if short else f"no regression vs base beyond {mult}stderr")
+            slack = "−" if higher_is_better else "+"
+            parts.append(f"{cmp} base{slack}{mult}se" if short else f"no regression vs base beyond {mult}stderr")
         return (", " if short else "; ").join(parts)
 
 
@@ -51,6 +59,9 @@ class GateSpec:
     optional: bool = False  # may be skipped (never passed) when its data or code execution is unavailable
     chat_template: str = "auto"  # auto: apply when the tokenizer has one; always; never
     description: str = ""
+    higher_is_better: bool = True  # False: the threshold is a maximum (persona bleed ≤ 0.10)
+    limit: int | None = None       # examples of the task (its first N): a subset, e.g. of HumanEval
+    max_gen_toks: int | None = None  # cap on the task's generated tokens (overrides the profile's)
 
     @property
     def metric_name(self) -> str:
@@ -78,6 +89,10 @@ class GateProfile:
     def tasks(self) -> list[str]:
         """The lm-eval tasks the profile needs, in gate order, each once."""
         return list(dict.fromkeys(g.task for g in self.gates))
+
+    def task_settings(self, task: str) -> GateSpec:
+        """The first gate on `task`: its chat_template, limit and max_gen_toks are the task's."""
+        return next(g for g in self.gates if g.task == task)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "max_gen_toks": self.max_gen_toks,
@@ -136,6 +151,10 @@ def _parse_gate(raw: Any, where: str) -> GateSpec:
     compare = _parse_compare(raw.get("compare"), where)
     if threshold is None and compare is None:
         raise UserError(f"{where}: a gate must check something; give a threshold, a compare rule, or both")
+    higher = raw.get("higher_is_better", True)
+    if not isinstance(higher, bool):
+        raise UserError(f"{where}.higher_is_better must be true or false")
+    counts = {key: _positive_int(raw.get(key), f"{where}.{key}") for key in ("limit", "max_gen_toks")}
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise UserError(f"{where}.optional must be true or false")
@@ -151,7 +170,17 @@ def _parse_gate(raw: Any, where: str) -> GateSpec:
         optional=optional,
         chat_template=chat,
         description=str(raw.get("description") or "").strip(),
+        higher_is_better=higher,
+        **counts,
     )
+
+
+def _positive_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{where} must be a positive integer, not {value!r}")
+    return value
 
 
 def parse_gate_profiles(data: Any, source: str = "gates.yaml") -> dict[str, GateProfile]:
@@ -168,10 +197,12 @@ def parse_gate_profiles(data: Any, source: str = "gates.yaml") -> dict[str, Gate
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise UserError(f"{where}: gate name(s) {', '.join(dupes)} used twice; give each gate its own `name:`")
-        modes: dict[str, str] = {}
+        first: dict[str, GateSpec] = {}
         for g in gates:
-            if modes.setdefault(g.task, g.chat_template) != g.chat_template:
-                raise UserError(f"{where}: gates on task {g.task!r} disagree on chat_template; a task runs once per model")
+            other = first.setdefault(g.task, g)
+            for key in _TASK_SETTINGS:
+                if getattr(other, key) != getattr(g, key):
+                    raise UserError(f"{where}: gates on task {g.task!r} disagree on {key}; a task runs once per model")
         unknown = sorted(set(body) - {"description", "gates", "max_gen_toks"})
         if unknown:
             raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: description, gates, max_gen_toks")

@@ -20,7 +20,7 @@ def format_value(value: float | None, stderr: float | None = None) -> str:
 
 def format_target(gate: GateResult) -> str:
     """The threshold and the base rule, short: "≥ 0.4, ≥ base−se"."""
-    parts = [f"≥ {gate.threshold:g}"] if gate.threshold is not None else []
+    parts = [f"{'≥' if gate.higher_is_better else '≤'} {gate.threshold:g}"] if gate.threshold is not None else []
     if gate.comparison_short:
         parts.append(gate.comparison_short)
     return ", ".join(parts)

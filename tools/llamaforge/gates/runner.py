@@ -20,7 +20,7 @@ import re
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,6 +42,10 @@ from .verdict import (
 )
 
 IDENTITY_TASK = "identity"
+# Generation batch on a CPU: measured on SmolLM2-135M, 2 cores, 48 new tokens per answer:
+# batch 1 ~10 tokens/s, 8 ~50, 16 ~69, 32 ~78 (docs/gates.md). Greedy answers of a batch can differ
+# from batch-1 answers by padding effects; base and tuned model run with the same batch.
+CPU_BATCH_SIZE = 16
 GATED, BASE = "model", "base"  # the two variants a report can hold
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -327,25 +331,144 @@ def load_adapter_lm(model_path: str, adapter: str, *, device: str, batch_size: i
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size), note
 
 
+@dataclass(frozen=True)
+class TaskRun:
+    """How one task runs on every model of a gate run: chat template mode, examples, token cap."""
+
+    chat_template: str = "auto"
+    limit: int | None = None
+    max_gen_toks: int | None = None
+
+    @property
+    def gen_kwargs(self) -> dict | None:
+        return {"max_gen_toks": self.max_gen_toks} if self.max_gen_toks else None
+
+
+def task_runs(profile: GateProfile, *, limit: int | None, max_gen_toks: int | None) -> dict[str, TaskRun]:
+    """Each task's settings: its gates' chat_template, limit (the smaller of the gate's and --limit)
+    and token cap (--max-gen-toks, else the gate's, else the profile's)."""
+    runs = {}
+    for task in profile.tasks():
+        g = profile.task_settings(task)
+        limits = [x for x in (limit, g.limit) if x is not None]
+        runs[task] = TaskRun(g.chat_template, min(limits) if limits else None,
+                             max_gen_toks or g.max_gen_toks or profile.max_gen_toks)
+    return runs
+
+
+class BaseAnswerCache:
+    """The base model's outcomes and answers per task, kept in a folder, so that several gate runs
+    against the same base (the validation, the full run, the merged model) evaluate it once. The
+    key covers the model's files (config, tokenizer, weight sizes and times), every file under
+    evals/tasks/, the persona, the task's settings, the device, the batch size and lm-eval's version:
+    change any of them and the base is evaluated again."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def _model_fingerprint(model_path: str) -> str | None:
+        import hashlib
+
+        p = Path(model_path).expanduser()
+        if not p.is_dir():
+            return None   # a Hub id: not cached
+        h = hashlib.sha256()
+        for f in sorted(p.iterdir()):
+            if not f.is_file():
+                continue
+            h.update(f.name.encode())
+            if f.suffix in (".safetensors", ".bin"):
+                st = f.stat()
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            elif f.suffix in (".json", ".jinja", ".model", ".txt"):
+                h.update(f.read_bytes())
+        return h.hexdigest()
+
+    @staticmethod
+    def _tasks_fingerprint() -> str:
+        import hashlib
+
+        from ..paths import evals_dir
+
+        h = hashlib.sha256()
+        root = evals_dir() / "tasks"
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(root)).encode())
+                h.update(f.read_bytes())
+        return h.hexdigest()
+
+    def key(self, model_path: str, task: str, run: TaskRun, **settings) -> str | None:
+        import hashlib
+        from importlib.metadata import version
+
+        model = self._model_fingerprint(model_path)
+        if model is None:
+            return None
+        payload = json.dumps({"model": model, "tasks": self._tasks_fingerprint(), "task": task, "run": asdict(run),
+                              "lm_eval": version("lm_eval"), **settings}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def get(self, key: str | None) -> tuple[TaskOutcome, list[dict]] | None:
+        if key is None:
+            return None
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
+            return TaskOutcome(**data["outcome"]), data["samples"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str | None, outcome: TaskOutcome, samples: list[dict]) -> None:
+        from ..atomic import write_text_atomic
+
+        if key is None or outcome.status != MEASURED:
+            return
+        write_text_atomic(self.folder / f"{key}.json",
+                          json.dumps({"outcome": outcome.to_dict(), "samples": samples}, default=str) + "\n")
+
+
+def _record(run: VariantRun, name: str, outcome: TaskOutcome, samples: list[dict]) -> None:
+    run.outcomes[name] = outcome
+    run.samples[name] = samples
+    run.answers[name] = {str(s["id"] if s["id"] is not None else s["doc_id"]): s["answer"] for s in samples
+                         if isinstance(s["answer"], str)}
+
+
 def evaluate_variant(
     model_path: str,
     adapter: str | None,
     tasks: dict[str, Any],
-    chat_modes: dict[str, str],
+    runs: dict[str, TaskRun],
     manager,
     *,
-    limit: int | None,
     device: str,
     batch_size: int | str,
-    gen_kwargs: dict | None,
     allow_code_execution: bool,
+    persona: str = DEFAULT_PERSONA,
+    cache: BaseAnswerCache | None = None,
 ) -> VariantRun:
     """Load the model once with lm-eval's HF backend (plus the adapter, see load_adapter_lm) and
-    run each task with lm_eval.simple_evaluate."""
+    run each task with lm_eval.simple_evaluate. With a `cache` (base models only), tasks answered
+    before under the same key are read from it, and the model is not loaded when all were."""
     import lm_eval
     from lm_eval.api.registry import get_model
 
     run = VariantRun()
+    keys: dict[str, str | None] = {}
+    if cache is not None and adapter is None:
+        for name in list(tasks):
+            keys[name] = cache.key(model_path, name, runs.get(name, TaskRun()), persona=persona, device=device,
+                                   batch_size=batch_size, allow_code_execution=allow_code_execution)
+            hit = cache.get(keys[name])
+            if hit is not None:
+                _record(run, name, hit[0], hit[1])
+        tasks = {n: t for n, t in tasks.items() if n not in run.outcomes}
+        if run.outcomes:
+            run.notes.append(f"base answers of {', '.join(run.outcomes)} read from {cache.folder} (same model files, "
+                             "tasks and settings)")
+        if not tasks:
+            return run
     try:
         with contextlib.redirect_stdout(sys.stderr):
             if adapter:
@@ -361,12 +484,14 @@ def evaluate_variant(
         return run
     has_template = bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
     for name, task in tasks.items():
-        mode = chat_modes.get(name, "auto")
+        settings = runs.get(name, TaskRun())
+        mode = settings.chat_template
         chat = mode == "always" or (mode == "auto" and has_template)
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 res = lm_eval.simple_evaluate(
-                    model=lm, tasks=[task], limit=limit, apply_chat_template=chat, gen_kwargs=gen_kwargs,
+                    model=lm, tasks=[task], limit=settings.limit, apply_chat_template=chat,
+                    gen_kwargs=settings.gen_kwargs,
                     log_samples=True, confirm_run_unsafe_code=allow_code_execution, task_manager=manager,
                     bootstrap_iters=1000,
                 )
@@ -378,10 +503,10 @@ def evaluate_variant(
         metrics = dict((res or {}).get("results", {}).get(name, {}))
         n = ((res or {}).get("n-samples", {}).get(name) or {}).get("effective")
         samples = [_slim_sample(s) for s in (res or {}).get("samples", {}).get(name, [])]
-        run.samples[name] = samples
-        run.answers[name] = {str(s["id"] if s["id"] is not None else s["doc_id"]): s["answer"] for s in samples
-                             if isinstance(s["answer"], str)}
-        run.outcomes[name] = TaskOutcome(name, MEASURED, metrics=metrics, n_samples=n, chat_template=chat)
+        outcome = TaskOutcome(name, MEASURED, metrics=metrics, n_samples=n, chat_template=chat)
+        _record(run, name, outcome, samples)
+        if cache is not None and adapter is None:
+            cache.put(keys.get(name), outcome, samples)
     del lm
     gc.collect()
     try:
@@ -426,6 +551,7 @@ def run_gates(
     batch_size: int | str | None = None,
     max_gen_toks: int | None = None,
     gates_file: str | os.PathLike | None = None,
+    base_cache: str | os.PathLike | None = None,
 ) -> GateReport:
     """Evaluate `model_path` (plus `adapter`) on the gates of `profile` and write results.json,
     report.md and samples/ to `output_dir` (default: <adapter or model>/eval/<profile>/).
@@ -433,7 +559,8 @@ def run_gates(
     The base model (`model_path` when an adapter is given, else `base_model`) is evaluated on the
     same tasks when `compare_base` (its values fill the table's base column and the gates'
     `compare` rules); with an adapter it is always evaluated on the identity prompts, and an
-    adapter whose identity answers equal the base's fails the identity gate.
+    adapter whose identity answers equal the base's fails the identity gate. `base_cache` (a
+    folder) keeps the base's answers for later runs against the same base (BaseAnswerCache).
     Bad input (unknown profile or task, not a model, an adapter for another base) raises UserError."""
     from ..paths import evals_dir
     from .report import write_report_files
@@ -459,23 +586,22 @@ def run_gates(
     tasks = gate_profile.tasks()
     manager = build_task_manager(tasks, persona, evals_dir() / "tasks")
     device = device or _default_device()
-    batch = batch_size if batch_size is not None else ("auto" if device.startswith("cuda") else 1)
-    max_gen_toks = max_gen_toks or gate_profile.max_gen_toks
-    gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
-    chat_modes = {g.task: g.chat_template for g in gate_profile.gates}
-    common = dict(limit=limit, device=device, batch_size=batch, gen_kwargs=gen_kwargs,
-                  allow_code_execution=allow_code_execution)
+    batch = batch_size if batch_size is not None else ("auto" if device.startswith("cuda") else CPU_BATCH_SIZE)
+    runs = task_runs(gate_profile, limit=limit, max_gen_toks=max_gen_toks)
+    common = dict(device=device, batch_size=batch, allow_code_execution=allow_code_execution, persona=persona)
 
     with _code_execution_env(allow_code_execution):
         loaded, blocked = load_tasks(tasks, manager, allow_code_execution)
-        gated = evaluate_variant(model_ref, adapter_ref, loaded, chat_modes, manager, **common) if loaded else VariantRun()
+        gated = evaluate_variant(model_ref, adapter_ref, loaded, runs, manager, **common) if loaded else VariantRun()
         notes += gated.notes
         gated.outcomes.update(blocked)
         base: VariantRun | None = None
         if base_ref:
             base_tasks = {t: o for t, o in loaded.items() if compare_base or (t == IDENTITY_TASK and adapter_ref)}
             if base_tasks:
-                base = evaluate_variant(base_ref, None, base_tasks, chat_modes, manager, **common)
+                cache = BaseAnswerCache(Path(base_cache)) if base_cache else None
+                base = evaluate_variant(base_ref, None, base_tasks, runs, manager, cache=cache, **common)
+                notes += base.notes
                 base.outcomes.update({t: o for t, o in blocked.items()})
 
     if not base_ref:
@@ -502,7 +628,8 @@ def run_gates(
         limit=limit, gates=gates, notes=notes, output_dir=str(out_dir),
         tasks={GATED: gated.outcomes, **({BASE: base.outcomes} if base else {})},
         settings={
-            "device": device, "batch_size": batch, "max_gen_toks": max_gen_toks, "compare_base": compare_base,
+            "device": device, "batch_size": batch, "compare_base": compare_base,
+            "tasks": {t: asdict(r) for t, r in runs.items()},
             "allow_code_execution": allow_code_execution, "lm_eval": version("lm_eval"),
             "sandbox": _sandbox_description() if allow_code_execution else None,
             "seconds": round(time.time() - started, 1),

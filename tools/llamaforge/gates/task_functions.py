@@ -21,7 +21,13 @@ from ..errors import UserError
 from .answer_checks import AnswerRules, check_answer, check_keywords, parse_answer_rules, parse_terms
 from .code_execution import SandboxLimits, parse_sandbox_limits, run_untrusted_program
 from .data_files import read_prompt_rows, read_yaml
-from .identity import DEFAULT_PERSONA, check_self_identification, load_identity_rules, validate_persona
+from .identity import (
+    DEFAULT_PERSONA,
+    check_self_identification,
+    load_identity_rules,
+    mentions_name,
+    validate_persona,
+)
 
 ANSWER_RULES_FILE = "answer_rules.yaml"  # shared by inference_suite and esoteric_spotcheck, in evals/tasks/
 
@@ -70,8 +76,12 @@ def _with_persona(term, persona: str):
 
 
 def load_inference_docs(task_dir: Path, persona: str = DEFAULT_PERSONA, **_metadata):
+    return _test_split(answer_docs(Path(task_dir) / "inference_suite.jsonl", persona))
+
+
+def answer_docs(path: Path, persona: str) -> list[dict]:
+    """Prompts with must_contain / must_not_contain terms ({persona} replaced), as lm-eval docs."""
     persona = validate_persona(persona)
-    path = Path(task_dir) / "inference_suite.jsonl"
     docs = []
     for i, row in enumerate(read_prompt_rows(path)):
         where = f"{path}: row {i + 1}"
@@ -89,13 +99,29 @@ def load_inference_docs(task_dir: Path, persona: str = DEFAULT_PERSONA, **_metad
             "must_not_contain": json.dumps([_with_persona(t, persona) for t in must_not]),
             "persona": persona,
         })
-    return _test_split(docs)
+    return docs
 
 
 def score_inference(doc: dict, results: list, task_dir: Path) -> dict[str, float]:
     rules = answer_rules(Path(task_dir).parent)
     check = check_answer(_first_answer(results), json.loads(doc["must_contain"]), json.loads(doc["must_not_contain"]), rules)
     return {"acc": 1.0 if check.passed else 0.0}
+
+
+# --- general answers and persona bleed ----------------------------------------------------
+
+
+def load_general_docs(task_dir: Path, persona: str = DEFAULT_PERSONA, **_metadata):
+    return _test_split(answer_docs(Path(task_dir) / "general_prompts.jsonl", persona))
+
+
+def score_general(doc: dict, results: list, task_dir: Path) -> dict[str, float]:
+    """acc: the answer is right (its required terms, none forbidden, the common checks);
+    persona_bleed: the answer names the persona although the prompt is not about identity."""
+    answer = _first_answer(results)
+    rules = answer_rules(Path(task_dir).parent)
+    check = check_answer(answer, json.loads(doc["must_contain"]), json.loads(doc["must_not_contain"]), rules)
+    return {"acc": 1.0 if check.passed else 0.0, "persona_bleed": 1.0 if mentions_name(answer, doc["persona"]) else 0.0}
 
 
 # --- esoteric spot-check --------------------------------------------------------------------

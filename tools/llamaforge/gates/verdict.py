@@ -57,6 +57,7 @@ class GateResult:
     optional: bool = False
     comparison: str | None = None
     comparison_short: str | None = None
+    higher_is_better: bool = True
 
     @property
     def passed(self) -> bool:
@@ -100,14 +101,19 @@ def _compare(spec: GateSpec, value: float, stderr: float | None, base_value: flo
     failures: list[str] = []
     if rule is None:
         return failures
-    if rule.min_gain is not None and value - base_value < rule.min_gain:
+    # where lower is better, a gain is a drop: compare the negated values
+    sign = 1.0 if spec.higher_is_better else -1.0
+    gain = sign * (value - base_value)
+    if rule.min_gain is not None and gain < rule.min_gain:
+        what = "gain" if spec.higher_is_better else "drop"
         failures.append(
-            f"gain {value - base_value:+.3f} over base {_fmt(base_value)} is below the required {rule.min_gain:+.3f}"
+            f"{what} {gain:+.3f} {'over' if spec.higher_is_better else 'below'} base {_fmt(base_value)} is below "
+            f"the required {rule.min_gain:+.3f}"
         )
     if rule.no_regression:
         combined = math.sqrt((stderr or 0.0) ** 2 + (base_stderr or 0.0) ** 2)
         tolerance = rule.stderr_multiplier * combined
-        if value < base_value - tolerance:
+        if gain < -tolerance:
             note = "" if stderr is not None and base_stderr is not None else " (stderr missing: compared strictly)"
             failures.append(
                 f"regressed from base {_fmt(base_value)} to {_fmt(value)}, beyond the allowed "
@@ -124,14 +130,15 @@ def decide_gate(
     no_base_reason: str = "no base model to compare with (give --adapter, or --base for a merged model)",
 ) -> GateResult:
     """The verdict of one gate from the gated model's outcome and, when available, the base's."""
-    comparison = spec.compare.describe() if spec.compare else None
+    comparison = spec.compare.describe(higher_is_better=spec.higher_is_better) if spec.compare else None
 
     def result(verdict: str, reason: str, value=None, stderr=None, base_value=None, base_stderr=None) -> GateResult:
         return GateResult(
             name=spec.name, task=spec.task, metric=spec.metric, value=value, stderr=stderr,
             threshold=spec.threshold, base_value=base_value, base_stderr=base_stderr,
             verdict=verdict, reason=reason, optional=spec.optional, comparison=comparison,
-            comparison_short=spec.compare.describe(short=True) if spec.compare else None,
+            comparison_short=spec.compare.describe(short=True, higher_is_better=spec.higher_is_better)
+            if spec.compare else None, higher_is_better=spec.higher_is_better,
         )
 
     if outcome.status != MEASURED:
@@ -156,10 +163,14 @@ def decide_gate(
     failures: list[str] = []
     passes: list[str] = []
     if spec.threshold is not None:
-        if value >= spec.threshold:
+        if spec.higher_is_better and value >= spec.threshold:
             passes.append(f"{_fmt(value)} ≥ {spec.threshold:g}")
-        else:
+        elif spec.higher_is_better:
             failures.append(f"{_fmt(value)} is below the threshold {spec.threshold:g}")
+        elif value <= spec.threshold:
+            passes.append(f"{_fmt(value)} ≤ {spec.threshold:g}")
+        else:
+            failures.append(f"{_fmt(value)} is above the limit {spec.threshold:g}")
     if spec.compare is not None:
         if base_problem:
             failures.append(f"the comparison with the base needs the base's value: {base_problem}")

@@ -169,6 +169,21 @@ def gate_rows(gates) -> tuple[list[dict], str | None]:
     return rows, note
 
 
+def _gates_table(gates: dict) -> list[str]:
+    """The gates with the tuned model's value next to the base model's, and the rule each met or missed."""
+    lines = ["| gate | verdict | tuned | base | target | detail |", "| --- | --- | --- | --- | --- | --- |"]
+    mark = {PASS: "pass", FAIL: "**FAIL**", "skipped": "skipped (optional)"}
+    for g in gates.get("gates") or []:
+        if not isinstance(g, dict):
+            continue
+        cmp = "≤" if g.get("higher_is_better") is False else "≥"
+        target = ", ".join(x for x in (f"{cmp} {g['threshold']:g}" if isinstance(g.get("threshold"), (int, float)) else "",
+                                       g.get("comparison_short") or "") if x) or "-"
+        lines.append(f"| {_cell(g.get('name'))} | {mark.get(g.get('verdict'), _cell(g.get('verdict')))} | "
+                     f"{_cell(g.get('value'))} | {_cell(g.get('base_value'))} | {_cell(target)} | {_cell(g.get('reason'))} |")
+    return lines
+
+
 def _advice_for(check: dict) -> str | None:
     table = health_facts()["advice"]
     name = check["name"]
@@ -196,7 +211,10 @@ def render_markdown(record: dict, thresholds: Thresholds, *, has_plot: bool) -> 
     lines += ["", "## Run", ""] + (_run_lines(record) or ["- (no run details recorded)"])
     lines += ["", "## Health checks", ""] + _checks_table(health["checks"])
     if gate_checks or gates_note:
-        lines += ["", "## Gates", ""] + (_checks_table(gate_checks) if gate_checks else [f"- {_cell(gates_note)}"])
+        gates = record.get("gates") or {}
+        profile = f" (profile `{_cell(gates['profile'])}`)" if gates.get("profile") else ""
+        lines += ["", f"## Gates{profile}", ""]
+        lines += _gates_table(gates) if gate_checks else [f"- {_cell(gates_note)}"]
     todo = [c for c in health["checks"] + gate_checks if c["status"] in (FAIL, NOT_MEASURED)]
     if todo:
         lines += ["", "## What to do", ""]

@@ -1,7 +1,8 @@
 """`llamaforge run RECIPE --stage validate|full`: derive the stage recipe, launch Axolotl as a child
-process with a live view, keep the full log, judge the run's health, run the gates after `full`,
-and write the stage report. `full` refuses unless a passing validation of the same recipe and
-corpus exists."""
+process with a live view, keep the full log, judge the run's health, run the stage's gate profile
+(`validate`: the recipe's `llamaforge-validate-gates`, default `validate`; `full`: its
+`llamaforge-gates`, default `release`), and write the stage report. `full` refuses unless a
+validation of the same recipe and corpus passed its health checks AND its gates."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .stage import (
 )
 
 RUN_RECORD = "run.json"
+BASE_ANSWERS = "base-answers"   # the base model's gate answers, shared by the stages of a run (gates.BaseAnswerCache)
 
 
 class RunRefused(UserError):
@@ -75,10 +77,16 @@ def _previous_validation(run_dir: Path, recipe: Recipe, manifest_hash: str) -> t
         return False, "the recipe changed since it was validated (recipe hash differs); validate it again"
     if report.get("corpus", {}).get("manifest_hash") != manifest_hash:
         return False, "the corpus changed since the validation (manifest hash differs); validate again"
-    if not report.get("passed"):
+    gates = report.get("gates") if isinstance(report.get("gates"), dict) else {}
+    if not report.get("passed") or not gates.get("passed"):
         failed = [c["name"] for c in report.get("health", {}).get("checks", []) if c.get("status") != "pass"]
-        return False, f"the validation run did not pass ({', '.join(failed) or 'see its report'}); see {path.with_name('report.md')}"
-    return True, "a passing validation of this recipe and corpus exists"
+        why = f"health checks failed: {', '.join(failed)}" if failed else None
+        if not why:
+            failed_gates = gates.get("failed") or []
+            why = (f"gates of profile `{gates.get('profile', '?')}` failed: {', '.join(failed_gates)}" if failed_gates
+                   else f"gates not passed: {gates.get('skipped') or gates.get('error') or 'not recorded'}")
+        return False, f"the validation run did not pass ({why}); see {path.with_name('report.md')}"
+    return True, "a passing validation of this recipe and corpus (health and gates) exists"
 
 
 def plan_stage(
@@ -319,6 +327,7 @@ def run_stage(
     resume: bool = False,
     force: bool = False,
     gates: bool = True,
+    allow_code_execution: bool = False,
     console=None,
     live: bool = True,
 ) -> StageResult | StagePlan:
@@ -355,6 +364,8 @@ def run_stage(
         "forced": gate["forced"],
         "gatekeeper": gate["reason"],
         "resumed_from": plan.resume_from,
+        "gate_profile": plan.recipe.gate_profile_for(stage),
+        "allow_code_execution": allow_code_execution,
     }
     if plan.launcher == "slurm":
         sbatch = copy_stage_recipe_for_slurm(plan)
@@ -377,18 +388,24 @@ def run_stage(
         report["oom_advice"] = oom_advice(plan)
     passed = health.passed
 
-    if stage == "full" and gates:
-        if passed:
-            report["gates"] = _run_gates(plan, gate.get("persona"), console)
-            passed = passed and bool(report["gates"].get("passed"))
-        else:
-            report["gates"] = {"passed": False, "skipped": "the run's health checks failed; gates were not run"}
+    profile = plan.recipe.gate_profile_for(stage)
+    if not gates:
+        report["gates"] = {"passed": False, "profile": profile, "skipped": "--no-gates: the gates were not run"}
+        passed = passed and stage == "full"   # an ungated validation unlocks nothing
+    elif passed:
+        started = time.monotonic()
+        report["gates"] = _run_gates(plan, gate.get("persona"), profile, allow_code_execution=allow_code_execution)
+        report["gates_seconds"] = round(time.monotonic() - started, 1)
+        passed = passed and bool(report["gates"].get("passed"))
+    else:
+        report["gates"] = {"passed": False, "profile": profile,
+                           "skipped": "the run's health checks failed; gates were not run"}
     report["passed"] = passed
     paths = write_stage_report(plan.stage_dir, report, curve, thresholds)
     return StageResult(plan, report, passed, paths)
 
 
-def _run_gates(plan: StagePlan, persona: str | None, console) -> dict:
+def _run_gates(plan: StagePlan, persona: str | None, profile: str, *, allow_code_execution: bool) -> dict:
     from ..gates import run_gates
 
     base = plan.config.get("base_model")
@@ -396,8 +413,9 @@ def _run_gates(plan: StagePlan, persona: str | None, console) -> dict:
     model = base if adapter else plan.output_dir
     try:
         result = run_gates(
-            str(model), adapter=str(adapter) if adapter else None, profile=plan.recipe.gate_profile,
+            str(model), adapter=str(adapter) if adapter else None, profile=profile,
             persona=persona or "Leviathan", output_dir=plan.stage_dir / "gates",
+            allow_code_execution=allow_code_execution, base_cache=plan.run_dir / BASE_ANSWERS,
         )
     except UserError as exc:
         return {"passed": False, "error": str(exc)}

@@ -69,6 +69,11 @@ class Recipe:
     def gate_profile(self) -> str:
         return self.header.get("gates", "release")
 
+    def gate_profile_for(self, stage: str) -> str:
+        """The gate profile a stage runs: `llamaforge-validate-gates` (default `validate`, the
+        training guide's checks after the 10% run) or `llamaforge-gates` (default `release`)."""
+        return self.header.get("validate-gates", "validate") if stage == "validate" else self.gate_profile
+
     @property
     def persona(self) -> str | None:
         return self.header.get("persona")
