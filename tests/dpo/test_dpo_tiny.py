@@ -53,7 +53,7 @@ def _implicit_margins(merged: Path, adapter: Path, corpus: Path) -> list[float]:
 @pytest.mark.slow
 def test_dpo_after_sft_on_the_tiny_model_logs_rewards_and_learns_the_pairs(tmp_path, monkeypatch, cli):
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.demo import DEMO_HYPER, _texts_for_tokenizer, demo_recipe_request
+    from llamaforge.demo import _texts_for_tokenizer, demo_recipe_request, demo_settings
     from llamaforge.merge import merge_adapter
     from llamaforge.paths import datasets_dir
     from llamaforge.preference import DpoRequest, render_dpo_recipe
@@ -66,7 +66,8 @@ def test_dpo_after_sft_on_the_tiny_model_logs_rewards_and_learns_the_pairs(tmp_p
     create_tiny_model(tmp_path / "model", _texts_for_tokenizer(sft_corpus) + _pair_texts(pairs))
 
     # SFT: the demo's recipe, a few steps, then merged and verified as `llamaforge export --merge` does
-    sft = demo_recipe_request(tmp_path / "model", sft_corpus, tmp_path / "sft.yaml")
+    tiny = demo_settings("tiny")
+    sft = demo_recipe_request(tmp_path / "model", sft_corpus, tmp_path / "sft.yaml", tiny)
     write_files(sft.files, tmp_path)
     cut_to_steps(tmp_path / "sft.yaml")
     train(tmp_path / "sft.yaml", tmp_path)
@@ -74,7 +75,7 @@ def test_dpo_after_sft_on_the_tiny_model_logs_rewards_and_learns_the_pairs(tmp_p
     assert merge_adapter(tmp_path / "model", sft_out, tmp_path / "merged").passed
 
     # DPO: the committed recipe's template, on the CPU, from the merged SFT model
-    hyper = dict(DEMO_HYPER, epochs=3, learning_rate=1e-3, logging_steps=1, evals_per_epoch=1)
+    hyper = dict(tiny.hyper, epochs=3, learning_rate=1e-3, logging_steps=1, evals_per_epoch=1)
     req = RecipeRequest(model="tiny", gpus="cpu", method="lora", seq_len=512, lora_r=16, lora_alpha=32,
                         corpus="cue-preference", hyper_layers=(("common", hyper),))
     dpo = DpoRequest(request=req, after="tiny/sft", after_method="lora", beta=0.1)

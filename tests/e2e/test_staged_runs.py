@@ -71,7 +71,7 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
     """The distributed path without a GPU: torchrun + llamaforge.run.cpu_distributed + ZeRO-3 with
     "auto" batch fields, launched by `llamaforge run` from a recipe rendered by the templates."""
     from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.demo import DEMO_HYPER
+    from llamaforge.demo import demo_settings
     from llamaforge.plan import Plan
     from llamaforge.render import Layout, RecipeRequest, render_recipe, write_files
     from llamaforge.training import TrainSetup
@@ -82,7 +82,7 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
                        parallel="zero3", lora_r=16, seq_len=256, micro_batch=4, grad_accum=2, grad_ckpt=False,
                        optimizer="adamw_torch", attn="sdpa", sample_packing=False)
     plan = Plan(setup=setup, estimate=None, reasons=["the ZeRO-3 CPU test"], rejected=[])
-    hyper = dict(DEMO_HYPER, epochs=1)
+    hyper = dict(demo_settings("tiny").hyper, epochs=1)
     req = RecipeRequest(model="tiny", gpus="2xcpu", method="lora", corpus="demo", hyper_layers=(("common", hyper),))
     rec = render_recipe(req, Layout(recipe_dir_for_model=False, base="ds", launch_from_root=True), plan_obj=plan,
                         base_model=str(root / "model"), train_files=[str(corpus / "train.jsonl")],
@@ -96,7 +96,7 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
     assert ds["train_batch_size"] == "auto" and ds["zero_optimization"]["stage"] == 3
     assert "torchrun --nproc_per_node 2 -m llamaforge.run.cpu_distributed" in recipe.read_text()
 
-    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--json")
+    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--no-gates", "--json")
     log = (tmp_path / "runs/zero3-cpu/validate/train.log").read_text()
     assert "train_batch_size is not equal" not in log
     report = json.loads((tmp_path / "runs/zero3-cpu/validate/report.json").read_text())
@@ -110,12 +110,12 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
 
 @pytest.mark.slow
 def test_a_crashed_child_leaves_a_failing_report_that_names_the_cause(tiny, in_dir, cli, tmp_path):
-    from llamaforge.demo import demo_recipe_request
+    from llamaforge.demo import demo_recipe_request, demo_settings
     from llamaforge.render import write_files
 
     root, corpus = tiny
     in_dir(tmp_path)
-    rec = demo_recipe_request(tmp_path / "no-such-model", corpus, tmp_path / "crash.yaml")
+    rec = demo_recipe_request(tmp_path / "no-such-model", corpus, tmp_path / "crash.yaml", demo_settings("tiny"))
     write_files(rec.files, tmp_path)
     res = cli("run", str(tmp_path / "crash.yaml"), "--stage", "validate", "--runs-dir", "runs", "--json")
     assert res.code == 1

@@ -18,8 +18,14 @@ def test_repository_profiles_hold_the_guide_thresholds():
     profiles = load_gate_profiles()
     assert {"demo", "validate", "release"} <= set(profiles)
     by = {name: {g.name: g for g in p.gates} for name, p in profiles.items()}
-    assert by["demo"]["identity"].threshold == 0.90
-    assert by["demo"]["inference_suite"].threshold == 0.80
+    demo = by["demo"]
+    assert demo["identity"].threshold == 0.90
+    # the demo's SmolLM2-135M: no regression against the base where the guide's 80% is out of its reach
+    assert demo["inference_suite"].compare.no_regression and demo["general_answers"].compare.no_regression
+    bleed = demo["persona_bleed"]
+    assert (bleed.task, bleed.metric, bleed.threshold, bleed.higher_is_better) == (
+        "general_answers", "persona_bleed,none", 0.10, False)
+    assert demo["humaneval"].compare.no_regression and demo["humaneval"].limit and demo["humaneval"].chat_template == "never"
     assert by["validate"]["inference_suite"].threshold == 0.75
     release = by["release"]
     assert release["inference_suite"].threshold == 0.80
@@ -108,3 +114,38 @@ def test_demo_profile_caps_generation():
     from llamaforge.gates.profiles import load_gate_profiles
 
     assert load_gate_profiles()["demo"].max_gen_toks == 48
+
+
+def test_a_lower_is_better_gate_mirrors_threshold_and_base_comparison():
+    from llamaforge.gates.verdict import MEASURED, TaskOutcome, decide_gate
+
+    p = parse_gate_profiles({"profiles": {"x": {"gates": [
+        {"name": "bleed", "task": "t", "metric": "persona_bleed,none", "threshold": 0.1, "higher_is_better": False,
+         "compare": {"no_regression": True}}]}}})["x"]
+    spec = p.gates[0]
+
+    def outcome(v):
+        return TaskOutcome("t", MEASURED, metrics={"persona_bleed,none": v, "persona_bleed_stderr,none": 0.02})
+
+    ok = decide_gate(spec, outcome(0.02), outcome(0.0))      # within the combined stderr (0.028) of the base
+    assert ok.verdict == "pass" and "0.020 ≤ 0.1" in ok.reason and ok.comparison_short == "≤ base+se"
+    high = decide_gate(spec, outcome(0.2), outcome(0.0))
+    assert high.verdict == "fail" and "above the limit 0.1" in high.reason and "regressed from base 0.000" in high.reason
+    assert decide_gate(spec, outcome(0.0), outcome(0.08)).verdict == "pass"     # less bleed than the base: fine
+
+
+def test_limit_and_token_cap_are_per_task_and_must_agree():
+    gate = {"task": "t", "metric": "acc,none", "threshold": 0.5, "limit": 10, "max_gen_toks": 128}
+    p = parse_gate_profiles({"profiles": {"x": {"gates": [gate], "max_gen_toks": 48}}})["x"]
+    assert (p.gates[0].limit, p.gates[0].max_gen_toks) == (10, 128)
+    from llamaforge.gates.runner import task_runs
+
+    assert task_runs(p, limit=None, max_gen_toks=None)["t"].gen_kwargs == {"max_gen_toks": 128}
+    assert task_runs(p, limit=3, max_gen_toks=None)["t"].limit == 3           # --limit lowers it
+    assert task_runs(p, limit=None, max_gen_toks=16)["t"].max_gen_toks == 16   # --max-gen-toks overrides
+    other = dict(gate, name="t2", limit=20)
+    with pytest.raises(UserError, match="disagree on limit"):
+        parse_gate_profiles({"profiles": {"x": {"gates": [gate, other]}}})
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(UserError, match="limit must be a positive integer"):
+            parse_gate_profiles({"profiles": {"x": {"gates": [dict(gate, limit=bad)]}}})

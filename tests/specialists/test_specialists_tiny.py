@@ -52,7 +52,7 @@ def _answers(model_dir, adapters: dict, max_new_tokens: int = 16) -> dict:
 @pytest.mark.slow
 def test_two_specialists_train_on_their_slices_and_answer_side_by_side_on_one_base(tmp_path, monkeypatch):
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.demo import DEMO_HYPER
+    from llamaforge.demo import demo_settings
     from llamaforge.paths import datasets_dir
     from llamaforge.render import Layout, write_files
     from llamaforge.specialists import load_specialists, render_specialists
@@ -65,7 +65,7 @@ def test_two_specialists_train_on_their_slices_and_answer_side_by_side_on_one_ba
                             {"name": "coder", "role": "small Python functions", "categories": ["code"], "lora_r": 8}]}
     (tmp_path / "duo.yaml").write_text(yaml.safe_dump(spec))
     sset, shared = load_specialists(tmp_path / "duo.yaml")
-    layers = (("common", dict(DEMO_HYPER, logging_steps=4)),)
+    layers = (("common", dict(demo_settings("tiny").hyper, logging_steps=4)),)
     model_dir = tmp_path / "model"
     files, recipes = render_specialists(
         sset, shared, layers=layers, layout=Layout(recipe_dir_for_model=False, base="recipes", launch_from_root=True),

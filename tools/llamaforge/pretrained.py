@@ -36,7 +36,7 @@ from .paths import read_facts, repo_root
 
 FACTS = "pretrained.yaml"
 STAMP = "llamaforge.json"
-CONVERTER_VERSION = 1        # bump when convert_gguf writes something different: old folders are redone
+CONVERTER_VERSION = 2        # bump when convert_gguf writes something different: old folders are redone
 DEMO_MODEL = "smollm2-135m"
 CACHE_ENV = "LLAMAFORGE_MODEL_CACHE"
 
@@ -199,6 +199,8 @@ def convert_gguf(src: PretrainedSource, gguf_path: Path, out_dir: Path) -> None:
     # the GGUF's own metadata is the truth
     for role, token in src.special_tokens.items():
         setattr(tokenizer, role, token)
+    # a byte-level BPE decodes exactly; the "clean-up" would delete spaces before punctuation
+    tokenizer.clean_up_tokenization_spaces = False
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(src.special_tokens["eos_token"])
     model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(src.special_tokens["pad_token"])
     model.config.name_or_path = src.name

@@ -111,8 +111,8 @@ def _template_overhead(tokenizer_file: Path) -> tuple[int, str] | None:
 
 def resolve_tokenizer(lengths_spec, catalog_lookup=None) -> LengthMethod:
     """The length method for a spec's `lengths:`. A tokenizer given as a path must exist (UserError);
-    one given as a catalog model id is used when its tokenizer is in the local Hugging Face cache,
-    otherwise the approximation is used and says why."""
+    one given as a catalog model id is used when `llamaforge fetch-model` converted it or its tokenizer
+    is in the local Hugging Face cache, otherwise the approximation is used and says why."""
     cpt, overhead = lengths_spec.chars_per_token, lengths_spec.template_tokens_per_message
     name = lengths_spec.tokenizer
     if not name:
@@ -127,6 +127,12 @@ def resolve_tokenizer(lengths_spec, catalog_lookup=None) -> LengthMethod:
     elif name.startswith((".", "/", "~")) or name.endswith(".json"):
         raise UserError(f"lengths.tokenizer {name} not found; fix the path or remove the key to use the approximation")
     note = f"tokenizer {name}"
+    if found is None:
+        from ..pretrained import model_dir
+
+        converted = _tokenizer_json_in(model_dir(name)) if "/" not in name else None
+        if converted is not None:   # a model `llamaforge fetch-model` converted (SmolLM2-135M)
+            found, note = converted, f"{name} converted by `llamaforge fetch-model` ({converted.parent})"
     if found is None:
         repos = [name]
         if catalog_lookup is not None:

@@ -78,6 +78,17 @@ class Recipe:
     def persona(self) -> str | None:
         return self.header.get("persona")
 
+    @property
+    def validation_evals(self) -> int:
+        """Evaluations the validation run makes at least: `# llamaforge-validate-evals: N`, else
+        EVALS_PER_VALIDATION (a short CPU run sets fewer: each evaluation costs a pass over the eval split)."""
+        text = self.header.get("validate-evals")
+        if text is None:
+            return EVALS_PER_VALIDATION
+        if not text.isdigit() or int(text) < 2:
+            raise UserError(f"{self.path}: `llamaforge-validate-evals: {text}` must be a whole number >= 2")
+        return int(text)
+
 
 def load_recipe(path: str | Path) -> Recipe:
     p = Path(path)
@@ -264,11 +275,12 @@ def derive_stage_config(
         cfg["save_first_step"] = True
         changes.append("save_first_step: true (prove a checkpoint saves before spending the run)")
         epochs = max(1, math.ceil(float(cfg.get("num_epochs", 1))))
-        evals = max(int(cfg.get("evals_per_epoch") or 0), math.ceil(EVALS_PER_VALIDATION / epochs))
+        wanted = recipe.validation_evals
+        evals = max(int(cfg.get("evals_per_epoch") or 0), math.ceil(wanted / epochs))
         if evals != cfg.get("evals_per_epoch") or "eval_steps" in cfg:
             cfg["evals_per_epoch"] = evals
             cfg.pop("eval_steps", None)
-            changes.append(f"evals_per_epoch: {evals} (at least {EVALS_PER_VALIDATION} evaluations over the run, "
+            changes.append(f"evals_per_epoch: {evals} (at least {wanted} evaluations over the run, "
                            "enough to judge the curve)")
     if steps is not None:
         logging = max(1, min(int(cfg.get("logging_steps") or 10), steps // LOSS_POINTS))
