@@ -87,12 +87,15 @@ def render_markdown(report: GateReport, answers: dict[str, dict[str, list[dict]]
         )) + " |")
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
-    lines += ["", "## Tasks", "", "| model | task | status | examples | chat template | reason |", "|---|---|---|---:|---|---|"]
+    lines += ["", "## Tasks", "", "| model | task | status | examples | chat template | seconds | reason |",
+              "|---|---|---|---:|---|---:|---|"]
     for variant, outcomes in report.tasks.items():
         for task, o in outcomes.items():
             chat = "—" if o.chat_template is None else ("yes" if o.chat_template else "no")
+            seconds = "—" if o.seconds is None else f"{o.seconds:.0f}"
             lines.append("| " + " | ".join(_md_cell(x) for x in (
-                variant, task, o.status, "—" if o.n_samples is None else str(o.n_samples), chat, o.reason or "")) + " |")
+                variant, task, o.status, "—" if o.n_samples is None else str(o.n_samples), chat, seconds,
+                o.reason or "")) + " |")
     lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in report.settings.items()]
     identity = {v: s.get("identity") for v, s in (answers or {}).items() if s.get("identity")}
     if identity:

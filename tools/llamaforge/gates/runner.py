@@ -415,7 +415,7 @@ class BaseAnswerCache:
             return None
         try:
             data = json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
-            return TaskOutcome(**data["outcome"]), data["samples"]
+            return TaskOutcome(**{**data["outcome"], "seconds": None}), data["samples"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -487,6 +487,7 @@ def evaluate_variant(
         settings = runs.get(name, TaskRun())
         mode = settings.chat_template
         chat = mode == "always" or (mode == "auto" and has_template)
+        task_started = time.monotonic()
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 res = lm_eval.simple_evaluate(
@@ -503,7 +504,8 @@ def evaluate_variant(
         metrics = dict((res or {}).get("results", {}).get(name, {}))
         n = ((res or {}).get("n-samples", {}).get(name) or {}).get("effective")
         samples = [_slim_sample(s) for s in (res or {}).get("samples", {}).get(name, [])]
-        outcome = TaskOutcome(name, MEASURED, metrics=metrics, n_samples=n, chat_template=chat)
+        outcome = TaskOutcome(name, MEASURED, metrics=metrics, n_samples=n, chat_template=chat,
+                              seconds=round(time.monotonic() - task_started, 1))
         _record(run, name, outcome, samples)
         if cache is not None and adapter is None:
             cache.put(keys.get(name), outcome, samples)

@@ -37,6 +37,7 @@ class TaskOutcome:
     reason: str = ""
     n_samples: int | None = None
     chat_template: bool | None = None
+    seconds: float | None = None   # the task's evaluation time on this model (None: read from a cache or not run)
 
     def to_dict(self) -> dict:
         return asdict(self)
