@@ -48,9 +48,11 @@ def test_a_validation_whose_gates_fail_blocks_the_full_run(demo_run, in_dir, cli
     in_dir(root)
     recipe = root / "build/demo/nyx.yaml"
     text = (root / "build/demo/leviathan-smollm2.yaml").read_text()
-    recipe.write_text(text.replace("# llamaforge-persona: Leviathan", "# llamaforge-persona: Nyx"))
+    text = text.replace("# llamaforge-persona: Leviathan", "# llamaforge-persona: Nyx")
+    # the identity gate alone (the demo's validation ran the whole demo profile): the refusal is the point
+    recipe.write_text(text.replace("# llamaforge-validate-gates: demo", "# llamaforge-validate-gates: identity"))
 
-    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--allow-code-execution", "--json")
+    res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--json")
     assert res.code == 1, res.err
     report = json.loads((root / "runs/nyx/validate/report.json").read_text())
     assert report["health"]["passed"] is True            # it trained as well as the demo's validation did
@@ -63,7 +65,7 @@ def test_a_validation_whose_gates_fail_blocks_the_full_run(demo_run, in_dir, cli
 
     res = cli("run", str(recipe), "--stage", "full", "--runs-dir", "runs")
     assert res.code == 1
-    assert "full run refused" in res.err and "gates of profile `demo` failed: identity" in res.err
+    assert "full run refused" in res.err and "gates of profile `identity` failed: identity" in res.err
     assert not (root / "runs/nyx/full").exists()   # nothing was launched
 
 

@@ -146,3 +146,30 @@ def test_report_rendering_shows_values_reasons_and_skips():
     assert "| identity | identity | `acc,none` | 0.950 ± 0.050 | ≥ 0.9 | 0.000 ± 0.000 | PASS |" in md
     assert "- ✓ `guide-1`: I am  Leviathan\\|" in md
     assert "subset: not a release verdict" in md
+
+
+def test_the_base_answer_cache_keys_on_the_model_files_the_tasks_and_the_settings(tmp_path):
+    from llamaforge.gates.runner import BaseAnswerCache, TaskRun
+    from llamaforge.gates.verdict import MEASURED, TaskOutcome
+
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"x" * 10)
+    cache = BaseAnswerCache(tmp_path / "cache")
+    run = TaskRun(limit=None, max_gen_toks=48)
+    key = cache.key(str(model), "identity", run, persona="Leviathan", device="cpu", batch_size=16)
+    assert cache.get(key) is None
+    outcome = TaskOutcome("identity", MEASURED, metrics={"acc,none": 0.0}, n_samples=20, chat_template=True, seconds=12.0)
+    cache.put(key, outcome, [{"doc_id": 0, "id": "guide-1", "answer": "I'm here to help."}])
+    got, samples = cache.get(key)
+    assert got.metrics == {"acc,none": 0.0} and got.seconds is None and samples[0]["id"] == "guide-1"
+    others = [cache.key(str(model), "identity", run, persona="Nyx", device="cpu", batch_size=16),
+              cache.key(str(model), "identity", TaskRun(max_gen_toks=96), persona="Leviathan", device="cpu", batch_size=16),
+              cache.key(str(model), "identity", run, persona="Leviathan", device="cpu", batch_size=1)]
+    (model / "config.json").write_text('{"hidden_size": 16}')
+    others.append(cache.key(str(model), "identity", run, persona="Leviathan", device="cpu", batch_size=16))
+    assert len({key, *others}) == 5
+    assert cache.key("org/hub-model", "identity", run, persona="Leviathan", device="cpu", batch_size=16) is None
+    cache.put(key, TaskOutcome("identity", "eval_failed", reason="boom"), [])   # failures are never cached
+    assert cache.get(key)[0].status == MEASURED

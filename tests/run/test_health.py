@@ -456,3 +456,44 @@ def test_real_peft_adapter_on_the_tiny_model(tmp_path):
     # the full model folder create_tiny_model wrote passes as a model
     model_facts = inspect_checkpoint(model_dir)
     assert model_facts.loads is True and "llama model" in model_facts.detail
+
+
+# The demo's logged train losses (llamaforge demo on SmolLM2-135M, 2 cores; docs/runs.md): one batch of
+# 8 rows per point in the validation run, two batches per point in the full run.
+DEMO_VALIDATE_LOSSES = [1.76, 1.9, 1.39, 1.14, 0.95, 2.23, 0.96, 1.08, 1.94, 1.31, 0.58, 1.35, 1.02, 0.99, 0.49,
+                        0.47, 0.89, 1.44, 1.32, 1.05]
+DEMO_FULL_LOSSES = [0.87, 1.24, 1.55, 1.43, 1.07, 0.82, 1.12, 0.84, 1.3, 0.56, 0.93, 0.61, 0.82, 1.5, 0.64, 0.48, 0.32,
+                    0.41, 0.34, 0.36, 0.5, 0.4, 0.55, 0.41, 0.39, 0.4, 0.28, 0.4, 0.33, 0.35, 0.42, 0.3]
+
+
+def _demo_thresholds(stage):
+    from llamaforge.demo import demo_settings
+
+    return Thresholds.load(demo_settings().health, stage=stage)
+
+
+def test_the_demos_health_departures_pass_its_healthy_runs():
+    from llamaforge.run.health import check_plateau, check_spike
+
+    for losses, every, stage in ((DEMO_VALIDATE_LOSSES, 1, "validate"), (DEMO_FULL_LOSSES, 2, "full")):
+        t = _demo_thresholds(stage)
+        curve = curve_of(losses, every=every)
+        assert check_spike(curve, t).status == "pass" and check_plateau(curve, t).status == "pass", stage
+        # with the facts' defaults, the same healthy runs fail (the reason for the departures)
+        default = Thresholds.load({"plateau_steps": t.plateau_steps}, stage=stage)
+        assert "fail" in (check_spike(curve, default).status, check_plateau(curve, default).status), stage
+    # the guide's own loss and perplexity limits are not touched
+    for stage in ("validate", "full"):
+        t, guide = _demo_thresholds(stage), Thresholds.load({}, stage=stage)
+        assert (t.final_train_loss_max, t.eval_ppl_max, t.overfit_gap) == (
+            guide.final_train_loss_max, guide.eval_ppl_max, guide.overfit_gap)
+
+
+def test_the_demos_departures_still_fail_a_flat_or_a_diverging_curve():
+    from llamaforge.run.health import check_plateau, check_spike
+
+    t = _demo_thresholds("full")
+    flat = curve_of([2.0 + 0.02 * ((-1) ** i) for i in range(32)], every=2)
+    assert check_plateau(flat, t).status == "fail"
+    diverging = curve_of(DEMO_FULL_LOSSES[:20] + [0.9, 2.5, 4.0, 6.0], every=2)
+    assert check_spike(diverging, t).status == "fail"
