@@ -45,6 +45,33 @@ OPTIMIZER_STATE_BYTES: dict[str, float] = {
 PAGED_OPTIMIZERS = frozenset({"paged_adamw_8bit", "paged_adamw_32bit"})
 
 
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    """The DeepSpeed JSON values that decide GPU memory beyond the ZeRO stage and offload. Sizes are
+    elements; "auto" is what transformers fills in (reduce_bucket_size = h^2, prefetch = 0.9 h^2).
+    The defaults are LlamaForge's templates/deepspeed/zero.json.j2; `recipe_config.deepspeed_settings`
+    reads them from any DeepSpeed JSON, DeepSpeed's own defaults filling the keys it leaves out."""
+
+    optimizer_block: bool = False                 # an `optimizer` block: DeepSpeed builds FusedAdam/CPUAdam itself
+    reduce_bucket_size: int | str = "auto"        # ZeRO-2/3 (the template leaves ZeRO-1 at DeepSpeed's 5e8)
+    allgather_bucket_size: int = 500_000_000      # ZeRO-1/2 all-gather of the updated parameters
+    overlap_comm: bool = True
+    prefetch_bucket_size: int | str = "auto"      # stage3_prefetch_bucket_size
+    max_live_parameters: int = 1_000_000_000      # stage3_max_live_parameters
+    max_reuse_distance: int = 1_000_000_000       # stage3_max_reuse_distance
+    sub_group_size: int = 1_000_000_000           # ZeRO-3 runs the optimizer step one sub-group at a time
+
+    def __post_init__(self) -> None:
+        for name in ("reduce_bucket_size", "prefetch_bucket_size"):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise UserError(f"deepspeed {name} must be a number of elements or \"auto\", not {value!r}")
+        for name in ("allgather_bucket_size", "max_live_parameters", "max_reuse_distance", "sub_group_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UserError(f"deepspeed {name} must be a number of elements >= 0, not {value!r}")
+
+
 def parse_lora_targets(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """`attn` | `all` | `q_proj,v_proj,...` -> a tuple of module names in canonical order."""
     if isinstance(text, (list, tuple)):
@@ -93,6 +120,13 @@ class TrainSetup:
     # one GPU: then 1, with cpu_ram_efficient_loading + qlora_sharded_model_loading, the only
     # Axolotl 0.19 path that quantizes and shards the base layer by layer (see facts/parallelism.yaml)
     fsdp_version: int = 2
+    # Axolotl `torch_compile: true`: the model (its loss included) runs through torch.compile/Inductor
+    torch_compile: bool = False
+    # every row padded to seq_len (Axolotl pad_to_sequence_len; sample packing fills rows to it);
+    # None = the same as sample_packing, as LlamaForge's recipes set it. Unpacked, unpadded batches
+    # vary in length from step to step, which fragments PyTorch's cached memory (docs/hardware.md)
+    pad_to_sequence_len: bool | None = None
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +166,11 @@ class TrainSetup:
     @property
     def tokens_per_step(self) -> int:
         return self.global_batch * self.seq_len
+
+    @property
+    def fixed_length_batches(self) -> bool:
+        """Every micro-batch has seq_len tokens per row (packed, or padded to the sequence length)."""
+        return self.sample_packing or bool(self.pad_to_sequence_len)
 
     @property
     def is_quantized(self) -> bool:
