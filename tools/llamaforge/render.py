@@ -18,7 +18,7 @@ import yaml
 from .catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
 from .errors import UserError
 from .paths import recipes_dir, repo_root, templates_dir
-from .training import ALL_LINEAR, TrainSetup
+from .training import ALL_LINEAR, TrainSetup, estimate_cli_args
 
 MATRIX_FILE = "matrix.yaml"
 SFT_TEMPLATE = "axolotl/sft.yaml.j2"
@@ -386,6 +386,9 @@ def render_recipe(
             "tokens_per_s": _fmt_int(est.tokens_per_s),
             "mfu_pct": f"{100 * est.mfu:.0f}",
             "cost_line": f"1B training tokens take ~{per_billion.hours:,.1f} h, ~${per_billion.cost_usd:,.0f} at ${hw.usd_per_hour:,.2f}/h",
+            "tight_note": f"; {est.verdict_text()}" if est.verdict != "fits" else "",
+            # the one command that reproduces this header's memory and throughput lines (tests assert it)
+            "command": " ".join(shlex.quote(a) for a in estimate_cli_args(s, stage=stage)),
         }
     corpus_dir = f"build/corpus/{req.corpus}"
     model_repo = base_model or s.model.instruct_repo or s.model.hf_repo or s.model.id

@@ -211,3 +211,43 @@ class TrainSetup:
         d["trainable_params"] = self.trainable_params()
         d["notes"] = list(self.notes)
         return d
+
+
+def estimate_cli_args(setup: TrainSetup, *, stage: str = "sft", tokens: str | None = "1B") -> list[str]:
+    """The `llamaforge estimate` command line that prices exactly `setup` (what a recipe header prints,
+    so that its figures can be reproduced). Flags at their default are left out."""
+    s = setup
+    flash = s.hardware.gpu.supports_flash_attention
+    args = ["llamaforge", "estimate", "--model", s.model.id, "--method", s.method, "--gpus", s.hardware.label]
+    default_parallel = "single" if s.world_size == 1 else "ddp"
+    if s.parallel != default_parallel:
+        args += ["--parallel", s.parallel]
+    if s.parallel == "fsdp" and s.fsdp_version != 2:
+        args += ["--fsdp-version", str(s.fsdp_version)]
+    if s.offload != "none":
+        args += ["--offload", s.offload]
+    if s.is_adapter:
+        if s.lora_r != 16:
+            args += ["--lora-r", str(s.lora_r)]
+        if tuple(s.lora_targets) != ALL_LINEAR:
+            args += ["--lora-targets", ",".join(s.lora_targets)]
+    if s.weight_format != default_weight_format(s.method):
+        args += ["--weight-format", s.weight_format]
+    args += ["--seq-len", str(s.seq_len), "--micro-batch", str(s.micro_batch), "--grad-accum", str(s.grad_accum)]
+    if not s.grad_ckpt:
+        args.append("--no-grad-ckpt")
+    if s.optimizer != "adamw_torch_fused":
+        args += ["--optimizer", s.optimizer]
+    if s.attn != ("flash_attention_2" if flash else "sdpa"):
+        args += ["--attn", s.attn]
+    if stage == "sft" and s.sample_packing != (s.attn == "flash_attention_2"):
+        args.append("--sample-packing" if s.sample_packing else "--no-sample-packing")
+    if stage == "sft" and not s.sample_packing and s.pad_to_sequence_len:
+        args.append("--pad-to-sequence-len")
+    if s.torch_compile:
+        args.append("--torch-compile")
+    if stage != "sft":
+        args += ["--stage", stage]
+    if tokens:
+        args += ["--tokens", tokens]
+    return args
