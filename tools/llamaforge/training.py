@@ -53,7 +53,8 @@ class DeepSpeedSettings:
     reads them from any DeepSpeed JSON, DeepSpeed's own defaults filling the keys it leaves out."""
 
     optimizer_block: bool = False                 # an `optimizer` block: DeepSpeed builds FusedAdam/CPUAdam itself
-    reduce_bucket_size: int | str = "auto"        # ZeRO-2/3 (the template leaves ZeRO-1 at DeepSpeed's 5e8)
+    # None: as the template writes it ("auto" for ZeRO-2/3; left out, so DeepSpeed's 5e8, for ZeRO-1)
+    reduce_bucket_size: int | str | None = None
     allgather_bucket_size: int = 500_000_000      # ZeRO-1/2 all-gather of the updated parameters
     overlap_comm: bool = True
     prefetch_bucket_size: int | str = "auto"      # stage3_prefetch_bucket_size
@@ -64,7 +65,7 @@ class DeepSpeedSettings:
     def __post_init__(self) -> None:
         for name in ("reduce_bucket_size", "prefetch_bucket_size"):
             value = getattr(self, name)
-            if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            if value not in ("auto", None) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise UserError(f"deepspeed {name} must be a number of elements or \"auto\", not {value!r}")
         for name in ("allgather_bucket_size", "max_live_parameters", "max_reuse_distance", "sub_group_size"):
             value = getattr(self, name)
