@@ -219,3 +219,26 @@ def test_copy_of_repo_templates_is_not_needed_for_ls(tmp_path):
     # ls reads headers only: a recipes/ folder copied elsewhere lists the same
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     assert [e.id for e in list_recipes(tmp_path / "recipes")] == [e.id for e in list_recipes()]
+
+
+def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(rendered):
+    """leviathan.yaml has curriculum phases: every SFT recipe that reads its train.jsonl (and every
+    specialist whose slice keeps two phases or more) sets the keys Axolotl 0.19 needs to train the rows
+    in file order (tests/e2e/test_curriculum_order.py proves them with a real run)."""
+    import yaml as _yaml
+
+    from llamaforge.render import RecipeRequest, _curriculum_context, corpus_phases
+
+    assert corpus_phases("leviathan") == ("foundation", "integration", "identity")
+    sft = [r for r in rendered[1] if r.stage == "sft"]
+    assert len(sft) >= 12
+    for rec in sft:
+        cfg = _yaml.safe_load(next(f.content for f in rec.files if f.path == rec.recipe_path))
+        ordered = cfg.get("shuffle_merged_datasets") is False and cfg.get("curriculum_sampling") is True
+        phases = rec.request.phases if rec.request.phases is not None else corpus_phases(rec.request.corpus)
+        assert ordered is (len(phases) >= 2), rec.recipe_path
+        if ordered and cfg["sample_packing"]:
+            assert cfg["sample_packing_sequentially"] is True, rec.recipe_path
+    # a corpus without phases keeps Axolotl's shuffling; several files always keep their order
+    assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), None)["curriculum"] is False
+    assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), ["a", "b"])["curriculum"] is True
