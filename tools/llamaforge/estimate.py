@@ -227,9 +227,10 @@ def compute_utilisation(setup: TrainSetup) -> tuple[float, str]:
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x0 < tokens <= x1:
             fb = y0 + (y1 - y0) * (tokens - x0) / (x1 - x0)
-    u = base * t["method"][setup.method] * fb
+    compiled = t["torch_compile"] if setup.torch_compile else 1.0
+    u = base * t["method"][setup.method] * fb * compiled
     return u, (f"{gpu.id} {base}, {setup.method} x{t['method'][setup.method]}, "
-               f"{tokens:,} tokens per micro-batch x{fb:.2f}")
+               f"{tokens:,} tokens per micro-batch x{fb:.2f}" + (f", torch.compile x{compiled}" if setup.torch_compile else ""))
 
 
 def _communication(setup: TrainSetup) -> tuple[float, float, str]:
