@@ -242,3 +242,20 @@ def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(ren
     # a corpus without phases keeps Axolotl's shuffling; several files always keep their order
     assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), None)["curriculum"] is False
     assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), ["a", "b"])["curriculum"] is True
+
+
+def test_the_leviathan_corpus_counts_tokens_with_the_tokenizer_of_the_models_its_recipes_train(rendered):
+    from llamaforge.catalog import get_model
+    from llamaforge.corpus.spec import load_spec
+    from llamaforge.paths import datasets_dir
+
+    spec_text = (datasets_dir() / "leviathan.yaml").read_text(encoding="utf-8")
+    tokenizer = get_model(load_spec(datasets_dir() / "leviathan.yaml").lengths.tokenizer)
+    trained = {r.plan.setup.model for r in rendered[1] if r.request.corpus == "leviathan"}
+    assert tokenizer in trained
+    # the Llama 2 13B recipes (the 12 GB plan) share the corpus; the spec says how to count for them
+    assert {m.id for m in trained if m.vocab_size != tokenizer.vocab_size} == {"llama-2-13b"}
+    assert "tokenizer: llama-2-13b" in spec_text
+    for model in (m for m in trained if m.id.startswith("llama-3")):
+        # Llama 3.1 8B, 70B and 405B share one tokenizer (same vocabulary, same chat template)
+        assert (model.vocab_size, model.chat_template) == (tokenizer.vocab_size, tokenizer.chat_template), model.id
