@@ -32,6 +32,7 @@ from .recipe_config import (
     attn_implementation,
     batch_shape,
     describe_setup,
+    float_or,
     fsdp_block,
     fsdp_version,
     invalid_batch_keys,
@@ -278,15 +279,6 @@ def _holds(cond: dict, view: dict, rules: dict) -> bool:
     raise ValueError(f"axolotl_rules.yaml: unknown condition {cond!r}")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
     """Explicit (non-"auto") batch values of the DeepSpeed JSON that transformers would find
     mismatched with Axolotl's micro_batch_size / gradient_accumulation_steps / world size."""
@@ -305,7 +297,7 @@ def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
         )
     out = []
     for ds_key, (want, how) in expected.items():
-        have = _number(ds.get(ds_key))
+        have = float_or(ds.get(ds_key))
         if have is not None and have != want:
             out.append({"what": f"{ds_key}={ds[ds_key]}", "expected": how})
     return out

@@ -339,7 +339,7 @@ def invalid_batch_keys(cfg: dict) -> list[str]:
         value = cfg.get(key)
         if value is None:
             continue
-        number = _float_or(value)
+        number = float_or(value)
         if number is None or number < 1 or number != int(number):
             bad.append(key)
     return bad
@@ -356,7 +356,7 @@ def deepspeed_settings(ds: dict | None) -> DeepSpeedSettings:
         value = zero.get(key, default)
         if auto and value == "auto":
             return "auto"
-        number = _float_or(value)
+        number = float_or(value)
         return default if number is None or number < 0 else int(number)
 
     return DeepSpeedSettings(
@@ -371,7 +371,8 @@ def deepspeed_settings(ds: dict | None) -> DeepSpeedSettings:
     )
 
 
-def _float_or(value: Any) -> float | None:
+def float_or(value: Any) -> float | None:
+    """`value` as a float, or None when it is not a number (booleans are not). Pure."""
     if isinstance(value, bool):
         return None
     try:
