@@ -98,7 +98,9 @@ def stop_sequences(chat_template: str | None, eos_token: str | None, facts: Serv
     return stops
 
 
-def modelfile_text(spec: ServeSpec, facts: ServingFacts) -> str:
+def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
+    """The Modelfile; with an Ollama serving `plan` (serve_plan.ServePlan) its num_ctx, and its
+    quantization and server settings in the header."""
     from ..render import render_template
 
     known = facts.chat_templates.get(spec.chat_template or "")
@@ -115,25 +117,51 @@ def modelfile_text(spec: ServeSpec, facts: ServingFacts) -> str:
         temperature=facts.temperature, top_p=facts.top_p,
         stops=[ollama_value(s, "a stop sequence", quoted=True)
                for s in stop_sequences(spec.chat_template, spec.eos_token, facts)],
+        num_ctx=plan.setup.context if plan else spec.sequence_len, plan=ollama_plan_context(plan),
     )
 
 
-def vllm_command(spec: ServeSpec, facts: ServingFacts) -> dict:
-    """The parts of the `vllm serve` command (for the script and the export report)."""
+def ollama_plan_context(plan) -> dict | None:
+    """What the Modelfile's header says about an Ollama serving plan (None without one)."""
+    if plan is None:
+        return None
+    from ..serve_plan import plan_summary
+
+    fl = plan.estimate.flags
+    env = [f"OLLAMA_NUM_PARALLEL={fl['num_parallel']}"]
+    if fl["flash_attention"]:
+        env += ["OLLAMA_FLASH_ATTENTION=1", f"OLLAMA_KV_CACHE_TYPE={fl['kv_cache_type']}"]
+    return {"hardware": plan.setup.label, "quantize": None if fl["quantization"] == "f16" else fl["quantization"],
+            "server_env": " ".join(env), "lines": plan_summary(plan)}
+
+
+def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
+    """The parts of the `vllm serve` command (for the script and the export report). With a vLLM
+    serving `plan` (serve_plan.ServePlan) its flags replace the defaults."""
+    from ..serve_plan import plan_summary, served_checkpoint, vllm_arguments
+
     generation = json.dumps({"temperature": facts.temperature, "top_p": facts.top_p})
-    if spec.model_folder:
-        return {"model": f"$HERE/{spec.model_folder}", "served_model_name": spec.name, "lora": None,
-                "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
-    return {"model": spec.base_ref, "served_model_name": f"{spec.name}-base",
-            "lora": {"name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
-                     "max_lora_rank": vllm_max_lora_rank(int(spec.lora_rank or 0), facts.max_lora_ranks)},
-            "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
+    lora = None if spec.model_folder else {
+        "name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
+        "max_lora_rank": vllm_max_lora_rank(int(spec.lora_rank or 0), facts.max_lora_ranks)}
+    model = f"$HERE/{spec.model_folder}" if spec.model_folder else spec.base_ref
+    if plan is not None:
+        args = vllm_arguments(plan)
+        model = served_checkpoint(plan, model)     # a merged model is planned in in-flight formats only
+    else:
+        args = [("--dtype", facts.vllm_dtype), ("--max-model-len", str(spec.sequence_len))]
+        if lora:
+            args += [("--enable-lora", None), ("--max-lora-rank", str(lora["max_lora_rank"]))]
+    return {"model": model, "served_model_name": spec.name if spec.model_folder else f"{spec.name}-base", "lora": lora,
+            "max_model_len": plan.setup.context if plan else spec.sequence_len, "dtype": dict(args)["--dtype"],
+            "generation": generation, "args": args,
+            "plan": {"hardware": plan.setup.label, "lines": plan_summary(plan)} if plan else None}
 
 
-def vllm_script_text(spec: ServeSpec, facts: ServingFacts) -> str:
+def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
     from ..render import render_template
 
-    cmd = vllm_command(spec, facts)
+    cmd = vllm_command(spec, facts, plan)
     request = {"model": spec.name, "messages": ([{"role": "system", "content": spec.system_prompt}]
                                                 if spec.system_prompt else []) + [{"role": "user", "content": "Who are you?"}],
                "max_tokens": 256}
