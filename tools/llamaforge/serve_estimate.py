@@ -56,6 +56,10 @@ class ServeSetup:
     reserve_gib: float = 0.0             # memory other processes (a desktop session) hold on each GPU
     wired_limit_gib: float | None = None  # a Mac's raised iogpu.wired_limit_mb, in GiB
 
+    def __post_init__(self) -> None:
+        if self.engine != "vllm" and self.kv_dtype == "auto":
+            object.__setattr__(self, "kv_dtype", "f16")       # llama.cpp's default KV cache
+
     @property
     def is_mac(self) -> bool:
         return isinstance(self.device, AppleMachine)

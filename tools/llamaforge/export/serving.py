@@ -98,14 +98,16 @@ def stop_sequences(chat_template: str | None, eos_token: str | None, facts: Serv
     return stops
 
 
-def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
+def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None) -> str:
     """The Modelfile; with an Ollama serving `plan` (serve_plan.ServePlan) its num_ctx, and its
-    quantization and server settings in the header."""
+    quantization and server settings in the header. `generated_by` names what wrote it (default:
+    `llamaforge export` from the run)."""
     from ..render import render_template
 
     known = facts.chat_templates.get(spec.chat_template or "")
     if spec.model_folder:
-        from_line, adapter_line, base_download = f"./{spec.model_folder}", None, None
+        relative = spec.model_folder.startswith(("../", "/"))
+        from_line, adapter_line, base_download = spec.model_folder if relative else f"./{spec.model_folder}", None, None
     elif spec.base_is_local:
         from_line, adapter_line, base_download = ollama_value(spec.base_ref, "the base model path"), f"./{spec.adapter_folder}", None
     else:
@@ -118,6 +120,7 @@ def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
         stops=[ollama_value(s, "a stop sequence", quoted=True)
                for s in stop_sequences(spec.chat_template, spec.eos_token, facts)],
         num_ctx=plan.setup.context if plan else spec.sequence_len, plan=ollama_plan_context(plan),
+        generated_by=generated_by or f"`llamaforge export` from {spec.run}",
     )
 
 
@@ -158,7 +161,9 @@ def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
             "plan": {"hardware": plan.setup.label, "lines": plan_summary(plan)} if plan else None}
 
 
-def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
+def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None,
+                     before: list[str] | None = None) -> str:
+    """The serve script; `before` lists the commands (comments) that make its model folder."""
     from ..render import render_template
 
     cmd = vllm_command(spec, facts, plan)
@@ -168,7 +173,8 @@ def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None) -> str:
     model = cmd["model"]
     model_arg = f'"{model}"' if model.startswith("$HERE/") else shlex.quote(model)
     return render_template(VLLM_TEMPLATE, spec=spec, cmd=cmd, model_arg=model_arg, port=facts.vllm_port,
-                           request=json.dumps(request, ensure_ascii=False))
+                           request=json.dumps(request, ensure_ascii=False), before=before or [],
+                           generated_by=generated_by or f"`llamaforge export` from {spec.run}")
 
 
 def model_card_text(**context) -> str:
