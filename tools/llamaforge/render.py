@@ -567,14 +567,19 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         set_files, set_recipes = render_specialists(sset, shared, layers=matrix.hyper_layers)
         recipes += set_recipes
         extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
+    extra_index: dict = {}
     if matrix.serving and only is None:
         from .serve_render import render_serving_plans
 
-        extra_files += render_serving_plans(matrix.serving, recipes)
+        serving_files = render_serving_plans(matrix.serving, recipes)
+        extra_files += serving_files
+        extra_index["serving_rows"] = [f"`{PurePosixPath(f.path).relative_to('recipes')}`" for f in serving_files]
     if matrix.mlx and only is None:
-        from .mlx_recipe import render_mlx_recipes
+        from .mlx_recipe import index_row, render_mlx_recipes
 
-        extra_files += render_mlx_recipes(matrix.mlx, matrix)
+        mlx_files = render_mlx_recipes(matrix.mlx, matrix)
+        extra_files += mlx_files
+        extra_index["mlx_rows"] = [index_row(f) for f in mlx_files]
     names = [f"{r.plan.setup.model.id}/{r.name}" for r in recipes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -587,11 +592,11 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
     files = [f for r in recipes for f in r.files] + extra_files
     for stage, offload in STANDARD_DEEPSPEED:
         files.append(render_deepspeed(f"recipes/deepspeed/{deepspeed_filename(stage, offload)}", stage, offload))
-    files.append(RenderedFile("recipes/README.md", render_index(recipes)))
+    files.append(RenderedFile("recipes/README.md", render_index(recipes, **extra_index)))
     return _dedupe(files), recipes
 
 
-def render_index(recipes: list[RenderedRecipe]) -> str:
+def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=()) -> str:
     rows = []
     for r in sorted(recipes, key=lambda r: (r.plan.setup.model.parameter_count(), r.plan.setup.hardware.usd_per_hour)):
         s = r.summary()
@@ -602,7 +607,8 @@ def render_index(recipes: list[RenderedRecipe]) -> str:
             f"| {method} | {s['hardware']} | {par} | {s['seq_len']} | {s['global_batch']} "
             f"| {s['peak_gpu_gib']:.1f} / {s['usable_gpu_gib']:.1f} | {s['host_ram_gib']:.0f} | {s['tokens_per_s']:,} |"
         )
-    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes))
+    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes), mlx_rows=list(mlx_rows),
+                           serving_rows=list(serving_rows))
 
 
 # ---- disk ------------------------------------------------------------------------------------
