@@ -92,9 +92,9 @@ def _estimate_tables(est, title: str) -> None:
 
 @app.command("estimate")
 def estimate_command(
-    model: ModelOpt,
-    method: Annotated[str, typer.Option("--method", help="full | lora | qlora")],
     gpus: GpusOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json (on a Mac: omit it to see every catalog model).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (on a Mac: the plan's choice when omitted).")] = None,
     nodes: NodesOpt = None,
     parallel: Annotated[str | None, typer.Option("--parallel", help="single | ddp | zero1 | zero2 | zero3 | fsdp (default: single on one GPU, ddp on more).")] = None,
     offload: Annotated[str, typer.Option("--offload", help="none | optimizer | params | all")] = "none",
@@ -110,10 +110,20 @@ def estimate_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
-    Exit 0 when it fits, 1 when it does not."""
-    from ..catalog import get_model
+    Exit 0 when it fits, 1 when it does not. On a Mac (--gpus 1xM3Ultra-512GB): MLX-LM's plan."""
+    from ..catalog import get_model, is_apple_hardware
+    from ..errors import UserError
     from ..estimate import estimate
     from ..training import TrainSetup, parse_lora_targets
+
+    if is_apple_hardware(gpus):
+        from .mac_cmd import estimate_on_mac
+
+        code = estimate_on_mac(gpus, model=model, method=method, seq_len=seq_len, lora_r=lora_r,
+                               tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out)
+        raise typer.Exit(code)
+    if model is None or method is None:
+        raise UserError("estimate needs --model and --method on GPUs (e.g. --model llama-3.1-8b --method qlora)")
 
     hw = _hardware(gpus, nodes)
     setup = TrainSetup(
