@@ -107,6 +107,7 @@ def estimate_command(
     optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
     tokens: TokensOpt = None,
     epochs: EpochsOpt = 1.0,
+    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
@@ -120,7 +121,8 @@ def estimate_command(
         from .mac_cmd import estimate_on_mac
 
         code = estimate_on_mac(gpus, model=model, method=method, seq_len=seq_len, lora_r=lora_r,
-                               tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out)
+                               tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out,
+                               wired_limit_gib=wired_limit_gib)
         raise typer.Exit(code)
     if model is None or method is None:
         raise UserError("estimate needs --model and --method on GPUs (e.g. --model llama-3.1-8b --method qlora)")

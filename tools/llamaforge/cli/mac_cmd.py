@@ -16,7 +16,7 @@ def _hours(h: float | None) -> str:
 
 
 def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len: int, lora_r: int,
-                    tokens: int | None, epochs: float, json_out: bool) -> int:
+                    tokens: int | None, epochs: float, json_out: bool, wired_limit_gib: float | None = None) -> int:
     """Print the MLX plan(s); return the exit code (0: fits, 1: does not)."""
     from ..catalog import get_model, models, parse_apple_machine
     from ..errors import Infeasible, UserError
@@ -29,7 +29,8 @@ def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len
     if model:
         spec = get_model(model)
         try:
-            plan = plan_mlx(spec, machine, method=method, seq_len=seq_len, lora_rank=lora_r, tokens=tokens, epochs=epochs)
+            plan = plan_mlx(spec, machine, method=method, seq_len=seq_len, lora_rank=lora_r, tokens=tokens, epochs=epochs,
+                            wired_limit_gib=wired_limit_gib)
         except Infeasible as exc:
             if json_out:
                 print_json({"ok": False, "reason": str(exc), "rejected": exc.details.get("rejected", [])})
@@ -47,7 +48,7 @@ def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len
             continue
         try:
             plan = plan_mlx(spec, machine, method=method, seq_len=seq_len, lora_rank=lora_r, tokens=tokens or per_million,
-                            epochs=epochs if tokens else 1.0)
+                            epochs=epochs if tokens else 1.0, wired_limit_gib=wired_limit_gib)
             rows.append({"model": spec.id, "fits": True, **plan.to_dict()})
         except Infeasible as exc:
             rows.append({"model": spec.id, "fits": False, "reason": str(exc)})
@@ -69,8 +70,10 @@ def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len
         table.add_row(r["model"], method_label + (" + ckpt" if s["grad_checkpoint"] else ""), str(s["batch_size"]),
                       f"{e['peak_gib']:,.0f} / {e['usable_gib']:,.0f}", f"{e['tokens_per_s']:,.0f}", _hours(e["hours"]))
     console.print(table)
-    console.print(f"The GPU may use {machine.gpu_usable_gib():.0f} of {machine.memory_gib:g} GiB (macOS's default; raise it with "
-                  "`sudo sysctl iogpu.wired_limit_mb=<MiB>`). One model in detail: `llamaforge estimate --model <id> "
+    console.print(f"The GPU may use {machine.gpu_usable_gib(wired_limit_gib):.0f} of {machine.memory_gib:g} GiB "
+                  + ("(your wired limit). " if wired_limit_gib else "(macOS's default; raise it with ")
+                  + ("" if wired_limit_gib else "`sudo sysctl iogpu.wired_limit_mb=<MiB>` and --wired-limit-gib). ")
+                  + "One model in detail: `llamaforge estimate --model <id> "
                   f"--gpus {machine.label} --tokens 2.25M --epochs 3`; a config to launch: recipes/*/mlx-*.yaml "
                   "(docs/hardware.md, the Mac).", soft_wrap=True)
     return 0
