@@ -12,7 +12,7 @@ import typer
 
 from ..errors import UserError
 from . import app
-from ._common import JsonOpt, console, err_console, fmt_gib, print_json
+from ._common import JsonOpt, console, err_console, fmt_gib, print_json, print_plan_notes
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json.")]
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware as <N>x<GPU>, e.g. 8xH100-80GB (see `llamaforge gpus`).")]
@@ -216,10 +216,4 @@ def _print_plan(p) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
-    console.print("[bold]why[/]")
-    for r in p.reasons:
-        console.print(f"  - {r}", soft_wrap=True)
-    if p.rejected:
-        console.print("[bold]considered and refused[/]")
-        for r in p.rejected:
-            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
+    print_plan_notes(p.reasons, p.rejected)

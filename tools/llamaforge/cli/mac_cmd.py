@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ._common import console, print_json
+from ._common import console, print_json, print_plan_notes
 
 
 def _hours(h: float | None) -> str:
@@ -95,13 +95,4 @@ def _print_plan(plan, tokens, epochs) -> None:
         f"1M training tokens take {_hours(1_000_000 / est.tokens_per_s / 3600)}; give --tokens for the total"
     console.print(f"throughput ~{est.tokens_per_s:,.0f} tokens/s ({est.flops_per_token / 1e9:,.1f} GFLOP/token); {when}",
                   soft_wrap=True)
-    console.print("[bold]why[/]")
-    for r in plan.reasons:
-        console.print(f"  - {r}", soft_wrap=True)
-    if plan.rejected:
-        console.print("[bold]considered and refused[/]")
-        for r in plan.rejected:
-            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
-    console.print("[bold]assumptions[/]")
-    for a in est.assumptions:
-        console.print(f"  - {a}", soft_wrap=True)
+    print_plan_notes(plan.reasons, plan.rejected, est.assumptions)

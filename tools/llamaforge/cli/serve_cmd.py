@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from ._common import JsonOpt, console, err_console, print_json
+from ._common import JsonOpt, console, err_console, print_json, print_plan_notes
 
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware: <N>x<GPU> (e.g. 2xRTX3090-24GB) or a Mac (1xM3Ultra-512GB).")]
 
@@ -120,14 +120,5 @@ def print_serve_plan(plan) -> None:
                       f"{plan.longest_context:,}", soft_wrap=True)
     console.print(f"one sequence decodes at ~{est.decode_tokens_per_s:,.0f} tokens/s", soft_wrap=True)
     console.print(f"[bold]command[/] {flags_line(plan)}", soft_wrap=True, highlight=False)
-    console.print("[bold]why[/]")
-    for r in plan.reasons:
-        console.print(f"  - {r}", soft_wrap=True)
-    if plan.rejected:
-        console.print("[bold]considered and refused[/]")
-        for r in plan.rejected:
-            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
-    console.print("[bold]assumptions[/]")
-    for a in est.assumptions:
-        console.print(f"  - {a}", soft_wrap=True)
+    print_plan_notes(plan.reasons, plan.rejected, est.assumptions)
 
