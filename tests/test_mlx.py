@@ -159,3 +159,22 @@ def test_an_mlx_config_rendered_from_the_matrix_trains_the_tiny_model_on_the_bui
     assert (adapters / "adapters.safetensors").is_file()
     saved = json.loads((adapters / "adapter_config.json").read_text())
     assert saved["lora_parameters"]["rank"] == 8 and saved["num_layers"] == -1
+
+
+def test_check_passes_the_committed_mlx_configs_and_flags_what_mlx_lm_would_ignore_or_need(cli, tmp_path):
+    from mlx_lm.lora import CONFIG_DEFAULTS
+
+    from llamaforge.mlx_estimate import mlx_facts
+
+    assert set(CONFIG_DEFAULTS) <= set(mlx_facts()["config_keys"])     # the check knows every key mlx-lm reads
+    paths = [str(ROOT / e.path) for e in _mlx_recipes()]
+    res = cli("check", *paths, "--json")
+    assert res.code == 0, res.out
+    assert all(any(f["key"] == "memory" and "GiB peak" in f["message"] for f in c["findings"]) for c in res.json()["configs"])
+    text = (ROOT / "recipes/llama-3.1-8b/mlx-lora-1xM3Ultra-512GB.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("batch_size: 4", "batch_sise: 4").replace("  scale: 2.0", "  alpha: 32"))
+    res = cli("check", str(bad), "--json")
+    keys = {f["key"]: f["message"] for f in res.json()["findings"] if f["severity"] == "error"}
+    assert res.code == 1 and "did you mean `batch_size`" in keys["batch_sise"]
+    assert "lora_parameters.scale" in keys and "lora_parameters.alpha" in keys

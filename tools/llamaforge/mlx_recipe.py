@@ -139,8 +139,84 @@ def index_row(f: RenderedFile) -> str:
             f"| {h['tokens_per_s']:,} | ~{took.group(1) if took else '?'} h |")
 
 
+def is_mlx_config(path) -> bool:
+    """True for a config whose header says MLX-LM trains it (`# llamaforge-trainer: mlx-lm`)."""
+    from pathlib import Path
+
+    from .recipe_registry import read_header
+
+    try:
+        return read_header(Path(path).read_text(encoding="utf-8")).get("trainer") == "mlx-lm"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_mlx_config(path):
+    """`llamaforge check` for an MLX-LM config: keys mlx_lm.lora reads (it keeps unknown ones
+    silently), the lora_parameters it requires, and memory on the header's Mac. A check.CheckReport."""
+    import difflib
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from .check import CheckReport, Finding
+    from .mlx_estimate import MlxSetup, estimate_mlx
+    from .recipe_registry import read_header
+
+    f = mlx_facts()
+    text = Path(path).read_text(encoding="utf-8")
+    report = CheckReport(path=str(path))
+    add = lambda sev, key, msg: report.findings.append(Finding(sev, key, msg))  # noqa: E731
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        add("error", "yaml", f"malformed YAML ({str(exc).splitlines()[0]})")
+        return report
+    if not isinstance(cfg, dict):
+        add("error", "yaml", "an MLX-LM config is a mapping of keys")
+        return report
+    known = list(f["config_keys"])
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            add("error", str(key), f"`{key}` is not a key mlx_lm.lora reads, so it keeps it silently"
+                + (f"; did you mean `{close[0]}`?" if close else ""))
+    for key in ("model", "data"):
+        if not cfg.get(key):
+            add("error", key, f"`{key}` is required")
+    lp = cfg.get("lora_parameters") or {}
+    want = f["lora_parameter_keys"]
+    for key in want["required"]:
+        if key not in lp:
+            add("error", f"lora_parameters.{key}", f"mlx-lm needs lora_parameters.{key} (it stops with a KeyError)")
+    for key in lp:
+        if key not in want["required"] + want["optional"]:
+            add("error", f"lora_parameters.{key}", f"`{key}` is not a LoRA parameter mlx-lm reads ({', '.join(want['required'] + want['optional'])})")
+    header = read_header(text)
+    if not (header.get("model") and header.get("hardware")) or report.errors:
+        add("info", "memory", "memory not checked: the header names no model and Mac, or the config has errors")
+        return report
+    try:
+        bits = int(m.group(1)) if (m := re.search(r"(\d+)bit", str(cfg["model"]))) else 4
+        s = MlxSetup(model=get_model(header["model"]), machine=parse_apple_machine(header["hardware"]),
+                     method=header.get("method", "lora"), bits=bits if header.get("method") == "qlora" else 16,
+                     lora_rank=int(lp["rank"]), lora_layers=int(cfg.get("num_layers", 16)),
+                     batch_size=int(cfg.get("batch_size", 4)), seq_len=int(cfg.get("max_seq_length", 2048)),
+                     grad_checkpoint=bool(cfg.get("grad_checkpoint", False)))
+    except (UserError, ValueError, TypeError, KeyError) as exc:
+        add("error", "memory", f"cannot price it: {exc}")
+        return report
+    est = estimate_mlx(s)
+    add("info" if est.fits else "error", "memory",
+        f"~{est.peak_gib:,.0f} GiB peak of the {est.usable_gib:,.0f} GiB the GPU of {s.machine.label} may use "
+        f"({s.method_label}, batch {s.batch_size} x {s.seq_len}{', grad_checkpoint' if s.grad_checkpoint else ''})")
+    return report
+
+
 def render_mlx_recipes(items: list, matrix) -> list[RenderedFile]:
     return [render_mlx_recipe(e, corpus=matrix.corpus, layers=matrix.hyper_layers) for e in mlx_entries(items)]
 
 
-__all__ = ["MlxEntry", "mlx_entries", "render_mlx_recipe", "render_mlx_recipes", "recipe_name", "index_row"]
+__all__ = ["MlxEntry", "mlx_entries", "render_mlx_recipe", "render_mlx_recipes", "recipe_name", "index_row",
+           "is_mlx_config", "check_mlx_config"]
