@@ -126,9 +126,6 @@ FIGURES = {
     "sft-8b-h100-peak-gib": lambda: _recipe_peak("llama-3.1-8b/lora-1xH100-80GB.yaml"),
     "70b-r16-lora-params": lambda: f"{TrainSetup(model=get_model('llama-3.1-70b'), hardware=H100x8, method='lora').lora_param_count() / 1e6:.0f}M",
     "70b-r16-lora-gb": lambda: f"{_lora_gb('llama-3.1-70b', 16):.1f}",
-    "70b-bf16-weights-gib": lambda: f"{sum(base_weight_bytes(get_model('llama-3.1-70b'), 'bf16').values()) / GIB:.0f}",
-    "70b-bf16-per-gpu-tp4-gib": lambda: f"{sum(base_weight_bytes(get_model('llama-3.1-70b'), 'bf16').values()) / GIB / 4:.0f}",
-    "70b-adapters-r8-r32-gb": lambda: f"{_lora_gb('llama-3.1-70b', 8):.1f}–{_lora_gb('llama-3.1-70b', 32):.1f}",
     # docs/export.md
     "405b-bf16-gb": lambda: f"{M405.parameter_count() * 2 / 1e9:,.0f}",
     "405b-r64-adapter-gb": lambda: f"{_lora_gb('llama-3.1-405b', 64):.0f}",

@@ -15,6 +15,9 @@ from llamaforge.paths import recipes_dir
 MEMORY = re.compile(r"^# Memory:\s+~([\d.]+) GiB peak per GPU of ([\d.]+) usable; host RAM ~([\d,.]+) GiB")
 THROUGHPUT = re.compile(r"^# Throughput:\s+~([\d,]+) tokens/s.*\((\d+)% MFU assumed.*1B training tokens take ~([\d,.]+) h, ~\$([\d,]+)")
 ESTIMATE = re.compile(r"^# Estimate:\s+(llamaforge estimate .+?)\s*$")
+# MLX-LM configs for a Mac (templates/mlx/lora.yaml.j2)
+MLX_MEMORY = re.compile(r"^# Memory:\s+~([\d,]+) GiB peak of ([\d,]+) GiB the GPU may use")
+MLX_THROUGHPUT = re.compile(r"^# Throughput:\s+~([\d,]+) tokens/s; .* take ~([\d,]+) h")
 
 # every Axolotl recipe (a `# llamaforge-model:` header); not accelerate configs nor corpus specs
 RECIPES = sorted(p for p in recipes_dir().rglob("*.yaml") if "\n# llamaforge-model:" in p.read_text(encoding="utf-8"))
@@ -25,7 +28,8 @@ def _header(path: Path) -> dict[str, re.Match]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
-        for name, pattern in (("memory", MEMORY), ("throughput", THROUGHPUT), ("estimate", ESTIMATE)):
+        for name, pattern in (("memory", MEMORY), ("throughput", THROUGHPUT), ("estimate", ESTIMATE),
+                              ("mlx_memory", MLX_MEMORY), ("mlx_throughput", MLX_THROUGHPUT)):
             if (m := pattern.match(line)) is not None:
                 found[name] = m
     return found
@@ -47,11 +51,19 @@ def test_there_are_recipes_with_estimates():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(recipes_dir())))
 def test_the_header_estimate_command_reproduces_its_figures(path, cli):
     header = _header(path)
-    assert "memory" in header and "estimate" in header, f"{path}: the header states an estimate but not the command that makes it"
+    assert "estimate" in header, f"{path}: the header states an estimate but not the command that makes it"
     args = shlex.split(header["estimate"].group(1))
     res = cli(*args[1:], "--json")
     assert res.code == 0, res.err
     est = res.json()
+    if "mlx_memory" in header:                 # an MLX-LM config for a Mac
+        est = est["estimate"]
+        peak, usable = (_number(g) for g in header["mlx_memory"].groups())
+        assert _shows(est["peak_gib"], peak, 1) and _shows(est["usable_gib"], usable, 1)
+        tps, hours = (_number(g) for g in header["mlx_throughput"].groups())
+        assert _shows(est["tokens_per_s"], tps, 1) and _shows(est["hours"], hours, 1)
+        return
+    assert "memory" in header and "throughput" in header, path
     peak, usable, host = (_number(g) for g in header["memory"].groups())
     assert _shows(est["peak_gpu_gib"], peak, 0.1), (est["peak_gpu_gib"], peak)
     assert _shows(est["usable_gpu_gib"], usable, 0.1)
