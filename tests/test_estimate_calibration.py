@@ -44,10 +44,11 @@ CASE_KEYS = SETUP_KEYS | {"id", "source", "url", "stack", "stack_facts", "model"
 
 
 def case_stack(case: dict) -> StackFacts:
-    """The stack facts a case was measured with: Axolotl's defaults, or (`base: plain_peft`) a plain
-    transformers + PEFT script's, with the stack's and the case's own overrides."""
+    """The stack facts a case was measured with: a transformers Trainer + PEFT script's
+    (`plain_peft_stack:`), or Axolotl's for the `axolotl-0.19` stack (or `base: axolotl`), with the
+    stack's and the case's own overrides."""
     spec = dict(calibration()["stacks"][case["stack"]] or {})
-    base = spec.pop("base", "axolotl")
+    base = spec.pop("base", "axolotl" if case["stack"].startswith("axolotl") else "plain_peft")
     stack = StackFacts.plain_peft() if base == "plain_peft" else StackFacts.axolotl()
     return stack.with_overrides(spec).with_overrides(case.get("stack_facts"))
 
