@@ -170,6 +170,37 @@ def validate_setup(setup: TrainSetup) -> None:
         raise UserError(
             f"Axolotl 0.19 refuses {setup.optimizer} with FSDP2; use adamw_torch_fused or paged_adamw_8bit"
         )
+    _validate_long_context(setup)
+
+
+def _validate_long_context(setup: TrainSetup) -> None:
+    """Context/tensor/expert parallelism and the memory savers, as Axolotl 0.19 accepts them
+    (axolotl/utils/schemas/validation.py: check_context_parallel_size, check_activation_offloading_wo_gc,
+    check_tensor_parallel_size optimizers; integrations/liger/args.py; integrations/expert_parallel)."""
+    s, ws = setup, setup.world_size
+    cp, tp, rep, ep = s.context_parallel, s.tensor_parallel, s.dp_replicate, s.expert_parallel
+    if ws % (cp * tp * rep):
+        raise UserError(f"context parallel {cp} x tensor parallel {tp} x replicas {rep} must divide the "
+                        f"{ws} GPUs of {s.hardware.label}")
+    if rep > 1 and s.parallel != "fsdp":
+        raise UserError("--dp-replicate (HSDP) goes with --parallel fsdp")
+    if cp > 1 and s.attn != "flash_attention_2":
+        raise UserError(f"context parallelism needs flash_attention_2 (ring attention), not {s.attn}")
+    if cp > 1 and s.sample_packing and s.micro_batch > 1:
+        raise UserError("context parallelism with sample packing needs micro-batch 1 (a ring-flash-attn requirement)")
+    if tp > 1 and s.optimizer in ("paged_adamw_8bit", "adamw_8bit", "adamw_bnb_8bit"):
+        raise UserError(f"Axolotl 0.19 refuses {s.optimizer} with tensor parallelism; use adamw_torch_fused")
+    if tp > 1 and s.loss == "liger":
+        raise UserError("Axolotl 0.19 refuses Liger's fused linear cross-entropy with tensor parallelism; use --loss cce")
+    if ep > 1 and (not s.model.is_moe or ws % ep):
+        raise UserError(f"--expert-parallel {ep} needs a mixture-of-experts model and a GPU count it divides "
+                        f"({s.model.id} on {ws} GPUs)")
+    if s.activation_offload != "none" and not s.grad_ckpt:
+        raise UserError("activation offloading needs gradient checkpointing (Axolotl refuses it without)")
+    if s.lora_expert_targets and (not s.is_adapter or not s.model.is_moe):
+        raise UserError("LoRA on routed experts needs --method lora/qlora and a mixture-of-experts model")
+    if s.quantize_experts and not (s.is_adapter and s.is_quantized and s.model.is_moe):
+        raise UserError("quantize_moe_experts needs a 4/8-bit LoRA/QLoRA of a mixture-of-experts model")
 
 
 # ---- host RAM ------------------------------------------------------------------------------------------
@@ -203,16 +234,22 @@ def _host_ram(setup: TrainSetup, mem: MemoryTerms) -> dict[str, float]:
 
 def flops_per_token(setup: TrainSetup) -> float:
     """FLOPs executed per trained token: 2N forward, 2N backward to the activations, 2N to the
-    weights (full fine-tune only), 2N again when gradient checkpointing recomputes the forward, plus
-    causal attention (4 x L x q x S/2 per forward) and the adapters' own matmuls."""
+    weights (full fine-tune only), 2N again when gradient checkpointing recomputes the forward (and a
+    tiled MLP's backward its MLP), plus causal attention (4 x L x q x S/2 per forward) and the adapters'
+    own matmuls. N: the matrices a token is multiplied with; a mixture of experts only its routed ones."""
     m = setup.model
-    n = matmul_params(m)
+    n = matmul_params(m, setup.head)
     attn_fwd = 4.0 * m.num_layers * m.q_dim * setup.seq_len / 2
     fwd = 2.0 * n + attn_fwd
     bwd_act = 2.0 * n + 2 * attn_fwd
     bwd_w = 2.0 * n if setup.method == "full" else 0.0
     recompute = fwd if setup.grad_ckpt else 0.0
-    adapters = 6.0 * setup.lora_param_count() + (2.0 * setup.lora_param_count() if setup.grad_ckpt else 0.0)
+    if setup.tiled_mlp and not setup.grad_ckpt:
+        mlp = m.active_linear_params - m.num_layers * sum(a * b for a, b in m.attention_shapes().values())
+        recompute = 2.0 * mlp
+    lora = setup.lora_dense_param_count() + (setup.lora_expert_param_count() * m.experts_per_token / m.num_experts
+                                             if m.is_moe else 0)
+    adapters = 6.0 * lora + (2.0 * lora if setup.grad_ckpt else 0.0)
     return fwd + bwd_act + bwd_w + recompute + adapters
 
 
@@ -221,7 +258,7 @@ def compute_utilisation(setup: TrainSetup) -> tuple[float, str]:
     t = estimator_facts()["throughput"]
     gpu = setup.hardware.gpu
     base = t["base_utilisation"].get(gpu.id, t["base_utilisation"]["default"])
-    tokens = setup.micro_batch * setup.seq_len
+    tokens = setup.tokens_per_gpu
     pts = t["tokens_per_microbatch"]
     fb = pts[0][1] if tokens <= pts[0][0] else pts[-1][1]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
@@ -261,6 +298,32 @@ def _communication(setup: TrainSetup) -> tuple[float, float, str]:
         vol = weights / W * passes
         hidden += vol / h2d
         parts.append(f"parameters from host {vol / 1e9:,.1f} GB")
+    if s.context_parallel > 1:
+        # ring attention: each layer's keys and values of the other ranks, forward and recomputation,
+        # and back with their fp32 gradients in backward
+        kv = 2.0 * s.micro_batch * s.seq_len * m.kv_dim * (s.context_parallel - 1) / s.context_parallel
+        vol = m.num_layers * kv * (2.0 * (passes - 1) + 6.0)
+        hidden += vol / link
+        parts.append(f"ring attention {vol / 1e9:,.1f} GB")
+    if s.tensor_parallel > 1:
+        # two all-reduces of the layer's output per layer, forward (and recomputation) and backward
+        tp = s.tensor_parallel
+        vol = m.num_layers * 2 * passes * 2.0 * s.tokens_per_gpu * m.hidden_size * 2 * (tp - 1) / tp
+        hidden += vol / link
+        parts.append(f"tensor-parallel all-reduces {vol / 1e9:,.1f} GB")
+    if s.expert_parallel > 1:
+        # all-to-all dispatch and combine of each token's routed copies, every MoE layer and pass
+        ep = s.expert_parallel
+        vol = m.num_layers * passes * 2 * 2.0 * s.tokens_per_gpu * m.experts_per_token * m.hidden_size * (ep - 1) / ep
+        hidden += vol / link
+        parts.append(f"expert all-to-all {vol / 1e9:,.1f} GB")
+    if s.activation_offload in ("cpu", "legacy", "disk"):
+        vol = 2.0 * m.num_layers * 2.0 * s.tokens_per_gpu * m.hidden_size   # out in forward, back in backward
+        if s.activation_offload == "legacy":
+            exposed += vol / h2d
+        else:
+            hidden += vol / h2d
+        parts.append(f"activations to host and back {vol / 1e9:,.1f} GB")
     if s.offload in ("optimizer", "all"):
         vol = 4.0 * T / W / s.grad_accum     # bf16 gradients out, bf16 parameters back
         step = T * s.hardware.gpus_per_node / W / t["cpu_optimizer_params_per_s"] / s.grad_accum
@@ -275,12 +338,12 @@ def throughput(setup: TrainSetup) -> tuple[float, float, list[str]]:
     t = estimator_facts()["throughput"]
     gpu = setup.hardware.gpu
     u, why = compute_utilisation(setup)
-    tokens = setup.micro_batch * setup.seq_len
+    tokens = setup.tokens_per_gpu
     fpt = flops_per_token(setup)
-    compute = tokens * fpt / (gpu.bf16_tflops * 1e12 * u)
+    compute = tokens * fpt / setup.tensor_parallel / (gpu.bf16_tflops * 1e12 * u)
     hidden, exposed, comm_why = _communication(setup)
     step = max(compute, hidden) + t["exposed_overlap"] * min(compute, hidden) + exposed
-    tps = setup.world_size * tokens / step
+    tps = setup.data_parallel * setup.micro_batch * setup.seq_len / step
     eff = u * compute / step
     return tps, eff, [
         f"utilisation {eff:.2f} of the {gpu.bf16_tflops:.0f} TFLOP/s dense bf16 peak: compute {u:.2f} ({why}); "
@@ -359,6 +422,55 @@ def estimate(setup: TrainSetup, *, tokens: int | None = None, epochs: float = 1.
     )
 
 
+def _loss_text(s: TrainSetup, stack: StackFacts) -> str:
+    f = estimator_facts()
+    loss = stack.loss if s.loss == "default" else s.loss
+    if s.head == "score":
+        return "a reward model's score head: one logit per token, no vocabulary-sized logits"
+    if loss in f["fused_loss_hidden_bytes"]:
+        name = {"cce": "Cut Cross Entropy", "liger": "Liger's fused linear cross-entropy"}[loss]
+        return (f"{name}: the {s.model.vocab_size:,}-entry logits are never materialised "
+                f"({f['fused_loss_hidden_bytes'][loss]} bytes per hidden element per token instead)")
+    return f"cross-entropy '{loss}': {f['loss_bytes_per_logit'][loss]} bytes per logit ({s.model.vocab_size:,} x tokens)"
+
+
+def _long_context_assumptions(s: TrainSetup) -> list[str]:
+    """What the mixture of experts, the N-D parallelism and the memory savers mean for this estimate."""
+    from .memory import tiled_mlp_shards
+
+    m, out = s.model, []
+    if m.is_moe:
+        from .memory import expert_format
+
+        efmt = expert_format(s.weight_format if s.is_adapter else "bf16", s.quantize_experts)
+        out.append(f"mixture of experts: all {m.num_experts} experts of each layer resident ({efmt}"
+                   + (", transformers 5 keeps them as 3D parameters bitsandbytes does not quantize; "
+                      "quantize_moe_experts would" if s.is_quantized and not s.quantize_experts else "")
+                   + f"), {m.experts_per_token} computing each token ({m.active_parameter_count() / 1e9:,.1f}B of "
+                   f"{m.parameter_count() / 1e9:,.1f}B parameters per token)"
+                   + (f"; LoRA on the experts' {', '.join(s.lora_expert_targets)}" if s.lora_expert_targets else ""))
+    if s.context_parallel > 1:
+        out.append(f"context parallelism {s.context_parallel}: each sequence split over {s.context_parallel} GPUs "
+                   f"({s.tokens_per_gpu:,} tokens of a micro-batch per GPU), ring attention "
+                   + ("varlen_llama3 (K/V all-gathered one KV head at a time)" if s.sample_packing else "batch_ring"))
+    if s.tensor_parallel > 1:
+        out.append(f"tensor parallelism {s.tensor_parallel}: attention heads and MLP columns (and the lm_head) split over "
+                   f"{s.tensor_parallel} GPUs; embeddings, norms and the residual stream whole on each")
+    if s.expert_parallel > 1:
+        out.append(f"expert parallelism {s.expert_parallel}: the routed experts split over {s.expert_parallel} GPUs")
+    if s.dp_replicate > 1:
+        out.append(f"HSDP: FSDP shards within groups of {s.world_size // (s.dp_replicate * s.tensor_parallel)} GPUs, "
+                   f"replicated {s.dp_replicate} times")
+    if s.tiled_mlp:
+        out.append(f"tiled MLP: the MLP runs on {tiled_mlp_shards(s)} shard(s) of the sequence and keeps only its input; "
+                   "backward recomputes it shard by shard")
+    if s.activation_offload != "none":
+        where = "disk" if s.activation_offload == "disk" else "host RAM"
+        out.append(f"activation offloading ({s.activation_offload}): each checkpointed layer input goes to {where}; "
+                   "a few layers' stay on the GPU in flight")
+    return out
+
+
 def _assumptions(setup: TrainSetup, stack: StackFacts, peak_phase: str) -> list[str]:
     f = estimator_facts()
     s = setup
@@ -378,8 +490,7 @@ def _assumptions(setup: TrainSetup, stack: StackFacts, peak_phase: str) -> list[
         ("gradient checkpointing: each layer keeps its input; one layer is recomputed at a time"
          if s.grad_ckpt else "no gradient checkpointing: every layer keeps its full activations"),
         f"attention via {s.attn}: memory linear in the sequence length",
-        f"cross-entropy '{stack.loss}': {f['loss_bytes_per_logit'][stack.loss]} bytes per logit "
-        f"({s.model.vocab_size:,} x tokens)",
+        _loss_text(s, stack),
         f"CUDA context {f['cuda_context_gib']} GiB"
         + (f" + NCCL {f['nccl_buffers_gib']} GiB" if s.world_size > 1 else "")
         + f"; the run needs its allocated memory + {f['allocator_fragmentation']['under_pressure']:.0%} "
@@ -401,6 +512,7 @@ def _assumptions(setup: TrainSetup, stack: StackFacts, peak_phase: str) -> list[
     if s.torch_compile:
         out.append("torch_compile: Inductor recomputes pointwise intermediates (norm upcasts, SiLU) in backward "
                    "instead of keeping them, and runs faster")
+    out += _long_context_assumptions(s)
     if s.parallel == "fsdp" and not stack.fsdp_fp32_trainable:
         out.append("FSDP in pure bf16: trainable parameters, gradients and optimizer states stay bf16 (no fp32 master)")
     return out

@@ -100,37 +100,81 @@ def _bytes_per_linear(n_in: int, n_out: int, fmt: str) -> float:
     raise UserError(f"unknown weight format {fmt!r}; use fp32, bf16, int8, nf4 or nf4_dq")
 
 
-def _layer_linear_bytes(model: ModelSpec, fmt: str) -> float:
-    return sum(_bytes_per_linear(i, o, fmt) for i, o in model.linear_shapes().values())
+def expert_format(fmt: str, quantize_experts: bool) -> str:
+    """The format routed experts are stored in: transformers 5 keeps them as 3D parameters, which
+    bitsandbytes does not quantize, so under a 4/8-bit base they stay bf16 unless Axolotl's
+    `quantize_moe_experts` quantizes them at load (docs/expert_quantization.qmd, monkeypatch/moe_quant.py)."""
+    if fmt in ("int8", "nf4", "nf4_dq") and not quantize_experts:
+        return "bf16"
+    return fmt
 
 
-def layer_weight_bytes(model: ModelSpec, fmt: str) -> float:
-    """One decoder layer's linear weights in `fmt` plus its norms in 16-bit (fp32 for fp32)."""
-    return _layer_linear_bytes(model, fmt) + model.params_per_layer_norm * (4 if fmt == "fp32" else 2)
+def _layer_linear_bytes(model: ModelSpec, fmt: str, experts_fmt: str | None = None) -> float:
+    """One decoder layer's matrices: the nn.Linear layers in `fmt`, the routed experts in
+    `experts_fmt` (default: as expert_format decides without quantize_moe_experts), the router in 16-bit
+    (a plain parameter, never quantized; fp32 in an fp32 model)."""
+    linear = sum(_bytes_per_linear(i, o, fmt) for i, o in model.linear_shapes().values())
+    if not model.is_moe:
+        return linear
+    efmt = experts_fmt or expert_format(fmt, False)
+    experts = model.num_experts * sum(_bytes_per_linear(i, o, efmt) for i, o in model.expert_shapes().values())
+    return linear + experts + model.router_params_per_layer * (4 if fmt == "fp32" else 2)
+
+
+def layer_weight_bytes(model: ModelSpec, fmt: str, experts_fmt: str | None = None) -> float:
+    """One decoder layer's matrices in `fmt` plus its norms (and q/k/v biases) in 16-bit (fp32 for fp32)."""
+    return _layer_linear_bytes(model, fmt, experts_fmt) + model.params_per_layer_norm * (4 if fmt == "fp32" else 2)
 
 
 def base_weight_bytes(model: ModelSpec, fmt: str, *, embeddings_fp32: bool = False,
-                      norms_fp32: bool = False) -> dict[str, float]:
-    """Weights by part: decoder linears in `fmt`; embeddings, lm_head and norms 16-bit (bitsandbytes
-    leaves them unquantized), or fp32 for an fp32 model or where prepare_model_for_kbit_training
-    left them upcast."""
-    linear = model.num_layers * _layer_linear_bytes(model, fmt)
+                      norms_fp32: bool = False, experts_fmt: str | None = None) -> dict[str, float]:
+    """Weights by part: decoder matrices in `fmt` (routed experts as `expert_format` says);
+    embeddings, lm_head, norms and the parameters outside the decoder (a vision tower) 16-bit
+    (bitsandbytes leaves them unquantized), or fp32 for an fp32 model or where
+    prepare_model_for_kbit_training left them upcast."""
+    linear = model.num_layers * _layer_linear_bytes(model, fmt, experts_fmt)
     emb_b = 4 if (fmt == "fp32" or embeddings_fp32) else 2
     norm_b = 4 if (fmt == "fp32" or norms_fp32) else 2
     return {
         "linear": linear,
         "embeddings": (model.embedding_params + model.lm_head_params) * emb_b,
         "norms": model.norm_params * norm_b,
+        "other": model.other_params * (4 if fmt == "fp32" else 2),
     }
 
 
-def matmul_params(model: ModelSpec) -> int:
-    """Parameters that take part in matrix multiplications: decoder linears and the output head."""
-    return model.linear_params + model.vocab_size * model.hidden_size
+def matmul_params(model: ModelSpec, head: str = "lm") -> int:
+    """Parameters one token is multiplied with: the decoder matrices it is routed through (all but
+    the experts it is not sent to) and the output head (the vocabulary's, or a reward model's one label)."""
+    return model.active_linear_params + (model.vocab_size if head == "lm" else 1) * model.hidden_size
 
 
 def max_linear_params(model: ModelSpec) -> int:
     return max(i * o for i, o in model.linear_shapes().values())
+
+
+def local_model(setup: TrainSetup) -> ModelSpec:
+    """The model as one GPU holds and computes it: tensor parallelism splits attention heads and MLP
+    widths (transformers' base_model_tp_plan: q/k/v/gate/up column-wise, o/down row-wise; KV heads
+    are replicated when fewer than the group), expert parallelism splits the routed experts (only
+    where ZeRO-3/FSDP do not shard them anyway), and a reward model's score head replaces the
+    vocabulary's. Hidden size, vocabulary and layers are whole on every GPU."""
+    m, tp = setup.model, setup.tensor_parallel
+    shards_params = "parameters" in parallelism_facts()["modes"][setup.parallel]["shards"]
+    ep = setup.expert_parallel if (m.is_moe and not shards_params) else 1
+    changes: dict = {}
+    if tp > 1:
+        def split(x: int) -> int:
+            return -(-x // tp)
+        changes.update(num_heads=split(m.num_heads), num_kv_heads=split(m.num_kv_heads),
+                       intermediate_size=split(m.intermediate_size),
+                       expert_intermediate_size=split(m.expert_intermediate_size),
+                       shared_expert_intermediate_size=split(m.shared_expert_intermediate_size))
+    if ep > 1:
+        changes["num_experts"] = -(-m.num_experts // ep)
+    if setup.head == "score":
+        changes["tie_embeddings"] = True      # no vocabulary-sized output head
+    return replace(m, **changes) if changes else m
 
 
 # ---- the setup as the memory model sees it ---------------------------------------------------------
@@ -145,20 +189,22 @@ class Context:
     facts: dict
     engine: str                  # none | ddp | deepspeed | fsdp2
     shards: frozenset[str]       # what the parallelism mode partitions
-    trainable: int               # T: trainable parameters
+    trainable: int               # T: trainable parameters one GPU holds before ZeRO/FSDP sharding
     trainable_bytes: float       # bytes of one trainable parameter on the GPU, before sharding
     kbit: bool                   # the base is 4/8-bit (bitsandbytes)
     kbit_prepared: bool          # prepare_model_for_kbit_training runs (not under ZeRO-3/FSDP)
     embeddings_fp32: bool        # embeddings/lm_head stay fp32 after it
     fp32_stream: bool            # the residual stream, norm outputs and MLP activations are fp32
+    local: ModelSpec             # the model as one GPU holds it (tensor/expert parallel, score head)
 
     @property
     def model(self) -> ModelSpec:
-        return self.setup.model
+        return self.local
 
     @property
     def world(self) -> int:
-        return self.setup.world_size
+        """The ranks ZeRO/FSDP shard over: all but the tensor-parallel group and the HSDP replicas."""
+        return max(1, self.setup.world_size // (self.setup.tensor_parallel * self.setup.dp_replicate))
 
     @property
     def param_shard(self) -> int:
@@ -178,7 +224,13 @@ class Context:
 
     @property
     def tokens(self) -> int:
-        return self.setup.micro_batch * self.setup.seq_len
+        """Tokens of one micro-batch on this GPU (a context-parallel group splits each sequence)."""
+        return self.setup.tokens_per_gpu
+
+    @property
+    def head_excess(self) -> float:
+        """lm_head parameters the local model counts but tensor parallelism splits off (colwise)."""
+        return self.local.lm_head_params * (1 - 1 / self.setup.tensor_parallel)
 
     @property
     def act_bytes(self) -> int:
@@ -203,8 +255,13 @@ def context(setup: TrainSetup, stack: StackFacts) -> Context:
         tb = 2.0 if engine == "deepspeed" else (4.0 if stack.adapter_dtype == "fp32" else 2.0)
     else:
         tb = 4.0 if setup.weight_format == "fp32" else 2.0
-    return Context(setup, stack, estimator_facts(), engine, shards, setup.trainable_params(), tb, kbit,
-                   prepared, emb_fp32, stream_fp32)
+    local = local_model(setup)
+    if setup.is_adapter:
+        trainable = setup.lora_dense_param_count(local) + setup.lora_expert_param_count(local)
+    else:
+        trainable = int(local.parameter_count() - local.lm_head_params * (1 - 1 / setup.tensor_parallel))
+    return Context(setup, stack, estimator_facts(), engine, shards, trainable, tb, kbit,
+                   prepared, emb_fp32, stream_fp32, local)
 
 
 # ---- the ledger ------------------------------------------------------------------------------------
@@ -246,17 +303,20 @@ class MemoryTerms:
 
 
 def weights(c: Context, t: MemoryTerms) -> None:
-    """The base model (decoder linears in their format, embeddings/head/norms 16-bit, or fp32 where
-    prepare_model_for_kbit_training left them so) and the trainable adapters, sharded by ZeRO-3/FSDP,
-    or moved to host RAM by parameter offload."""
+    """The base model (decoder linears in their format, routed experts bf16 under a 4/8-bit base
+    unless quantize_moe_experts, embeddings/head/norms 16-bit, or fp32 where
+    prepare_model_for_kbit_training left them so) and the trainable adapters, split by tensor/expert
+    parallelism, sharded by ZeRO-3/FSDP, or moved to host RAM by parameter offload."""
     s, m = c.setup, c.model
     gpn = s.hardware.gpus_per_node
     if s.method == "full":
-        total = m.parameter_count() * c.trainable_bytes
+        total = (m.parameter_count() - c.head_excess) * c.trainable_bytes
     else:
         norms_fp32 = c.kbit_prepared and c.stack.kbit_norms_fp32
-        total = sum(base_weight_bytes(m, s.weight_format, embeddings_fp32=c.embeddings_fp32,
-                                      norms_fp32=norms_fp32).values())
+        emb_b = 4 if (s.weight_format == "fp32" or c.embeddings_fp32) else 2
+        total = sum(base_weight_bytes(m, s.weight_format, embeddings_fp32=c.embeddings_fp32, norms_fp32=norms_fp32,
+                                      experts_fmt=expert_format(s.weight_format, s.quantize_experts)).values())
+        total -= c.head_excess * emb_b
     if c.offload_params:
         t.host["offloaded_parameters"] = total / c.world * gpn
     else:
@@ -398,7 +458,7 @@ def gathered_parameters(c: Context, t: MemoryTerms) -> None:
     unit (embeddings, head) from forward to backward."""
     s, m = c.setup, c.model
     fmt = s.weight_format if s.is_adapter else "bf16"
-    layer_store = layer_weight_bytes(m, fmt)
+    layer_store = layer_weight_bytes(m, fmt, expert_format(fmt, s.quantize_experts))
     layer_elems = m.params_per_layer_linear + m.params_per_layer_norm
     head_bf16 = (m.lm_head_params or m.embedding_params) * 2.0
     if s.parallel == "zero3":
@@ -413,7 +473,7 @@ def gathered_parameters(c: Context, t: MemoryTerms) -> None:
     elif s.parallel == "fsdp":
         f = c.facts
         root = (m.embedding_params + m.lm_head_params) * 2.0 if c.stack.fsdp_root_gathered else 0.0
-        per_layer = layer_store + (s.lora_param_count() / m.num_layers) * 2.0
+        per_layer = layer_store + (c.trainable / m.num_layers if s.is_adapter else 0.0) * 2.0
         layer = root + f["fsdp"]["gathered_layers"] * per_layer
         if s.method == "full":
             layer += layer_weight_bytes(m, "bf16")   # the layer's unsharded gradient
@@ -423,34 +483,42 @@ def gathered_parameters(c: Context, t: MemoryTerms) -> None:
 
 def dequantized_weights(c: Context, t: MemoryTerms) -> None:
     """bitsandbytes computes with a bf16 copy of the 4/8-bit weight it multiplies
-    (`F.dequantize_4bit` in MatMul4Bit forward and backward): one linear at a time."""
+    (`F.dequantize_4bit` in MatMul4Bit forward and backward): one linear at a time. Quantized routed
+    experts (quantize_moe_experts) are a parametrization whose cache holds the dequantized bf16 tensor of
+    a layer's experts while the MoE block runs (axolotl/monkeypatch/moe_quant.py)."""
     if c.kbit and c.stack.kbit_backend == "bitsandbytes":
-        t.add("dequantized_weights", max_linear_params(c.model) * 2.0, ("backward",))
+        largest = max_linear_params(c.model)
+        if c.model.is_moe and c.setup.quantize_experts:
+            e = c.model.expert_shapes()
+            largest = max(largest, c.model.num_experts * 2 * e["gate_proj"][0] * e["gate_proj"][1])
+        t.add("dequantized_weights", largest * 2.0, ("backward",))
 
 
-def _linear_inputs_saved(c: Context) -> float:
+# the linears of a dense MLP, grouped by the input they read
+_MLP_GROUPS = {"x_mlp": ("gate_proj", "up_proj"), "mlp_product": ("down_proj",)}
+_ATTENTION_GROUPS = {"x_attn": ("q_proj", "k_proj", "v_proj"), "attn_out": ("o_proj",)}
+
+
+def _linear_inputs_saved(c: Context, *, mlp: bool = True) -> float:
     """Bytes per token per layer that the layer's linears keep of their inputs for backward. A frozen
     bf16 linear keeps none (autograd saves a matmul input only for the weight's gradient); a trained
     one keeps its input; a LoRA adapter keeps the input of lora_A, after dropout a bool mask and the
     dropped copy of its own (bf16, or fp32 for an fp32 adapter outside autocast); bitsandbytes < 0.43.2 kept each 4-bit linear's input (MatMul4Bit
-    `ctx.tensors = (A, B)`)."""
+    `ctx.tensors = (A, B)`). `mlp=False`: the attention's only (a tiled MLP keeps none of its own)."""
     s, stack, m = c.setup, c.stack, c.model
     f = c.facts["layer_activations"]
     shapes = m.linear_shapes()
     # layer inputs in groups of the linears that read them; the attention output is kept by the
     # attention kernel itself
-    groups = {
-        "x_attn": ("q_proj", "k_proj", "v_proj"),
-        "attn_out": ("o_proj",),
-        "x_mlp": ("gate_proj", "up_proj"),
-        "mlp_product": ("down_proj",),
-    }
+    groups = {**_ATTENTION_GROUPS, **(_MLP_GROUPS if mlp else {})}
     # PEFT runs an fp32 adapter on an fp32 copy of its input unless autocast runs it in bf16
     # (peft/tuners/lora/layer.py Linear.forward `_cast_input_dtype`); FSDP and DeepSpeed compute in bf16
     lora_in = 4 if (c.trainable_bytes == 4.0 and not stack.autocast and c.engine in ("none", "ddp")) else 2
     dropout_bytes = f["lora_dropout_mask_bytes"] + lora_in
     out = 0.0
     for name, linears in groups.items():
+        if linears[0] not in shapes:
+            continue          # an MoE model without a shared expert: its MLP is _mlp_saved's
         width = shapes[linears[0]][0]
         already = name == "attn_out"
         if s.method == "full":
@@ -482,10 +550,40 @@ def layer_activation_bytes_per_token(setup: TrainSetup, stack: StackFacts) -> fl
     return _layer_saved(context(setup, stack))
 
 
+def _mlp_saved(c: Context) -> float:
+    """What the MLP block keeps per token for backward. Dense: `mlp_tensors` of the MLP width (gate,
+    SiLU(gate), up). Mixture of experts (transformers 5 MixtralExperts.forward and kin): for each of the
+    token's `experts_per_token` routed experts the same tensors at the expert's width and the expert's
+    output, which the routing weight multiplies (its gradient needs it); the router's fp32 softmax over
+    all experts; the shared expert's tensors; trained experts (full fine-tune, LoRA on them) keep their
+    dispatched input and down-projection input too. The router's and shared expert's linear inputs
+    are `_linear_inputs_saved`'s."""
+    s, m, f = c.setup, c.model, c.facts["layer_activations"]
+    tensors = f["compiled_mlp_tensors"] if s.torch_compile else f["mlp_tensors"]
+    if not m.is_moe:
+        return tensors * c.act_bytes * m.intermediate_size
+    k, h = m.experts_per_token, m.hidden_size
+    ei = m.expert_shapes()["gate_proj"][1]
+    routed = k * (tensors * c.act_bytes * ei + c.act_bytes * h)
+    if s.method == "full" or s.lora_expert_targets:
+        routed += k * c.act_bytes * (h + ei)
+    router = f["router_probability_bytes"] * c.setup.model.num_experts
+    router_input = c.act_bytes * h if (s.method == "full" and "gate_proj" not in m.linear_shapes()) else 0
+    shared = tensors * c.act_bytes * m.shared_expert_intermediate_size
+    return routed + router + router_input + shared
+
+
+def _mlp_width(m: ModelSpec) -> int:
+    """The MLP width one token goes through: dense, or its routed experts' and the shared expert's."""
+    if not m.is_moe:
+        return m.intermediate_size
+    return m.experts_per_token * m.expert_shapes()["gate_proj"][1] + m.shared_expert_intermediate_size
+
+
 def _layer_saved(c: Context) -> float:
     s, m = c.setup, c.model
     f = c.facts["layer_activations"]
-    h, q, kv, i = m.hidden_size, m.q_dim, m.kv_dim, m.intermediate_size
+    h, q, kv = m.hidden_size, m.q_dim, m.kv_dim
     compiled = s.torch_compile
     norm_in = max(f["compiled_norm_input_bytes"], c.act_bytes) if compiled else max(f["norm_fp32_input_bytes"], c.act_bytes)
     per = 2 * norm_in * h
@@ -495,23 +593,42 @@ def _layer_saved(c: Context) -> float:
     if s.attn == "eager":
         # eager attention materialises the scores and the softmax (bf16) per head: O(seq^2)
         per += c.facts["eager_attention_bytes"] * m.num_heads * s.seq_len
-    per += (f["compiled_mlp_tensors"] if compiled else f["mlp_tensors"]) * c.act_bytes * i
-    return per + _linear_inputs_saved(c)
+    if s.tiled_mlp:
+        # TiledMLP runs the MLP under no_grad and keeps only its input (axolotl/monkeypatch/tiled_mlp/base.py
+        # TiledMLP.forward `ctx.save_for_backward(x)`); backward recomputes it shard by shard
+        return per + c.act_bytes * h + _linear_inputs_saved(c, mlp=False)
+    return per + _mlp_saved(c) + _linear_inputs_saved(c)
+
+
+def tiled_mlp_shards(setup: TrainSetup) -> int:
+    """TiledMLP's shards: tiled_mlp_num_shards, else Axolotl 0.19's ceil(sequence / 32768) of the
+    sequence one GPU holds (axolotl/monkeypatch/tiled_mlp/patch.py `target_tokens_per_shard`)."""
+    if setup.tiled_mlp_shards:
+        return setup.tiled_mlp_shards
+    per_shard = estimator_facts()["tiled_mlp"]["tokens_per_shard"]
+    return max(1, -(-(setup.seq_len // setup.context_parallel) // per_shard))
 
 
 def activations(c: Context, t: MemoryTerms) -> None:
     """Saved activations: with gradient checkpointing each layer keeps its input (the residual
     stream) and one layer at a time is recomputed; without, every layer keeps everything. Plus the
-    gradient buffers of the layer running backward, and the final norm / head input."""
+    gradient buffers of the layer running backward, and the final norm / head input. Activation
+    offloading moves the checkpointed inputs to host RAM (TRL's OffloadActivations, which Axolotl's
+    ActivationOffloadingMixin wraps around each training step): only the few in flight stay."""
     s, m, f = c.setup, c.model, c.facts
     tokens = c.tokens
-    h, i, L = m.hidden_size, m.intermediate_size, m.num_layers
+    h, L = m.hidden_size, m.num_layers
     A = _layer_saved(c)
     bt = f["backward_temporary_bytes"]
-    B = (bt["h"] * h + bt["i"] * i) * c.act_bytes / 2
+    B = (bt["h"] * h + bt["i"] * _mlp_width(m)) * c.act_bytes / 2
     head = f["head_activation_bytes"]["h"] * h * tokens
     if s.grad_ckpt:
-        saved = L * c.act_bytes * h * tokens
+        kept_layers = L
+        if s.activation_offload != "none":
+            kept_layers = min(L, f["activation_offload"]["resident_layers"][s.activation_offload])
+            if s.activation_offload != "disk":
+                t.host["offloaded_activations"] = (L * c.act_bytes * h * tokens) * s.hardware.gpus_per_node
+        saved = kept_layers * c.act_bytes * h * tokens
         working = (A + B) * tokens
     else:
         saved = L * A * tokens
@@ -520,17 +637,69 @@ def activations(c: Context, t: MemoryTerms) -> None:
     t.add("activations", saved + working, ("backward",), per_token=True)
 
 
+def tiled_mlp_recompute(c: Context, t: MemoryTerms) -> None:
+    """A tiled MLP's backward (TiledMLP.backward): the MLP recomputed one sequence shard at a time
+    (its activations for tokens / shards), the input's full-size gradient buffer, and a per-parameter
+    accumulator (in the parameter's dtype) for each trained MLP weight of the layer."""
+    s, m = c.setup, c.model
+    if not s.tiled_mlp:
+        return
+    shard_tokens = c.tokens / tiled_mlp_shards(s)
+    per_token = _mlp_saved(c) + _linear_inputs_saved(c) - _linear_inputs_saved(c, mlp=False)
+    x_grad = c.act_bytes * m.hidden_size * c.tokens
+    if s.method == "full":
+        mlp_params = m.params_per_layer_linear - sum(a * b for a, b in m.attention_shapes().values())
+        accumulators = mlp_params * c.trainable_bytes
+    else:
+        accumulators = (c.trainable / m.num_layers) * c.trainable_bytes
+    t.add("tiled_mlp", per_token * shard_tokens + x_grad + accumulators, ("backward",), per_token=True)
+
+
+def context_parallel_buffers(c: Context, t: MemoryTerms) -> None:
+    """Ring attention across a context-parallel group (Axolotl 0.19: ring-flash-attn, axolotl/monkeypatch/
+    ring_attn/patch.py). With sample packing Axolotl uses varlen_llama3, which all-gathers the keys and
+    values of `heads_k_stride` KV heads for the whole sequence at a time (double-buffered) and
+    accumulates their fp32 gradients in backward; without packing batch_ring passes each peer's K/V block
+    around the ring (the current and the next) and keeps fp32 output and log-sum-exp accumulators."""
+    s, m = c.setup, c.model
+    cp = s.context_parallel
+    if cp <= 1:
+        return
+    cf = c.facts["context_parallel"]
+    if s.sample_packing:
+        stride = min(cf["heads_k_stride"], m.num_kv_heads)
+        gathered = 2 * s.micro_batch * s.seq_len * stride * m.head_dim
+        fwd = cf["buffers"] * gathered * 2.0
+        bwd = fwd + gathered * cf["grad_bytes"]
+    else:
+        block = 2 * c.tokens * m.kv_dim
+        fwd = cf["buffers"] * block * 2.0 + c.tokens * m.q_dim * cf["grad_bytes"]
+        bwd = fwd + block * cf["grad_bytes"]
+    t.add("context_parallel", fwd, ("loss",))
+    t.add("context_parallel", bwd, ("backward",))
+
+
+def _loss_name(c: Context) -> str:
+    return c.stack.loss if c.setup.loss == "default" else c.setup.loss
+
+
 def logits(c: Context, t: MemoryTerms) -> None:
     """The logits and the cross-entropy over them (bytes per logit: `loss_bytes_per_logit`), plus the
-    model's returned logits where the training loop keeps its output through backward."""
-    f = c.facts
+    model's returned logits where the training loop keeps its output through backward. Cut Cross
+    Entropy and Liger's fused linear cross-entropy never materialise the logits (`fused_loss_hidden_bytes`
+    per hidden element instead); a reward model's score head has one logit per token."""
+    f, m = c.facts, c.model
+    if c.setup.head == "score":
+        return
+    loss = _loss_name(c)
     try:
-        per_logit = f["loss_bytes_per_logit"][c.stack.loss]
+        per_logit = f["loss_bytes_per_logit"][loss]
     except KeyError:
-        raise UserError(f"unknown loss implementation {c.stack.loss!r}; known: {', '.join(f['loss_bytes_per_logit'])}") from None
+        raise UserError(f"unknown loss implementation {loss!r}; known: {', '.join(f['loss_bytes_per_logit'])}") from None
     if c.stack.keeps_outputs:
-        per_logit += f["kept_logits_bytes"][c.stack.loss]
-    t.add("logits", per_logit * c.model.vocab_size * c.tokens, ("loss",), per_token=True)
+        per_logit += f["kept_logits_bytes"][loss]
+    fused = f["fused_loss_hidden_bytes"].get(loss, 0) * m.hidden_size
+    t.add("logits", (per_logit * m.vocab_size + fused) * c.tokens, ("loss",), per_token=True)
 
 
 def autocast_weight_copies(c: Context, t: MemoryTerms) -> None:
@@ -558,11 +727,12 @@ def loading(c: Context, t: MemoryTerms) -> None:
         steady_emb = parts["embeddings"] if s.is_adapter else emb_params * c.trainable_bytes
         t.load = {"weights": weights_now, "embedding_dtype_cast": 4.0 * emb_params + 2.0 * largest - steady_emb}
     if s.is_adapter and s.loads_whole_base_per_gpu and (c.param_shard > 1 or c.offload_params):
-        whole = sum(base_weight_bytes(m, s.weight_format).values())
+        whole = sum(base_weight_bytes(m, s.weight_format,
+                                      experts_fmt=expert_format(s.weight_format, s.quantize_experts)).values())
         at_load = whole + max_linear_params(m) * 2.0
         if at_load > sum(t.load.values()):
             t.load = {"whole_base_at_load": at_load}
-        t.notes.append("loading: Axolotl 0.19 quantizes the whole 4/8-bit base onto every GPU before "
+        t.notes.append("loading: Axolotl 0.19 loads the whole 4/8-bit base onto every GPU before "
                        f"{'ZeRO-3' if s.parallel == 'zero3' else 'FSDP2'} shards it "
                        f"({whole / GIB:,.1f} GiB per GPU at load)")
     elif s.parallel == "fsdp" and s.fsdp_version == 1 and s.is_quantized:
@@ -581,6 +751,8 @@ TERMS: tuple[Callable[[Context, MemoryTerms], None], ...] = (
     gathered_parameters,
     dequantized_weights,
     activations,
+    tiled_mlp_recompute,
+    context_parallel_buffers,
     logits,
     autocast_weight_copies,
     loading,

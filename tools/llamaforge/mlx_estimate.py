@@ -234,6 +234,8 @@ def plan_mlx(model: ModelSpec, machine: AppleMachine, *, method: str | None = No
     batch of 4, 2, 1 that fits without gradient checkpointing, else with it."""
     if method is not None and method not in MLX_METHODS:
         raise UserError(f"unknown method {method!r} for MLX-LM; use lora or qlora (full fine-tuning is not planned on a Mac)")
+    if model.is_moe:
+        raise Infeasible(f"{model.id} is a mixture of experts: the MLX-LM estimate models dense decoders only")
     batches = [batch_size] if batch_size else [4, 2, 1]
     margin = mlx_facts()["planner_memory_margin"]
     rejected: list[dict] = []

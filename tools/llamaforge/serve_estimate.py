@@ -122,6 +122,8 @@ def validate(setup: ServeSetup) -> None:
     """Raise UserError for a combination the engine does not run."""
     f = serving_facts()
     s, m = setup, setup.model
+    if m.is_moe:
+        raise UserError(f"{m.id} is a mixture of experts: the serving estimate models dense decoders only")
     if s.engine not in ENGINES:
         raise UserError(f"unknown serving engine {s.engine!r}; use one of {', '.join(ENGINES)}")
     if s.weights not in engine_formats(s.engine):

@@ -18,6 +18,10 @@ Offload = Literal["none", "optimizer", "params", "all"]
 WeightFormat = Literal["fp32", "bf16", "int8", "nf4", "nf4_dq"]
 
 METHODS: tuple[str, ...] = ("full", "lora", "qlora")
+ACTIVATION_OFFLOADS: tuple[str, ...] = ("none", "cpu", "disk")
+LOSSES: tuple[str, ...] = ("default", "chunked", "cce", "liger")
+HEADS: tuple[str, ...] = ("lm", "score")
+EXPERT_LORA_TARGETS: tuple[str, ...] = ("gate_up_proj", "down_proj")
 PARALLELS: tuple[str, ...] = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp")
 OFFLOADS: tuple[str, ...] = ("none", "optimizer", "params", "all")
 ATTN_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -128,6 +132,19 @@ class TrainSetup:
     # vary in length from step to step, which fragments PyTorch's cached memory (docs/hardware.md)
     pad_to_sequence_len: bool | None = None
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+    # ---- Axolotl's parallelism beyond data parallel (docs/hardware.md, "Long context and N-D parallelism")
+    context_parallel: int = 1        # context_parallel_size: each sequence split over this many GPUs (ring attention)
+    tensor_parallel: int = 1         # tensor_parallel_size: attention heads and MLP columns split over this many GPUs
+    expert_parallel: int = 1         # expert_parallel_size: routed experts split over this many GPUs
+    dp_replicate: int = 1            # dp_replicate_size: FSDP shards within groups, replicated across them (HSDP)
+    # ---- memory savers
+    tiled_mlp: bool = False          # tiled_mlp: the MLP runs on sequence shards, its activations not kept
+    tiled_mlp_shards: int = 0        # tiled_mlp_num_shards; 0: Axolotl's default, ceil(tokens / 32768)
+    activation_offload: str = "none"  # activation_offloading: checkpointed layer inputs to CPU RAM (cpu) or disk
+    loss: str = "default"            # default (the stack's cross-entropy) | chunked | cce (Cut Cross Entropy) | liger (fused linear CE)
+    head: str = "lm"                 # lm: the vocabulary's logits; score: a reward model's one-label head
+    quantize_experts: bool = False   # quantize_moe_experts: routed experts quantized too (else bf16 under a 4/8-bit base)
+    lora_expert_targets: tuple[str, ...] = ()   # lora_target_parameters on the routed experts (gate_up_proj, down_proj)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +162,17 @@ class TrainSetup:
             raise UserError("--lora-r must be >= 1")
         if self.fsdp_version not in (1, 2):
             raise UserError(f"fsdp_version must be 1 or 2, not {self.fsdp_version}")
+        for name in ("context_parallel", "tensor_parallel", "expert_parallel", "dp_replicate"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', ' ')} size must be >= 1, not {getattr(self, name)}")
+        if self.tiled_mlp_shards < 0:
+            raise UserError(f"tiled MLP shards must be >= 0 (0: Axolotl's default), not {self.tiled_mlp_shards}")
+        for name, allowed in (("activation_offload", ACTIVATION_OFFLOADS), ("loss", LOSSES), ("head", HEADS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; use one of {', '.join(allowed)}")
+        unknown = [t for t in self.lora_expert_targets if t not in EXPERT_LORA_TARGETS]
+        if unknown:
+            raise UserError(f"unknown expert LoRA target(s) {', '.join(unknown)}; use {', '.join(EXPERT_LORA_TARGETS)}")
 
     # ---- derived ----------------------------------------------------------------------------
     @property
@@ -160,9 +188,19 @@ class TrainSetup:
         return self.hardware.world_size
 
     @property
+    def data_parallel(self) -> int:
+        """Ranks that see different sequences: context and tensor parallel groups share theirs."""
+        return max(1, self.world_size // (self.context_parallel * self.tensor_parallel))
+
+    @property
+    def tokens_per_gpu(self) -> int:
+        """Tokens of one micro-batch on one GPU: a context-parallel group splits each sequence."""
+        return -(-self.micro_batch * self.seq_len // self.context_parallel)
+
+    @property
     def global_batch(self) -> int:
         """Sequences per optimizer step: micro-batch x accumulation x data-parallel ranks."""
-        return self.micro_batch * self.grad_accum * self.world_size
+        return self.micro_batch * self.grad_accum * self.data_parallel
 
     @property
     def tokens_per_step(self) -> int:
@@ -189,12 +227,26 @@ class TrainSetup:
         return {"zero1": 1, "zero2": 2, "zero3": 3}.get(self.parallel)
 
     def lora_param_count(self) -> int:
-        """Trainable LoRA parameters: r x (in + out) for each targeted linear of each layer."""
+        """Trainable LoRA parameters: r x (in + out) for each targeted linear of each layer, and on
+        targeted routed experts r x (in + out) per expert (PEFT's target_parameters)."""
+        return self.lora_dense_param_count() + self.lora_expert_param_count()
+
+    def lora_dense_param_count(self, model: ModelSpec | None = None) -> int:
         if not self.is_adapter:
             return 0
-        shapes = self.model.linear_shapes()
-        per_layer = sum(self.lora_r * (shapes[t][0] + shapes[t][1]) for t in self.lora_targets)
-        return per_layer * self.model.num_layers
+        m = model or self.model
+        shapes = m.linear_shapes()
+        per_layer = sum(self.lora_r * (shapes[t][0] + shapes[t][1]) for t in self.lora_targets if t in shapes)
+        return per_layer * m.num_layers
+
+    def lora_expert_param_count(self, model: ModelSpec | None = None) -> int:
+        m = model or self.model
+        if not self.is_adapter or not m.is_moe:
+            return 0
+        e = m.expert_shapes()
+        shapes = {"gate_up_proj": (e["gate_proj"][0], 2 * e["gate_proj"][1]), "down_proj": e["down_proj"]}
+        per_layer = sum(self.lora_r * m.num_experts * (shapes[t][0] + shapes[t][1]) for t in self.lora_expert_targets)
+        return per_layer * m.num_layers
 
     def trainable_params(self) -> int:
         return self.lora_param_count() if self.is_adapter else self.model.parameter_count()
@@ -247,6 +299,22 @@ def estimate_cli_args(setup: TrainSetup, *, stage: str = "sft", tokens: str | No
         args.append("--pad-to-sequence-len")
     if s.torch_compile:
         args.append("--torch-compile")
+    for flag, value in (("--context-parallel", s.context_parallel), ("--tensor-parallel", s.tensor_parallel),
+                        ("--expert-parallel", s.expert_parallel), ("--dp-replicate", s.dp_replicate)):
+        if value != 1:
+            args += [flag, str(value)]
+    if s.tiled_mlp:
+        args.append("--tiled-mlp")
+        if s.tiled_mlp_shards:
+            args += ["--tiled-mlp-shards", str(s.tiled_mlp_shards)]
+    if s.activation_offload != "none":
+        args += ["--activation-offload", s.activation_offload]
+    if s.loss != "default":
+        args += ["--loss", s.loss]
+    if s.quantize_experts:
+        args.append("--quantize-experts")
+    if s.lora_expert_targets:
+        args += ["--lora-expert-targets", ",".join(s.lora_expert_targets)]
     if stage != "sft":
         args += ["--stage", stage]
     if tokens:
