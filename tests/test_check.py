@@ -31,7 +31,6 @@ from llamaforge.recipe_config import (
     DeepSpeedInfo,
     deepspeed_from_json,
     deepspeed_from_name,
-    model_from_name,
     parse_header,
     read_config,
     read_deepspeed,
@@ -326,17 +325,45 @@ def test_read_deepspeed_looks_in_each_folder(tmp_path):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("./models/llama-405b", "llama-3.1-405b"),
-    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),
-    ("NousResearch/Llama-2-70b-chat-hf", "llama-2-70b"),
-    ("llama-70b", "llama-3.1-70b"),
+    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),     # a hub_ids entry: the same constants
+    ("mistralai/Mixtral-8x7B-v0.1", "mixtral-8x7b"),
     ("Qwen/Qwen3-8B", "qwen3-8b"),
-    ("my-org/llama2_13b_merged", "llama-2-13b"),
-    ("mistralai/Mistral-Large", None),
+    # names that only look like a catalog model are never priced as one (the issue: Mixtral as llama-2-7b)
+    ("./models/llama-405b", None),
+    ("llama-70b", None),
+    ("my-org/llama2_13b_merged", None),
+    ("someone/Mixtral-8x7B-merged", None),
+    ("Qwen/Qwen2-7B-Math", None),
 ])
-def test_model_from_the_size_in_its_name(name, expected):
-    got = model_from_name(name)
-    assert (got.id if got else None) == expected
+def test_a_model_is_named_exactly_or_not_judged(name, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    choice = resolve_model({"base_model": name}, {}, None, [tmp_path])
+    assert (choice.model.id if choice.model else None) == expected
+    if expected is None:
+        assert [(sev, msg.split(":")[0]) for sev, _, msg in choice.notes] == [("warning", "memory not judged")]
+
+
+def _hf_config(folder: Path, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "vocab_size": 100, "model_type": "llama", **extra}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder / "config.json"
+
+
+def test_the_local_hugging_face_cache_names_the_architecture(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--acme--moe-tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    _hf_config(repo / "snapshots" / "abc123", model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+    choice = resolve_model({"base_model": "acme/moe-tiny"}, {}, None, [])
+    assert choice.model.is_moe and (choice.model.num_experts, choice.model.experts_per_token) == (4, 2)
+    assert "Hugging Face cache" in choice.notes[0][2]
+    # an architecture the estimate has no terms for: not judged, with the reason
+    _hf_config(tmp_path / "models--acme--hybrid" / "snapshots" / "x", model_type="jamba")
+    hybrid = resolve_model({"base_model": "acme/hybrid"}, {}, None, [])
+    assert hybrid.model is None and "Mamba" in hybrid.notes[0][2] and hybrid.notes[0][0] == "warning"
 
 
 def test_resolve_model_order(tmp_path):
@@ -352,8 +379,8 @@ def test_resolve_model_order(tmp_path):
         "vocab_size": 100, "model_type": "llama"}))
     local = resolve_model({"base_model": "ckpt"}, {}, None, [tmp_path])
     assert local.model.hidden_size == 64
-    guessed = resolve_model({"base_model": "./models/llama-405b"}, {}, None, [tmp_path])
-    assert guessed.model.id == "llama-3.1-405b" and guessed.notes[0][0] == "info"
+    unknown = resolve_model({"base_model": "./models/llama-405b"}, {}, None, [tmp_path])
+    assert unknown.model is None and unknown.notes[0][0] == "warning"
     with pytest.raises(UserError):
         resolve_model({}, {}, "llama-9000", [])
 
@@ -389,12 +416,12 @@ def test_setup_method_and_weights_as_axolotl_loads_them(extra, deepspeed, expect
 
 
 def test_setup_details():
-    setup, notes = rebuild(base_lora(lora_r=None, optimizer="adamw_torch_8bit", batch_size=16,
+    setup, notes = rebuild(base_lora(lora_r=None, optimizer="ao_adamw_8bit", batch_size=16,
                                      gradient_accumulation_steps=None, micro_batch_size=2,
                                      lora_target_linear=None, lora_target_modules=["q_proj", "v_proj", "lm_head"]),
                            hardware=parse_hardware("1xRTX4090-24GB"))
     assert setup.parallel == "single" and setup.grad_accum == 8 and setup.lora_r == 8
-    assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_bnb_8bit"
+    assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_torch_8bit"
     assert {n[1] for n in notes} == {"lora_r", "optimizer", "lora_target_modules"}
     fsdp, _ = rebuild(base_lora(fsdp_version=2, fsdp_config={"fsdp_offload_params": True}))
     assert (fsdp.parallel, fsdp.offload, fsdp.grad_ckpt) == ("fsdp", "all", False)
@@ -408,12 +435,16 @@ def test_setup_details():
 
 
 def test_issue_config_findings_without_schema():
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     # base_model ./models/llama-405b is a local path that does not exist here
     assert keys_of(report.errors) == IGNORED_405B | {"load_in_4bit", "memory", "base_model"}
     # model_type (an alias of type_of_model) and lora_target_modules next to lora_target_linear
     assert keys_of(report.findings, "warning") == {"flash_attention", "deepspeed", "model_type", "lora_target_modules"}
     assert not report.ok
+    # without --model nothing says which model ./models/llama-405b is: memory is not judged, not guessed
+    unjudged = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    assert unjudged.estimate is None and "memory" not in keys_of(unjudged.errors)
+    assert any(f.severity == "warning" and "memory not judged: unknown model" in f.message for f in unjudged.findings)
 
 
 def test_clean_config_passes_without_schema():
@@ -465,7 +496,7 @@ def test_memory_through_the_estimator_interface(monkeypatch):
         return StubEstimate()
 
     monkeypatch.setitem(sys.modules, "llamaforge.estimate", types.SimpleNamespace(estimate=estimate))
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     assert seen[0].model.id == "llama-3.1-405b" and seen[0].parallel == "zero2"
     memory = next(f for f in report.findings if f.key == "memory")
     assert memory.severity == "error" and "900.0 GiB" in memory.message
@@ -520,7 +551,7 @@ def test_cli_user_errors_exit_2_with_one_line(cli, args, needle):
 
 
 def test_issue_config_does_not_fit_on_8xh100():
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     memory = next(f for f in report.findings if f.key == "memory")
     assert memory.severity == "error" and "does not fit" in memory.message
     assert report.to_dict()["estimate"]["fits"] is False

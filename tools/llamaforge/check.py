@@ -26,6 +26,7 @@ from .catalog import Hardware, ModelSpec, get_model, parse_hardware
 from .errors import UserError
 from .paths import display_path, read_facts, repo_root
 from .recipe_config import (
+    NOT_JUDGED,
     DeepSpeedInfo,
     LoadedConfig,
     Note,
@@ -185,29 +186,68 @@ def _closest(key: str, accepted: tuple[str, ...]) -> str | None:
     return best if best is not None and score(best) >= 0.75 else None
 
 
-def find_ignored_keys(cfg: dict, table: dict, rules: dict, *, plugins_unloaded: bool = False) -> list[Finding]:
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _identity_mapping(value: Any) -> bool:
+    """{role: role, content: content} or {user: [user], assistant: [assistant]}: every name maps to itself."""
+    return isinstance(value, dict) and bool(value) and all(
+        v == k or (isinstance(v, list) and v == [k]) for k, v in value.items())
+
+
+def _unread_default(site: KeySite, name: str, view: dict, rules: dict) -> dict | None:
+    """The ignored_key_defaults entry saying that this dropped key's value is what Axolotl does anyway."""
+    for entry in rules.get("ignored_key_defaults", []):
+        if entry["model"] not in site.models or entry["key"] != name:
+            continue
+        if "when" in entry and not _holds(entry["when"], view, rules):
+            continue
+        if "equals" in entry and not (site.value == entry["equals"] or str(site.value) == str(entry["equals"])):
+            continue
+        if entry.get("identity_mapping") and not _identity_mapping(site.value):
+            continue
+        return entry
+    return None
+
+
+def find_ignored_keys(cfg: dict, table: dict, rules: dict, *, plugins_unloaded: bool = False,
+                      facts: dict | None = None) -> list[Finding]:
     """Keys no schema field accepts: pydantic drops them and Axolotl never sees them. Pure.
-    With plugins whose schema could not be loaded, a key may be a plugin's: warning, not error."""
+    Graded by what is lost (docs/check.md): an error when the key sets something Axolotl will not do;
+    a warning when its value is empty or is what Axolotl does anyway (axolotl_rules.yaml
+    `ignored_key_defaults`), and when a plugin whose schema could not be loaded may define it.
+    `facts`: derive_facts' values, for the conditions of ignored_key_defaults."""
     version = table["axolotl_version"]
     hints = rules.get("ignored_key_hints", {})
+    view = {**cfg, **(facts or {})}
     findings = []
     for site in walk_keys(cfg, table, rules):
         if site.field is not None:
             continue
         if any(table["models"][m]["extra"] != "ignore" for m in site.models):
             continue  # forbid: Axolotl's validation reports it; allow: Axolotl keeps it
+        rewrite = _rewrite(site.models, site.key, rules)
+        name = rewrite[0] if rewrite else site.key
         if site.key in hints:
             advice = " ".join(str(hints[site.key]).split())
-        elif (close := _closest(site.key, site.suggestable)) is not None:
+        elif (close := _closest(name, site.suggestable)) is not None:
             advice = f"did you mean `{close}`?"
         else:
             advice = "remove it or check Axolotl's config reference"
         where = "" if "." not in site.path and "[" not in site.path else f" in {site.path.rsplit('.', 1)[0]}"
-        message = f"`{site.key}` is not an Axolotl {version} key{where}, so Axolotl silently ignores it; {advice}"
-        if plugins_unloaded:
-            findings.append(Finding("warning", site.path, message + " (unless one of the config's plugins defines it)"))
+        message = f"`{site.key}` is not an Axolotl {version} key{where}, so Axolotl silently ignores it"
+        default = _unread_default(site, name, view, rules)
+        if _is_empty(site.value):
+            findings.append(Finding("warning", site.path, f"{message}; its value is empty, so nothing is lost: remove it"))
+        elif default is not None:
+            findings.append(Finding("warning", site.path, (
+                f"{message}; nothing is lost, `{site.value}` is what Axolotl does anyway ({default['does']}): "
+                "remove it so that the config says only what Axolotl reads")))
+        elif plugins_unloaded:
+            findings.append(Finding("warning", site.path, f"{message}; {advice} (unless one of the config's plugins defines it)"))
         else:
-            findings.append(Finding("error", site.path, message))
+            findings.append(Finding("error", site.path, f"{message}; {advice}"))
     return findings
 
 
@@ -505,6 +545,16 @@ def schema_findings(errors: list, cfg: dict, version: str) -> list[Finding]:
     ]
 
 
+def gpu_machine_findings(needs: list[str], rules: dict) -> list[Finding]:
+    """Packages Axolotl's validation imported that this machine lacks (validated with a stand-in):
+    the training machine needs them. Pure."""
+    by_module = {p["module"]: p for p in rules.get("gpu_machine_packages", [])}
+    return [Finding("warning", "schema", (
+        f"Axolotl's validation imports `{m}` for {by_module[m]['needed_for']}; it is not installed here, so the "
+        f"config was validated as if it were: the training machine needs it ({by_module[m]['install']})"))
+        for m in needs if m in by_module]
+
+
 def memory_findings(estimate: Any, hardware: Hardware) -> list[Finding]:
     """The estimator's verdict as a finding: error with the largest parts when it does not fit,
     warning when it is tight (within 5% of the usable memory). Pure."""
@@ -574,8 +624,10 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
     from .axolotl_schema import gpu_capabilities, installed_version
 
     hw = ctx.hardware
+    # packages only a GPU machine has get a stand-in, unless the target is this CPU
+    gpu_packages = [p["module"] for p in rules.get("gpu_machine_packages", [])]
     if hw is None:
-        return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None}
+        return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None, "gpu_packages": gpu_packages}
     caps = rules["capabilities"]
     if _on_cpu(hw):  # what Axolotl's CLI detects on a host without CUDA
         cpu = {"bf16": False, "tf32": False, "fp8": False, "n_gpu": hw.world_size, "n_node": 1,
@@ -583,6 +635,7 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
         return {"config": ctx.loaded.data, "capabilities": cpu,
                 "env_capabilities": {"torch_version": installed_version("torch")}}
     return {
+        "gpu_packages": gpu_packages,
         "config": ctx.loaded.data,
         "capabilities": gpu_capabilities(
             bf16=hw.gpu.bf16, compute_capability=hw.gpu.compute_capability, world_size=hw.world_size,
@@ -617,7 +670,7 @@ def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | 
     try:
         return price(setup), None
     except UserError as exc:
-        return None, Finding("error", "memory", f"the estimator refused it: {exc}")
+        return None, Finding("warning", "memory", f"{NOT_JUDGED}: the estimator cannot price it ({exc})")
 
 
 def _setup_of(cfg: dict, ctx: _ConfigContext, table: dict, spec: ModelSpec) -> tuple[TrainSetup | None, list]:
@@ -666,6 +719,7 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
     table = (verdict.table if verdict else None) or (run.table if run is not None and not run.failure else None)
     if verdict is not None:
         findings += schema_findings(verdict.errors, cfg, run.axolotl_version or "?")
+        findings += gpu_machine_findings(getattr(verdict, "needs", []), rules)
         if ctx.hardware is None:
             findings.append(Finding("info", "schema", "validated without GPU capabilities (no hardware given)"))
     elif schema:
@@ -682,10 +736,13 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
             findings.append(Finding("warning" if table is None else "info", "schema", note))
     if table is not None:
         plugins_unloaded = bool(cfg.get("plugins")) and (verdict is None or verdict.table is None)
-        findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded)
-        findings += find_deprecated_keys(cfg, table, rules)
         facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware,
                              search_dirs=ctx.search_dirs, header=ctx.loaded.header)
+        findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded, facts=facts)
+        rejected = {f.key for f in findings if f.severity == "error" and "rejects the config" in f.message}
+        # a removed key is reported once: Axolotl's own rejection names it already
+        findings += [f for f in find_deprecated_keys(cfg, table, rules)
+                     if not (f.severity == "error" and f.key in rejected)]
         combos = find_bad_combinations(cfg, facts, rules)
         memory, estimate, setup, price = _memory(ctx, table, model)
         findings += settle_fixes(combos, estimate if price is not None else None, price or (lambda change: (None, None)))
@@ -716,20 +773,25 @@ def _shown_path(path: Path) -> str:
 def check_configs(
     paths: list[str | os.PathLike],
     *,
-    hardware: Hardware | str | None = None,
+    hardware: Hardware | str | None | list = None,
     model: ModelSpec | str | None = None,
     schema: bool = True,
     nodes: int | None = None,
     schema_runner: Callable[..., Any] | None = None,
 ) -> list[CheckReport]:
     """Check several Axolotl configs; Axolotl's validation runs once, in one subprocess, for all.
-    `hardware` (e.g. "8xH100-80GB") and `model` override what recipe headers declare. Bad
-    arguments and unreadable configs raise UserError before anything runs. `schema_runner`
-    replaces axolotl_schema.run_schema (tests record the run with it)."""
+    `hardware` (e.g. "8xH100-80GB", or a list with one per path) and `model` override what recipe
+    headers declare. Bad arguments and unreadable configs raise UserError before anything runs.
+    `schema_runner` replaces axolotl_schema.run_schema (tests record the run with it)."""
     rules = load_rules()
-    hw = _hardware(hardware, nodes)
+    if isinstance(hardware, list):
+        if len(hardware) != len(paths):
+            raise ValueError("one hardware per config path")
+        hws = [_hardware(h, nodes) for h in hardware]
+    else:
+        hws = [_hardware(hardware, nodes)] * len(paths)
     spec = get_model(model) if isinstance(model, str) else model
-    contexts = [_context(read_config(p), hw) for p in paths]
+    contexts = [_context(read_config(p), hw) for p, hw in zip(paths, hws)]
     run = None
     if schema and contexts:
         if schema_runner is None:

@@ -620,7 +620,9 @@ def activations(c: Context, t: MemoryTerms) -> None:
     h, L = m.hidden_size, m.num_layers
     A = _layer_saved(c)
     bt = f["backward_temporary_bytes"]
-    B = (bt["h"] * h + bt["i"] * _mlp_width(m)) * c.act_bytes / 2
+    # a tiled MLP's gradients exist for one sequence shard at a time (TiledMLP.backward)
+    width = _mlp_width(m) / (tiled_mlp_shards(s) if s.tiled_mlp else 1)
+    B = (bt["h"] * h + bt["i"] * width) * c.act_bytes / 2
     head = f["head_activation_bytes"]["h"] * h * tokens
     if s.grad_ckpt:
         kept_layers = L

@@ -18,7 +18,7 @@ Offload = Literal["none", "optimizer", "params", "all"]
 WeightFormat = Literal["fp32", "bf16", "int8", "nf4", "nf4_dq"]
 
 METHODS: tuple[str, ...] = ("full", "lora", "qlora")
-ACTIVATION_OFFLOADS: tuple[str, ...] = ("none", "cpu", "disk")
+ACTIVATION_OFFLOADS: tuple[str, ...] = ("none", "cpu", "legacy", "disk")
 LOSSES: tuple[str, ...] = ("default", "chunked", "cce", "liger")
 HEADS: tuple[str, ...] = ("lm", "score")
 EXPERT_LORA_TARGETS: tuple[str, ...] = ("gate_up_proj", "down_proj")
@@ -34,6 +34,7 @@ OPTIMIZER_STATE_BYTES: dict[str, float] = {
     "adamw_torch": 8.0,
     "adamw_torch_fused": 8.0,
     "adamw_torch_4bit": 1.0,
+    "adamw_torch_8bit": 2.0,
     "adamw_bnb_8bit": 2.0,
     "adamw_8bit": 2.0,
     "paged_adamw_8bit": 2.0,
@@ -140,7 +141,7 @@ class TrainSetup:
     # ---- memory savers
     tiled_mlp: bool = False          # tiled_mlp: the MLP runs on sequence shards, its activations not kept
     tiled_mlp_shards: int = 0        # tiled_mlp_num_shards; 0: Axolotl's default, ceil(tokens / 32768)
-    activation_offload: str = "none"  # activation_offloading: checkpointed layer inputs to CPU RAM (cpu) or disk
+    activation_offload: str = "none"  # activation_offloading: checkpointed layer inputs to CPU RAM (cpu: overlapped copies; legacy: synchronous) or disk
     loss: str = "default"            # default (the stack's cross-entropy) | chunked | cce (Cut Cross Entropy) | liger (fused linear CE)
     head: str = "lm"                 # lm: the vocabulary's logits; score: a reward model's one-label head
     quantize_experts: bool = False   # quantize_moe_experts: routed experts quantized too (else bf16 under a 4/8-bit base)
