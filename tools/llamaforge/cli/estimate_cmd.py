@@ -26,6 +26,15 @@ FsdpVersionOpt = Annotated[int | None, typer.Option(
     "--fsdp-version", help="With --parallel fsdp: 2 (Axolotl's default) or 1 (deprecated; with a 4-bit base it "
     "loads the base sharded, layer by layer on rank 0 — cpu_ram_efficient_loading + qlora_sharded_model_loading).")]
 
+ContextParallelOpt = Annotated[int, typer.Option("--context-parallel", help="Axolotl context_parallel_size: each sequence split over this many GPUs (ring attention).")]
+TensorParallelOpt = Annotated[int, typer.Option("--tensor-parallel", help="Axolotl tensor_parallel_size: heads and MLP columns split over this many GPUs.")]
+ExpertParallelOpt = Annotated[int, typer.Option("--expert-parallel", help="Axolotl expert_parallel_size (mixture-of-experts models).")]
+DpReplicateOpt = Annotated[int, typer.Option("--dp-replicate", help="Axolotl dp_replicate_size: FSDP replicas (HSDP).")]
+TiledMlpOpt = Annotated[bool, typer.Option("--tiled-mlp/--no-tiled-mlp", help="Axolotl tiled_mlp: the MLP runs on sequence shards.")]
+TiledShardsOpt = Annotated[int, typer.Option("--tiled-mlp-shards", help="tiled_mlp_num_shards (0: Axolotl's ceil(tokens / 32768)).")]
+ActOffloadOpt = Annotated[str, typer.Option("--activation-offload", help="none | cpu (activation_offloading: true) | legacy | disk.")]
+LossOpt = Annotated[str, typer.Option("--loss", help="default | cce (Cut Cross Entropy plugin) | liger (fused linear cross-entropy) | chunked.")]
+
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 
@@ -115,6 +124,16 @@ def estimate_command(
     pad_to_sequence_len: Annotated[bool, typer.Option("--pad-to-sequence-len/--no-pad-to-sequence-len", help="Without packing: pad every row to --seq-len (fixed-size batches) instead of to the longest in the batch.")] = False,
     torch_compile: Annotated[bool, typer.Option("--torch-compile", help="Axolotl torch_compile: true.")] = False,
     stage: Annotated[str, typer.Option("--stage", help="sft | dpo (a DPO step: chosen + rejected pairs and the reference forward).")] = "sft",
+    context_parallel: ContextParallelOpt = 1,
+    tensor_parallel: TensorParallelOpt = 1,
+    expert_parallel: ExpertParallelOpt = 1,
+    dp_replicate: DpReplicateOpt = 1,
+    tiled_mlp: TiledMlpOpt = False,
+    tiled_mlp_shards: TiledShardsOpt = 0,
+    activation_offload: ActOffloadOpt = "none",
+    loss: LossOpt = "default",
+    quantize_experts: Annotated[bool, typer.Option("--quantize-experts", help="Axolotl quantize_moe_experts: 4/8-bit routed experts.")] = False,
+    lora_expert_targets: Annotated[str, typer.Option("--lora-expert-targets", help="LoRA on routed experts: gate_up_proj,down_proj (lora_target_parameters).")] = "",
     tokens: TokensOpt = None,
     epochs: EpochsOpt = 1.0,
     wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).")] = None,
@@ -152,7 +171,11 @@ def estimate_command(
         attn=chosen_attn,
         sample_packing=(chosen_attn == "flash_attention_2") if sample_packing is None else sample_packing,
         pad_to_sequence_len=pad_to_sequence_len or None, torch_compile=torch_compile,
-        fsdp_version=fsdp_version or 2,
+        fsdp_version=fsdp_version or 2, context_parallel=context_parallel, tensor_parallel=tensor_parallel,
+        expert_parallel=expert_parallel, dp_replicate=dp_replicate, tiled_mlp=tiled_mlp,
+        tiled_mlp_shards=tiled_mlp_shards, activation_offload=activation_offload, loss=loss,
+        quantize_experts=quantize_experts,
+        lora_expert_targets=tuple(t.strip() for t in lora_expert_targets.split(",") if t.strip()),
     )
     if stage == "dpo":
         from ..preference import estimate_dpo as price
@@ -165,7 +188,8 @@ def estimate_command(
         _estimate_tables(est, f"{setup.model.id} {'DPO ' if stage == 'dpo' else ''}{setup.method} on {hw}: {setup.parallel}"
                               + (" (FSDP1)" if setup.parallel == "fsdp" and setup.fsdp_version == 1 else "")
                               + (f", offload {setup.offload}" if setup.offload != "none" else "")
-                              + f", {setup.micro_batch} x {setup.seq_len} tokens")
+                              + f", {setup.micro_batch} x {setup.seq_len} tokens"
+                              + (f" over {setup.context_parallel} GPUs (context parallel)" if setup.context_parallel > 1 else ""))
     if not est.fits:
         raise typer.Exit(1)
 
@@ -214,6 +238,15 @@ def plan_command(
     _print_plan(p)
 
 
+def _long_context_words(s) -> list[str]:
+    words = [f"context parallel {s.context_parallel}"] if s.context_parallel > 1 else []
+    words += [{"cce": "Cut Cross Entropy", "liger": "Liger fused cross-entropy", "chunked": "chunked cross-entropy"}[s.loss]] \
+        if s.loss != "default" else []
+    words += ["tiled MLP"] if s.tiled_mlp else []
+    words += [f"activation offloading ({s.activation_offload})"] if s.activation_offload != "none" else []
+    return words
+
+
 def _print_plan(p) -> None:
     from rich.table import Table
 
@@ -229,7 +262,11 @@ def _print_plan(p) -> None:
         ("parallelism", s.parallel + (f" (FSDP{s.fsdp_version})" if s.parallel == "fsdp" else "")),
         ("offload", s.offload),
         ("sequence length", f"{s.seq_len:,}"),
-        ("micro-batch x accumulation x GPUs", f"{s.micro_batch} x {s.grad_accum} x {s.world_size} = {s.global_batch}"),
+        ("micro-batch x accumulation x GPUs", f"{s.micro_batch} x {s.grad_accum} x {s.world_size} = {s.global_batch}")
+        if s.data_parallel == s.world_size else
+        ("micro-batch x accumulation x data-parallel groups",
+         f"{s.micro_batch} x {s.grad_accum} x {s.data_parallel} = {s.global_batch}"),
+        *([("long context", ", ".join(_long_context_words(s)))] if _long_context_words(s) else []),
         ("gradient checkpointing", "on" if s.grad_ckpt else "off"),
         ("sample packing", "on" if s.sample_packing else "off"),
         ("attention", s.attn),
