@@ -248,3 +248,68 @@ def test_with_axolotls_validation_no_miss_and_no_false_rejection():
         dropped = {_normal(k) for k in entry.get("ignored") or {}}
         assert dropped <= found and not {k for k in found - dropped if k.split(".")[0] not in entry.get("unverified", ())}, \
             (name, found ^ dropped)
+
+
+# ---- docs/check.md: what check says on a few of the examples, and the suite's numbers -----------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "check.md"
+DOC_EXAMPLES = (
+    "archived/cerebras/btlm-ft.yml",
+    "falcon-h1/falcon-h1-1b-qlora-cp.yaml",
+    "qwen3/qlora-fsdp.yaml",
+    "mistral/mixtral/mixtral.yml",
+    "alst/llama3-8b-deepspeed-alst.yaml",
+    "jamba/qlora_deepspeed.yaml",
+)
+
+
+def doc_examples_block() -> str:
+    reports = suite(False)
+    out = []
+    for name in DOC_EXAMPLES:
+        gpus = EXAMPLES[name].get("gpus")
+        out += ["```text", f"$ llamaforge check examples/{name}" + (f" --gpus {gpus}" if gpus else "") + " --no-schema"]
+        for f in reports[name].findings:
+            out.append(f"{f.severity:<8} {f.key:<26} {f.message}")
+        out += ["```", ""]
+    return "\n".join(out).rstrip()
+
+
+def doc_numbers_block() -> str:
+    reports = suite(False)
+    dropped = [(n, k, v) for n, e in EXAMPLES.items() for k, v in (e.get("ignored") or {}).items()]
+    graded = {"error": 0, "warning": 0}
+    for name, key, _ in dropped:
+        finding = ignored_findings(reports[name], caveats=True).get(_normal(key))
+        graded[finding.severity] += 1
+    judged: dict[str, int] = {}
+    for name in MULTI_GPU:
+        model = reports[name].setup.model.id if reports[name].estimate is not None else None
+        judged[model or "not judged"] = judged.get(model or "not judged", 0) + 1
+    verdicts = {"fits": 0, "tight": 0, "does not fit": 0}
+    for name in MULTI_GPU:
+        if reports[name].estimate is not None:
+            verdicts[reports[name].estimate.verdict] += 1
+    architectures = ", ".join(f"{m} {c}" for m, c in sorted(judged.items()) if m != "not judged")
+    return "\n".join([
+        "| | |", "|---|---|",
+        f"| example configs (Axolotl's `examples/`, cloud launcher files left out) | {len(EXAMPLES)} |",
+        f"| rejected by Axolotl {VERDICTS['axolotl_version']}'s validate_config | "
+        f"{sum(e['axolotl'] == 'rejected' for e in EXAMPLES.values())} |",
+        f"| keys Axolotl's schema drops | {len(dropped)} in {sum(bool(e.get('ignored')) for e in EXAMPLES.values())} configs: "
+        f"{graded['error']} errors (a setting is lost), {graded['warning']} warnings (empty, or what Axolotl does anyway; "
+        "or a plugin's key when checked without Axolotl) |",
+        f"| multi-GPU examples, checked with their `--gpus` | {len(MULTI_GPU)}: {len(MULTI_GPU) - judged.get('not judged', 0)} "
+        f"priced as their own architecture ({verdicts['fits']} fit, {verdicts['tight']} tight, "
+        f"{verdicts['does not fit']} do not fit), {judged.get('not judged', 0)} \"memory not judged\" |",
+        f"| architectures priced | {architectures} |",
+        "| false errors, misses | none: asserted for every file by tests/test_check_peer_suite.py |",
+    ])
+
+
+def test_docs_check_md_shows_what_check_says():
+    from doc_blocks import assert_block_in_sync
+
+    regen = "LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_check_peer_suite.py"
+    assert_block_in_sync(DOC, "<!-- peer-suite-numbers:begin -->", "<!-- peer-suite-numbers:end -->", doc_numbers_block(), regen)
+    assert_block_in_sync(DOC, "<!-- peer-suite-examples:begin -->", "<!-- peer-suite-examples:end -->", doc_examples_block(), regen)

@@ -770,6 +770,25 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def expand_config_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files as they are; a folder as every *.yaml / *.yml under it, sorted, so that one `check`
+    call (one Axolotl process) covers a whole folder."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in CONFIG_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path}: a folder with no .yaml/.yml config in it")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
 def check_configs(
     paths: list[str | os.PathLike],
     *,

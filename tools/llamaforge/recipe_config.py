@@ -518,7 +518,9 @@ def describe_setup(setup: TrainSetup) -> str:
     if setup.parallel == "fsdp" and setup.fsdp_version == 1:
         parallel = "FSDP1 with sharded quantized loading"
     offload = f", {setup.offload} offloaded" if setup.offload != "none" else ""
-    lora = f" r={setup.lora_r} on {len(setup.lora_targets)} linears," if setup.is_adapter else ""
+    present = [t for t in setup.lora_targets if t in setup.model.linear_shapes()]
+    experts = f" and the experts' {'/'.join(setup.lora_expert_targets)}" if setup.lora_expert_targets else ""
+    lora = f" r={setup.lora_r} on {len(present)} linears{experts}," if setup.is_adapter else ""
     extras = [f"{name} {value}" for name, value in (
         ("context parallel", setup.context_parallel), ("tensor parallel", setup.tensor_parallel),
         ("expert parallel", setup.expert_parallel), ("HSDP replicas", setup.dp_replicate)) if value > 1]
