@@ -30,6 +30,7 @@ import orjson
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError
+from ..files import sha256_file
 from ..paths import display_path
 from .dedup import lsh_bands, repeat_keys
 from .lengths import length_stats, resolve_tokenizer
@@ -45,7 +46,7 @@ from .scan import RECORD, ScanConfig, ScanResult, SourceRead, init_worker, scan_
 from .selection import DUP_EXACT, DUP_NEAR, EVAL, FILTER_REASONS, FILTERED, STATE_COUNT, TRAIN, select_rows
 from .spec import CorpusSpec, ResolvedSource, corpus_facts, load_spec, resolve_sources
 from .split import phase_of_categories
-from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, write_bucket
+from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, write_bucket
 
 OUTPUT_FILES = ("train", "eval", "sample")
 REPEAT_SUFFIX = len(b',"_repeat":')

@@ -529,6 +529,22 @@ def verify_model(folder: Path) -> str:
     return f"{config.get('model_type') or config['architectures'][0]} model, {len(tensors)} tensors"
 
 
+def final_output_problem(folder: Path, *, adapter: bool) -> str | None:
+    """Why the adapter (adapter=True) or full model saved in `folder` cannot load: a config that is
+    not a JSON object, a safetensors file that is truncated or inconsistent with its header (None
+    when it loads). Whether an adapter fits its run is the caller's question."""
+    folder = Path(folder)
+    try:
+        if adapter:
+            _read_json(folder / "adapter_config.json")
+            read_safetensors_header(folder / "adapter_model.safetensors")
+        else:
+            verify_model(folder)
+    except _BadFile as exc:
+        return str(exc)
+    return None
+
+
 def _kind_of(folder: Path) -> str | None:
     if (folder / "adapter_model.safetensors").exists():
         return "adapter"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import UserError
+from ..files import top_level_records
 from .stage import (
     Recipe,
     StagePlan,
@@ -348,6 +349,7 @@ def run_stage(
                    "hardware": plan.recipe.header.get("hardware")},
         "corpus": {"manifest": str(plan.manifest_path), "manifest_hash": plan.manifest_hash},
         "stage_recipe": str(plan.stage_recipe_path),
+        "launch_dir": str(Path.cwd().resolve()),
         "changes": plan.changes,
         "command": plan.command_line(),
         "launcher": plan.launcher,
@@ -367,6 +369,8 @@ def run_stage(
     code, watcher, seconds = launch_and_watch(plan, console, live=live)
     report["exit_code"] = code
     report["seconds"] = round(seconds, 1)
+    # what the run left in its output folder, with hashes: `llamaforge export` takes exactly these files
+    report["output"] = {"dir": plan.output_dir.name, "files": top_level_records(plan.output_dir)}
 
     curve = run_curve(watcher.curve, plan.output_dir)   # trainer_state.json when sound, else the log; never raises
     checkpoint = inspect_checkpoint(plan.output_dir)
