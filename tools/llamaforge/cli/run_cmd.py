@@ -56,6 +56,8 @@ def run_command(
         print_json(result.report)
     else:
         print_stage_result(result)
+    if result.interrupted_by:
+        raise typer.Exit(128 + result.interrupted_by)   # the shell's convention for a process a signal stopped
     raise typer.Exit(0 if result.passed else 1)
 
 
@@ -74,6 +76,10 @@ def print_stage_result(result) -> None:
             console.print(render_gate_table_from_dict(gates))
         else:
             console.print(f"gates: {'passed' if gates.get('passed') else 'FAILED'} — {gates.get('skipped') or gates.get('error') or ''}")
+    if report.get("interrupted"):
+        i = report["interrupted"]
+        console.print(f"[yellow]interrupted[/] by {i['signal']} during the {i['during']}: the training process group "
+                      "was stopped; rerun the stage, or continue it with --resume", soft_wrap=True)
     if report.get("oom_advice"):
         console.print(f"[yellow]out of memory:[/] {report['oom_advice']}", soft_wrap=True)
     if report.get("forced"):

@@ -165,7 +165,10 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def check_process(exit_code: int | None, error: str | None) -> Check:
+def check_process(exit_code: int | None, error: str | None, interrupted: str | None = None) -> Check:
+    if interrupted:
+        return Check("process", FAIL, interrupted, 0,
+                     f"interrupted by {interrupted}: the training process group was stopped before it finished")
     if exit_code is None:
         return Check("process", NOT_MEASURED, None, 0, "the process had not exited (no exit code)")
     if exit_code == 0:
@@ -176,11 +179,13 @@ def check_process(exit_code: int | None, error: str | None) -> Check:
     return Check("process", FAIL, exit_code, 0, f"exited with code {exit_code}{signal}{why}")
 
 
-def check_oom(oom: str | None, exit_code: int | None) -> Check:
+def check_oom(oom: str | None, exit_code: int | None, interrupted: str | None = None) -> Check:
     cause = describe_oom(oom, exit_code)
     if cause:
         where = "host RAM" if cause.startswith("host RAM") else "GPU memory"
         return Check("no_oom", FAIL, where, None, cause)
+    if interrupted:
+        return Check("no_oom", NOT_MEASURED, None, None, f"the run was interrupted ({interrupted}); its log ends early")
     if exit_code is None:
         return Check("no_oom", NOT_MEASURED, None, None, "the process had not exited; its log is incomplete")
     return Check("no_oom", PASS, None, None, "no out-of-memory line in the log and no SIGKILL exit")
@@ -384,12 +389,14 @@ def check_checkpoint(facts: CheckpointFacts | None) -> Check:
 
 
 def evaluate_health(curve: Curve, thresholds: Thresholds, *, oom: str | None, exit_code: int | None,
-                    checkpoint: CheckpointFacts | None, error: str | None = None) -> HealthReport:
-    """All checks, in the order a person reads them."""
+                    checkpoint: CheckpointFacts | None, error: str | None = None,
+                    interrupted: str | None = None) -> HealthReport:
+    """All checks, in the order a person reads them. `interrupted`: the signal that stopped the run
+    (SIGINT, SIGTERM, SIGHUP), when one did."""
     t = thresholds
     return HealthReport([
-        check_process(exit_code, error),
-        check_oom(oom, exit_code),
+        check_process(exit_code, error, interrupted),
+        check_oom(oom, exit_code, interrupted),
         check_nan(curve),
         check_loss_falls(curve, t),
         check_final_train_loss(curve, t),

@@ -175,7 +175,9 @@ def _advice_for(check: dict) -> str | None:
     entry = table.get(name) or next((v for k, v in table.items() if k in name), None)
     if not entry:
         return None
-    if check["status"] == NOT_MEASURED:
+    if name == "process" and str(check.get("value") or "").startswith("SIG"):
+        text = entry.get("interrupted")
+    elif check["status"] == NOT_MEASURED:
         text = entry.get("not_measured")
     elif name == "no_oom" and check.get("value") == "host RAM":
         text = entry.get("host")

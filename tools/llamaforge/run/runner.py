@@ -11,13 +11,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import UserError
 from ..files import top_level_records
+from ..lock import HeldLock, acquire_lock
 from .stage import (
     Recipe,
     StagePlan,
@@ -31,6 +34,8 @@ from .stage import (
 )
 
 RUN_RECORD = "run.json"
+RUN_LOCK = ".lock"     # held by the process running a stage of the run (and by its training child)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)   # like Ctrl-C (SIGINT): stop the child, write the report
 
 
 class RunRefused(UserError):
@@ -39,12 +44,52 @@ class RunRefused(UserError):
     exit_code = 1
 
 
+class StageInterrupted(Exception):
+    """SIGTERM or SIGHUP arrived: raised in the main thread, as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass
 class StageResult:
     plan: StagePlan
     report: dict
     passed: bool
     report_paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def interrupted_by(self) -> int | None:
+        """The signal number that interrupted the stage (the CLI exits 128 + it), or None."""
+        name = (self.report.get("interrupted") or {}).get("signal")
+        return int(signal.Signals[name]) if name else None
+
+
+def lock_run_folder(run_dir: Path) -> HeldLock:
+    """The run folder's exclusive lock (see llamaforge.lock): a second `llamaforge run` (or an
+    export) on the same folder is refused, naming the holder, for as long as a stage runs."""
+    return acquire_lock(Path(run_dir) / RUN_LOCK, f"run folder {run_dir}",
+                        "wait for it to finish, or pass another --name for a separate run")
+
+
+@contextmanager
+def signals_interrupt():
+    """Within the block, SIGTERM and SIGHUP raise StageInterrupted (Ctrl-C already raises
+    KeyboardInterrupt), so a stopped run can stop its child and still write its report."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise StageInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -242,23 +287,58 @@ def _fmt_s(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def launch_and_watch(plan: StagePlan, console, *, live: bool = True) -> tuple[int | None, object, float]:
-    """Run the child, tee its output to the stage log, feed the watcher. Returns (exit code,
-    watcher, seconds). Ctrl-C stops the whole child process group."""
-    from .metrics import LogWatcher
+def _stop_process_group(proc: subprocess.Popen, signum: int, grace: float) -> None:
+    """Send `signum` to the child's whole process group, wait up to `grace` seconds for every
+    process of the group to exit, then SIGKILL what is left. A second interrupt while waiting
+    kills at once."""
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    try:
+        proc.wait(timeout=grace)
+        while group_alive() and time.monotonic() < deadline:   # the leader is gone; its children may not be
+            time.sleep(0.05)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, StageInterrupted):
+        pass
+    if group_alive():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def launch_and_watch(plan: StagePlan, console, *, live: bool = True, lock: HeldLock | None = None,
+                     ) -> tuple[int | None, object, float, str | None]:
+    """Run the child in its own process group, tee its output to the stage log, feed the watcher.
+    Returns (exit code, watcher, seconds, the name of the signal that interrupted it or None).
+    Ctrl-C, SIGTERM and SIGHUP (under signals_interrupt) are forwarded to the child's process
+    group, which gets facts/health.yaml stop_grace_seconds to exit. The child inherits the run
+    folder's `lock`, so the folder stays locked while any of its processes lives."""
+    from .metrics import LogWatcher, health_facts
 
     env = dict(os.environ)
     env.update(plan.env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     watcher = LogWatcher()
     started = time.monotonic()
+    interrupted = None
     with open(plan.log_path, "w", encoding="utf-8") as log, LiveView(plan, console, enabled=live) as view:
         log.write(f"$ {plan.command_line()}\n")
         log.flush()
         try:
             proc = subprocess.Popen(
                 plan.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, bufsize=0,
+                start_new_session=True, bufsize=0, pass_fds=(lock.fileno(),) if lock is not None else (),
             )
         except OSError as exc:
             raise UserError(f"cannot start {plan.command[0]} ({exc.strerror}); is Axolotl installed in this environment?") from None
@@ -273,16 +353,23 @@ def launch_and_watch(plan: StagePlan, console, *, live: bool = True) -> tuple[in
                 view.update(watcher, watcher.feed(text))
             view.update(watcher, watcher.finish())
             code = proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.write("\n[llamaforge] interrupted by the user (Ctrl-C): the child was stopped\n")
+        except (KeyboardInterrupt, StageInterrupted) as exc:
+            signum = exc.signum if isinstance(exc, StageInterrupted) else signal.SIGINT
+            interrupted = signal.Signals(signum).name
+            grace = float(health_facts().get("stop_grace_seconds", 30))
+            log.write(f"\n[llamaforge] interrupted by {interrupted}: sent it to the training process group, "
+                      f"waiting up to {grace:g} s for it to exit\n")
+            log.flush()
+            _stop_process_group(proc, signum, grace)
+            rest = proc.stdout.read()
+            if rest:
+                text = rest.decode("utf-8", errors="replace")
+                log.write(text)
+                watcher.feed(text)
+            watcher.finish()
+            log.write(f"\n[llamaforge] the training process group has exited (code {proc.returncode})\n")
             code = None
-    return code, watcher, time.monotonic() - started
+    return code, watcher, time.monotonic() - started, interrupted
 
 
 def oom_advice(plan: StagePlan) -> str | None:
@@ -323,17 +410,30 @@ def run_stage(
     console=None,
     live: bool = True,
 ) -> StageResult | StagePlan:
+    """Plan the stage (refusals first), then, holding the run folder's lock, launch and judge it.
+    Ctrl-C, SIGTERM or SIGHUP stop the training process group and the report says the stage was
+    interrupted (StageResult.interrupted_by)."""
     from rich.console import Console
 
-    from .health import Thresholds, evaluate_health, inspect_checkpoint
-    from .metrics import run_curve
-    from .report import write_stage_report
+    from .health import Thresholds
 
     console = console or Console()
-    plan, gate = plan_stage(recipe_path, stage, corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
+    options = dict(corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
+    plan, gate = plan_stage(recipe_path, stage, **options)
     thresholds = Thresholds.load(plan.recipe.health_overrides(), stage=stage)
     if dry_run:
         return plan
+    with lock_run_folder(plan.run_dir) as lock, signals_interrupt():
+        # decided again under the lock: a run that held the folder may have just written its report
+        plan, gate = plan_stage(recipe_path, stage, **options)
+        return _run_locked(plan, gate, thresholds, stage, gates=gates, console=console, live=live, lock=lock)
+
+
+def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, console, live: bool,
+                lock: HeldLock) -> StageResult | StagePlan:
+    from .health import evaluate_health, inspect_checkpoint
+    from .metrics import run_curve
+    from .report import write_stage_report
 
     moved = _prepare_stage_dir(plan)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -366,24 +466,33 @@ def run_stage(
         return plan
 
     console.print(f"[bold]{stage}[/] {plan.name}: {plan.command_line()}", soft_wrap=True)
-    code, watcher, seconds = launch_and_watch(plan, console, live=live)
+    code, watcher, seconds, interrupted = launch_and_watch(plan, console, live=live, lock=lock)
     report["exit_code"] = code
     report["seconds"] = round(seconds, 1)
+    if interrupted:
+        report["interrupted"] = {"signal": interrupted, "during": "training"}
     # what the run left in its output folder, with hashes: `llamaforge export` takes exactly these files
     report["output"] = {"dir": plan.output_dir.name, "files": top_level_records(plan.output_dir)}
 
     curve = run_curve(watcher.curve, plan.output_dir)   # trainer_state.json when sound, else the log; never raises
     checkpoint = inspect_checkpoint(plan.output_dir)
     health = evaluate_health(curve, thresholds, oom=watcher.oom, exit_code=code, checkpoint=checkpoint,
-                             error=watcher.last_error)
+                             error=watcher.last_error, interrupted=interrupted)
     report["health"] = health.to_dict()
     if watcher.oom:
         report["oom_advice"] = oom_advice(plan)
     passed = health.passed
 
     if stage == "full" and gates:
-        if passed:
-            report["gates"] = _run_gates(plan, gate.get("persona"), console)
+        if interrupted:
+            report["gates"] = {"passed": False, "skipped": f"the run was interrupted ({interrupted}); gates were not run"}
+        elif passed:
+            try:
+                report["gates"] = _run_gates(plan, gate.get("persona"), console)
+            except (KeyboardInterrupt, StageInterrupted) as exc:
+                name = exc.args[0] if isinstance(exc, StageInterrupted) else "SIGINT"
+                report["interrupted"] = {"signal": name, "during": "gates"}
+                report["gates"] = {"passed": False, "skipped": f"interrupted by {name} during the gates"}
             passed = passed and bool(report["gates"].get("passed"))
         else:
             report["gates"] = {"passed": False, "skipped": "the run's health checks failed; gates were not run"}
