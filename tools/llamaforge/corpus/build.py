@@ -30,7 +30,8 @@ import orjson
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError
-from ..files import sha256_file
+from ..files import check_folder_to_write, sha256_file
+from ..lock import acquire_lock
 from ..paths import display_path
 from .dedup import lsh_bands, repeat_keys
 from .lengths import length_stats, resolve_tokenizer
@@ -300,17 +301,35 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     rules = qc_rules(spec.qc, facts)
     length = resolve_tokenizer(spec.lengths, _catalog_repos)
     out_dir = spec.output_dir(cwd)
-    limit, previous = options.limit, None
+    check_folder_to_write(out_dir, f"{spec.origin}: output folder")
+    limit = options.limit
     if options.limit is not None and options.limit < 0:
         raise UserError("--limit takes a number of train rows, 0 or more")
+    if options.workers is not None and options.workers < 1:
+        raise UserError(f"--workers {options.workers}: give 1 or more worker processes")
     if options.add is not None:
         if options.limit is not None:
             raise UserError("give --limit N or --add N, not both")
-        previous, limit = _previous_build(spec, out_dir, options.add)
+        _previous_build(spec, out_dir, options.add)
     for src in sources:
         if src.kind == "hf":
             load_hf_dataset(src.path, src.spec.hf_config, src.spec.hf_split)  # UserError when unavailable
+    with lock_corpus_output(out_dir):
+        previous = None
+        if options.add is not None:   # read again under the lock: another build may have just replaced it
+            previous, limit = _previous_build(spec, out_dir, options.add)
+        return _build_locked(spec, sources, rules, length, out_dir, limit, previous, options, progress, facts, t0)
 
+
+def lock_corpus_output(out_dir: Path):
+    """The exclusive lock of a corpus output folder (see llamaforge.lock), beside it (the folder itself
+    is replaced when a build commits): a second build into it is refused, naming the holder."""
+    return acquire_lock(out_dir.parent / f".{out_dir.name}.lock", f"corpus output {display_path(out_dir)}",
+                        "wait for that build to finish (a second build into the same folder would replace it)")
+
+
+def _build_locked(spec, sources, rules, length, out_dir: Path, limit, previous, options: BuildOptions, progress,
+                  facts, t0: float) -> BuildResult:
     chunk_bytes = options.chunk_bytes or facts["build"]["chunk_bytes"]
     bucket_bytes = options.bucket_bytes or facts["build"]["bucket_bytes"]
     input_bytes = sum(s.size for s in sources)
