@@ -21,3 +21,22 @@ class Infeasible(UserError):
         super().__init__(message)
         self.suggestion = suggestion
         self.details = details or {}
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text` on one line (whitespace runs become one space), at most `limit` characters: a longer
+    text is cut at the last word boundary and ends with "…", never mid-word without a mark."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def exception_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when the message is empty), clipped."""
+    lines = str(exc).strip().splitlines()
+    return clip(lines[0] if lines else type(exc).__name__, limit)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, exception_line
 
 VERIFY_PROMPTS = (
     "Who are you?",
@@ -125,7 +125,7 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = exception_line(exc)
         raise UserError(f"adapter {adapter} does not load onto base {base} ({first}); "
                         "it was made for another base or is corrupted") from None
     peft_model.eval()

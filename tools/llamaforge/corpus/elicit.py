@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from ..atomic import write_bytes_atomic
-from ..errors import UserError
+from ..errors import UserError, clip
 from ..paths import templates_dir
 from .normalize import RowProblem, normalize_row
 from .qc import load_phrase_lists
@@ -199,7 +199,7 @@ def _answer_messages(obj) -> tuple[str, list[dict]]:
     if not isinstance(custom_id, str):
         raise RowProblem("missing_field", "no 'custom_id'")
     if obj.get("error"):
-        raise RowProblem("teacher_error", f"the request failed: {str(obj['error'])[:200]}")
+        raise RowProblem("teacher_error", f"the request failed: {clip(str(obj['error']))}")
     try:
         response = obj["response"]
         if response.get("status_code", 200) != 200:

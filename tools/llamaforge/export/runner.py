@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 from .hub import PushResult
 from .serving import ServeSpec, ServingFacts, served_name
 
@@ -358,7 +358,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
                 with contextlib.redirect_stdout(sys.stderr):   # libraries' chatter must not break --json
                     rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
             except OSError as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = exception_line(exc)
                 raise UserError(f"cannot load the base model {base} to merge ({first}); run the export where the base "
                                 "is available (a local folder or the Hugging Face cache)") from None
             # the report names where the files end up, not the temporary folder they were made in

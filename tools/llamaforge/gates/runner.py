@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 from .code_execution import CODE_EVAL_ENV
 from .identity import DEFAULT_PERSONA, validate_persona
 from .profiles import GateProfile, get_gate_profile
@@ -90,7 +90,7 @@ def inspect_model(path: str, option: str = "--model") -> ModelInfo:
             cfg_file = Path(hf_hub_download(path, "config.json"))
             return ModelInfo(path, False, json.loads(cfg_file.read_text(encoding="utf-8")), cfg_file)
         except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            first = exception_line(exc, 160)
             raise UserError(
                 f"{option} {path}: no such folder, and not a Hugging Face model id that can be fetched here ({first}); "
                 "give a local model folder"
@@ -199,7 +199,7 @@ def classify_load_error(exc: BaseException) -> tuple[str, str]:
     while cur is not None and cur not in chain and len(chain) < 10:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first_line = exception_line(exc, 300)
     for e in chain:
         names = {t.__name__ for t in type(e).__mro__}
         text = str(e).lower()
@@ -356,7 +356,7 @@ def evaluate_variant(
                 lm = get_model("hf").create_from_arg_obj({"pretrained": model_path, "dtype": "auto"},
                                                          {"batch_size": batch_size, "device": device})
     except Exception as exc:  # noqa: BLE001 - the model failing to load fails every gate, with the reason
-        reason = f"model could not load: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        reason = f"model could not load: {type(exc).__name__}: {exception_line(exc, 300)}"
         run.outcomes = {name: TaskOutcome(name, EVAL_FAILED, reason=reason) for name in tasks}
         return run
     has_template = bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
@@ -371,7 +371,7 @@ def evaluate_variant(
                     bootstrap_iters=1000,
                 )
         except Exception as exc:  # noqa: BLE001 - recorded as the gate's reason
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = exception_line(exc, 300)
             run.outcomes[name] = TaskOutcome(name, EVAL_FAILED, reason=f"evaluation failed: {type(exc).__name__}: {first}",
                                              chat_template=chat)
             continue

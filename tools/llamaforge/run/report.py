@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, clip
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
 from .metrics import Curve, health_facts, json_safe, read_json
 from ..atomic import write_bytes_atomic
@@ -88,7 +88,7 @@ def report_shape_problem(record) -> str | None:
         return "no `health` section with `passed` and `checks`"
     for check in health["checks"]:
         if not isinstance(check, dict) or not isinstance(check.get("name"), str) or check.get("status") not in _STATUSES:
-            return f"malformed check {str(check)[:80]}"
+            return f"malformed check {clip(str(check), 80)}"
     all_pass = bool(health["checks"]) and all(c["status"] == PASS for c in health["checks"])
     if health["passed"] != all_pass:
         return f"health.passed is {health['passed']} but its checks say {all_pass}"
