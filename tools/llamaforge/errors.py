@@ -3,6 +3,8 @@ Anything else that escapes is a bug and may raise."""
 
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """Bad input from the user: a name, a path, a YAML file, a row. The message names the thing
@@ -40,3 +42,15 @@ def exception_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type name when the message is empty), clipped."""
     lines = str(exc).strip().splitlines()
     return clip(lines[0] if lines else type(exc).__name__, limit)
+
+
+# Every character that ends a line somewhere a name can land: YAML (\n, \r, NEL, LS, PS), a
+# terminal, a log line; and the other control characters.
+LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def require_one_line(value: str, what: str) -> str:
+    """`value` when it is a non-empty name on one line; else UserError naming `what`."""
+    if not isinstance(value, str) or not value.strip() or LINE_BREAKS.search(value):
+        raise UserError(f"{what} {value!r}: give a name on one line (no line breaks or control characters)")
+    return value

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -521,8 +523,15 @@ def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
     sbatch = plan.recipe.path.with_suffix(".sbatch")
     if not sbatch.is_file():
         return None
+    from ..recipe_registry import rewrite_references
+
     target = plan.stage_dir / "launch.sbatch"
-    text = sbatch.read_text(encoding="utf-8").replace(str(plan.recipe.path), str(plan.stage_recipe_path))
+    text = sbatch.read_text(encoding="utf-8")
+    m = re.search(r"^export RECIPE=(.*)$", text, flags=re.M)   # the recipe the script launches, as it names it
+    named = shlex.split(m.group(1)) if m else []
+    if len(named) != 1:
+        raise UserError(f"{sbatch}: no `export RECIPE=...` line naming one recipe; re-render or re-copy the recipe")
+    text = rewrite_references(text, {named[0]: str(plan.stage_recipe_path)}, kind="shell")
     write_text_atomic(target, text)
     shutil.copymode(sbatch, target)
     return target
