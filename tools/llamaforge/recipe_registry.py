@@ -202,9 +202,10 @@ def copy_recipe(name: str, dest: str, *, force: bool = False) -> CopyResult:
 
     def rel(p: Path) -> str:
         try:
-            return os.path.relpath(p, Path.cwd())
+            text = os.path.relpath(p, Path.cwd())
         except ValueError:
-            return str(p)
+            text = str(p)
+        return f"./{text}" if text.startswith("-") else text   # never mistaken for an option
 
     old_recipe_ref = src.resolve().relative_to(root).as_posix() if src.resolve().is_relative_to(root) else str(src)
     mapping = {old_recipe_ref: rel(dest_path), **{ref: rel(target) for _, target, ref in plan}}

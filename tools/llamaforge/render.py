@@ -66,6 +66,16 @@ def yaml_value(value) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+def dump_yaml(data, *, sort_keys: bool = False) -> str:
+    """YAML text (block style, readable Unicode) that loads back to exactly `data`. PyYAML writes
+    NEL (U+0085) raw when it allows Unicode, and a loader folds it into a space: data holding one is
+    written with escapes instead."""
+    text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=True, width=100)
+    if "\x85" in text:
+        text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=False, width=100)
+    return text
+
+
 def comment_text(value) -> str:
     """Text safe inside a `#` comment: every YAML line break (\\n, \\r, NEL, LS, PS) and control
     character becomes a space, so a comment can never end early and start a key."""
@@ -172,10 +182,15 @@ class Layout:
 
     def recipe_path(self, model_id: str, name: str) -> str:
         parts = [self.base, model_id, f"{name}.yaml"] if self.recipe_dir_for_model else [self.base, f"{name}.yaml"]
-        return str(PurePosixPath(*[p for p in parts if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in parts if p])))
 
     def asset_path(self, kind: str, filename: str) -> str:
-        return str(PurePosixPath(*[p for p in (self.base, kind, filename) if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in (self.base, kind, filename) if p])))
+
+
+def _not_an_option(path: str) -> str:
+    """A relative path that starts with '-' gets './', so no launcher takes it for an option."""
+    return f"./{path}" if path.startswith("-") else path
 
 
 @dataclass(frozen=True)
@@ -703,6 +718,7 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
 
 __all__ = [
     "Hyperparameters", "Layout", "Matrix", "RecipeRequest", "RenderedFile", "RenderedRecipe", "Drift",
-    "yaml_value", "comment_text", "render_recipe", "render_matrix", "load_matrix", "write_files",
-    "compare_with_disk", "prune_extra", "overwrites", "check_files_parse", "recipe_name", "deepspeed_filename", "accelerate_filename", "recipes_dir",
+    "yaml_value", "comment_text", "dump_yaml", "render_recipe", "render_matrix", "load_matrix", "write_files",
+    "compare_with_disk", "prune_extra", "overwrites", "check_files_parse", "recipe_name", "deepspeed_filename",
+    "accelerate_filename", "recipes_dir",
 ]

@@ -31,7 +31,7 @@ from .corpus.spec import NAME_RE, SpecReader, corpus_facts
 from .errors import UserError
 from .paths import repo_root
 from .render import (
-    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, plan_request, recipe_name, render_recipe,
+    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, dump_yaml, plan_request, recipe_name, render_recipe,
     render_template,
 )
 
@@ -251,8 +251,7 @@ def slice_spec_text(sset: SpecialistSet, sp: Specialist, shared: dict, path: str
         "Rows of other categories are read, validated and counted as filtered (`category`), never trained on.",
     ]
     # every header line through the comment filter, every value through the YAML dumper
-    return "".join(f"# {comment_text(line)}\n" for line in header) + yaml.safe_dump(
-        data, sort_keys=False, allow_unicode=True, width=100)
+    return "".join(f"# {comment_text(line)}\n" for line in header) + dump_yaml(data)
 
 
 # ---- recipes and the serve script ------------------------------------------------------------

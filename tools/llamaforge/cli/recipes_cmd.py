@@ -85,18 +85,22 @@ def render_command(
 
 
 def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, force, json_out) -> None:
-    from ..errors import UserError
+    from ..errors import LINE_BREAKS, UserError
     from ..files import check_folder_to_write
     from ..paths import display_path
     from ..render import Layout, RecipeRequest, load_matrix, overwrites, render_recipe, write_files
 
     check_folder_to_write(output, "-o")
+    if LINE_BREAKS.search(output):
+        raise UserError(f"-o {output!r} contains a line break or control character; choose a plain folder name")
 
     defaults = load_matrix()
     req = RecipeRequest(model=model, gpus=gpus, nodes=nodes, method=method, seq_len=seq_len,
                         global_batch=global_batch, lora_r=lora_r, corpus=defaults.corpus,
                         hyper_layers=defaults.hyper_layers)
     base = output.rstrip("/") or "."
+    if base.startswith("-"):   # a path no launcher can mistake for an option
+        base = f"./{base}"
     parts = ["llamaforge render", f"--model {shlex.quote(model)}", f"--gpus {shlex.quote(gpus)}"]
     if nodes != 1:
         parts.append(f"--nodes {nodes}")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..errors import UserError
-from ..files import top_level_records
+from ..errors import UserError, require_one_line
+from ..files import check_folder_to_write, top_level_records
 from ..lock import HeldLock, acquire_lock
 from .stage import (
     Recipe,
@@ -156,6 +156,10 @@ def plan_stage(
     files = corpus_files(manifest)
 
     name = name or recipe.name
+    require_one_line(name, "run name (--name)")
+    if "/" in name or os.sep in name or name in (".", ".."):
+        raise UserError(f"run name (--name) {name!r} is a path; give a plain name: the run folder is {runs_root}/NAME")
+    check_folder_to_write(runs_root, "--runs-dir")
     run_dir = Path(runs_root) / name
     _check_run_folder(run_dir, recipe)
     stage_dir = run_dir / stage
@@ -189,7 +193,7 @@ def plan_stage(
 
 
 def stage_recipe_text(plan: StagePlan) -> str:
-    import yaml
+    from ..render import comment_text, dump_yaml
 
     lines = [
         f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
@@ -198,8 +202,8 @@ def stage_recipe_text(plan: StagePlan) -> str:
         *[f"#   - {c}" for c in plan.changes],
         "",
     ]
-    header = "\n".join(line.replace("\n", " ") for line in lines)
-    return header + "\n" + yaml.safe_dump(plan.config, sort_keys=False, allow_unicode=True, width=100)
+    header = "\n".join(comment_text(line) for line in lines)
+    return header + "\n" + dump_yaml(plan.config)
 
 
 def _prepare_stage_dir(plan: StagePlan) -> Path | None:
@@ -462,9 +466,16 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
     }
     if plan.launcher == "slurm":
         sbatch = copy_stage_recipe_for_slurm(plan)
+        if sbatch is None:
+            console.print(f"multi-node stage: {plan.recipe.path} names no SLURM script (`#   sbatch PATH`) and none is "
+                          f"beside it; launch {plan.stage_recipe_path} on every node with the recipe's accelerate "
+                          "command. LlamaForge does not watch remote nodes: no report is written for this stage.",
+                          soft_wrap=True)
+            return plan
         console.print(
-            f"multi-node stage: submit `sbatch {sbatch}` (the recipe's SLURM script pointed at {plan.stage_recipe_path}). "
-            "LlamaForge does not watch remote nodes: no report is written for this stage.", soft_wrap=True)
+            f"multi-node stage: submit `sbatch {shlex.quote(str(sbatch))}` (the recipe's SLURM script pointed at "
+            f"{plan.stage_recipe_path}). LlamaForge does not watch remote nodes: no report is written for this stage.",
+            soft_wrap=True)
         return plan
 
     console.print(f"[bold]{stage}[/] {plan.name}: {plan.command_line()}", soft_wrap=True)
@@ -519,9 +530,24 @@ def _run_gates(plan: StagePlan, persona: str | None, console) -> dict:
     return result.to_dict()
 
 
+def recipe_sbatch(recipe: Recipe) -> Path | None:
+    """The SLURM script a multi-node recipe names in its launch lines (`#   sbatch PATH`, relative to
+    the launch folder), else the one beside it with its name."""
+    for line in recipe.text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line.lstrip("#").strip()
+        if body.startswith("sbatch "):
+            words = shlex.split(body)
+            if len(words) == 2 and Path(words[1]).is_file():
+                return Path(words[1])
+    beside = recipe.path.with_suffix(".sbatch")
+    return beside if beside.is_file() else None
+
+
 def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
-    sbatch = plan.recipe.path.with_suffix(".sbatch")
-    if not sbatch.is_file():
+    sbatch = recipe_sbatch(plan.recipe)
+    if sbatch is None:
         return None
     from ..recipe_registry import rewrite_references
 
