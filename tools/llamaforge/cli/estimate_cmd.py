@@ -4,6 +4,7 @@ llamaforge.plan; this module parses arguments and prints."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from typing import Annotated
@@ -12,15 +13,20 @@ import typer
 
 from ..errors import UserError
 from . import app
-from ._common import JsonOpt, console, err_console, fmt_gib, print_json
+from ._common import JsonOpt, bounded, console, err_console, fmt_gib, print_json
+
+# Input sanity bounds, far above any real run (Llama 3 pre-trained on 15T tokens): past them the
+# hours and costs overflow to infinity instead of meaning anything.
+MAX_TOKENS = 10**15
+MAX_EPOCHS = 10_000
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json.")]
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware as <N>x<GPU>, e.g. 8xH100-80GB (see `llamaforge gpus`).")]
-NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Number of nodes with that many GPUs each.")]
-SeqOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (packed row).")]
+NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Number of nodes with that many GPUs each.", callback=bounded(1))]
+SeqOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (packed row).", callback=bounded(1))]
 TokensOpt = Annotated[str | None, typer.Option("--tokens", help="Training tokens per epoch for hours and cost: 2.5M, 1.2B, 800k or a number.")]
-EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.")]
-LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.", callback=bounded(above=0, high=MAX_EPOCHS))]
+LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.", callback=bounded(1))]
 TargetsOpt = Annotated[str, typer.Option("--lora-targets", help="attn | all | mlp | a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")]
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
@@ -34,6 +40,8 @@ def parse_token_count(text: str | None) -> int | None:
     if not m:
         raise UserError(f"--tokens {text!r}: write a count like 2.5M, 1.2B, 800k or 1000000")
     value = float(m.group(1).replace("_", "").replace(",", "")) * _SUFFIX[m.group(2).lower()]
+    if not math.isfinite(value) or not 1 <= value <= MAX_TOKENS:
+        raise UserError(f"--tokens {text!r}: give a count from 1 to {MAX_TOKENS:.0e} tokens, like 2.5M, 1.2B or 800k")
     return int(round(value))
 
 
@@ -101,8 +109,8 @@ def estimate_command(
     lora_r: LoraROpt = 16,
     lora_targets: TargetsOpt = "all",
     seq_len: SeqOpt = 2048,
-    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.")] = 1,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.", callback=bounded(1))] = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.", callback=bounded(1))] = 1,
     grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="Gradient checkpointing.")] = True,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
     tokens: TokensOpt = None,
@@ -142,8 +150,8 @@ def plan_command(
     method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (default: full, then LoRA, then QLoRA, the first that fits).")] = None,
     parallel: Annotated[str | None, typer.Option("--parallel", help="Force single | ddp | zero1 | zero2 | zero3 | fsdp.")] = None,
     seq_len: SeqOpt = 2048,
-    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).")] = None,
-    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.")] = None,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).", callback=bounded(1))] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.", callback=bounded(1))] = None,
     lora_r: LoraROpt = 16,
     lora_targets: TargetsOpt = "all",
     tokens: TokensOpt = None,

@@ -7,22 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, err_console, print_json
+from ..files import check_folder_to_write
+from ._common import JsonOpt, bounded, checked_path, console, err_console, print_id_table, print_json
 
 
 @app.command("render")
 def render_command(
     model: Annotated[str | None, typer.Option("--model", help="Catalog model id or path to a local config.json (omit to render the matrix).")] = None,
     gpus: Annotated[str | None, typer.Option("--gpus", help="Hardware, e.g. 8xH100-80GB.")] = None,
-    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes.")] = 1,
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes.", callback=bounded(1))] = 1,
     method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (default: the planner's choice).")] = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length.")] = 2048,
-    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step.")] = None,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Folder to write a custom recipe into.")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length.", callback=bounded(1))] = 2048,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step.", callback=bounded(1))] = None,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.", callback=bounded(1))] = 16,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Folder to write a custom recipe into.", callback=checked_path(check_folder_to_write))] = None,
     force: Annotated[bool, typer.Option("--force", help="With -o: overwrite files that exist and differ (e.g. a recipe you edited).")] = False,
     check: Annotated[bool, typer.Option("--check", help="Fail when recipes/ differs from what the templates produce, or a rendered file does not parse.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Also remove files under recipes/ that the matrix no longer produces.")] = False,
@@ -86,11 +86,9 @@ def render_command(
 
 def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, force, json_out) -> None:
     from ..errors import LINE_BREAKS, UserError
-    from ..files import check_folder_to_write
     from ..paths import display_path
     from ..render import Layout, RecipeRequest, load_matrix, overwrites, render_recipe, write_files
 
-    check_folder_to_write(output, "-o")
     if LINE_BREAKS.search(output):
         raise UserError(f"-o {output!r} contains a line break or control character; choose a plain folder name")
 
@@ -131,17 +129,14 @@ def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, ou
 
 
 def _print_recipes(rows: list[dict], title: str) -> None:
-    table = Table(title=title)
-    for col in ("recipe", "method", "hardware", "parallel", "seq", "batch (micro x accum)", "peak / usable GiB", "tokens/s"):
-        table.add_column(col)
-    for r in rows:
+    def cells(r: dict) -> list[str]:
         par = r["parallel"] if r["offload"] == "none" else f"{r['parallel']}+offload {r['offload']}"
-        table.add_row(
-            r["recipe"], r["method"], r["hardware"], par, str(r["seq_len"]),
-            f"{r['global_batch']} ({r['micro_batch']} x {r['grad_accum']})",
-            f"{r['peak_gpu_gib']:.1f} / {r['usable_gpu_gib']:.1f}", f"{r['tokens_per_s']:,}",
-        )
-    console.print(table)
+        return [r["method"], r["hardware"], par, str(r["seq_len"]),
+                f"{r['global_batch']} ({r['micro_batch']} x {r['grad_accum']})",
+                f"{r['peak_gpu_gib']:.1f} / {r['usable_gpu_gib']:.1f}", f"{r['tokens_per_s']:,}"]
+
+    print_id_table(title, "recipe", ["method", "hardware", "parallel", "seq", "batch (micro x accum)",
+                                     "peak / usable GiB", "tokens/s"], [(r["recipe"], cells(r)) for r in rows])
 
 
 @app.command("ls")
@@ -153,17 +148,12 @@ def ls_command(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json({"recipes": [e.to_dict() for e in entries]})
         return
-    table = Table(title=f"{len(entries)} recipes (recipes/README.md has the details)")
-    for col in ("recipe", "method", "hardware", "est. peak GiB/GPU", "est. host RAM GiB", "est. tokens/s"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(
-            e.id, e.method, e.hardware,
-            "—" if e.peak_gpu_gib is None else f"{e.peak_gpu_gib:.1f} of {e.usable_gpu_gib:.1f}",
-            "—" if e.host_ram_gib is None else f"{e.host_ram_gib:.0f}",
-            "—" if e.tokens_per_s is None else f"{e.tokens_per_s:,}",
-        )
-    console.print(table)
+    rows = [(e.id, [e.method, e.hardware,
+                    "—" if e.peak_gpu_gib is None else f"{e.peak_gpu_gib:.1f} of {e.usable_gpu_gib:.1f}",
+                    "—" if e.host_ram_gib is None else f"{e.host_ram_gib:.0f}",
+                    "—" if e.tokens_per_s is None else f"{e.tokens_per_s:,}"]) for e in entries]
+    print_id_table(f"{len(entries)} recipes (recipes/README.md has the details)", "recipe",
+                   ["method", "hardware", "est. peak GiB/GPU", "est. host RAM GiB", "est. tokens/s"], rows)
 
 
 @app.command("cp")

@@ -380,6 +380,7 @@ def _build_locked(spec, sources, rules, length, out_dir: Path, limit, previous, 
         t = time.perf_counter()
         plan = _decide(spec, collector, work, near, limit, facts)
         timings["decide"] = time.perf_counter() - t
+        _refuse_empty(spec, plan, collector)
 
         t = time.perf_counter()
         written = _write_outputs(spec, plan, collector, runner, tmp, spool_dir, bucket_bits, progress)
@@ -493,6 +494,24 @@ def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, fa
     return _Plan(categories=categories, state=selection.state, selection=selection, phase_of=phase_of,
                  phase_names=phase_names, c_row=c_row, c_file=c_file, c_phase=c_phase, c_repeat=c_repeat,
                  c_key=c_key, c_qc=c_qc, c_size=c_size)
+
+
+def _refuse_empty(spec: CorpusSpec, plan: _Plan, collector: _Collector) -> None:
+    """A build that keeps no row is a failure, not an empty corpus: UserError with the counts that
+    explain it (the quarantine reasons, duplicates, filters), before anything is written."""
+    states = np.bincount(plan.state, minlength=STATE_COUNT)
+    if int(states[TRAIN] + states[EVAL]):
+        return
+    counts = _count_block(states, sum(collector.quarantined.values()))
+    parts = [f"quarantined {counts['quarantined']:,}"]
+    if collector.quarantine_reasons:
+        parts[0] += " (" + ", ".join(f"{r} {n:,}" for r, n in collector.quarantine_reasons.most_common(3)) + ")"
+    parts.append(f"duplicates {counts['duplicates']['total']:,}")
+    parts.append(f"filtered {counts['filtered']['total']:,}" + (
+        " (" + ", ".join(f"{r} {n:,}" for r, n in counts["filtered"]["by_reason"].items()) + ")"
+        if counts["filtered"]["by_reason"] else ""))
+    raise UserError(f"{spec.origin}: the build keeps no row: read {counts['read']:,} = {', '.join(parts)}; nothing "
+                    "was written. Fix the sources (or the spec's filters: keep_categories, qc.drop, lengths)")
 
 
 # ---- pass 2: writing -------------------------------------------------------------------------
