@@ -9,6 +9,10 @@ from pathlib import Path
 
 from .errors import UserError
 
+# The largest integer every JSON reader holds exactly (a double's 53-bit mantissa): counts written to
+# manifests and requests stay at or below it.
+JSON_SAFE_INT = 2**53 - 1
+
 # ---- fingerprints ----------------------------------------------------------------------------
 
 

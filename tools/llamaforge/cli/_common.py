@@ -75,6 +75,10 @@ def _option_name(param) -> str:
     return param.opts[0] if getattr(param, "opts", None) else param.human_readable_name
 
 
+def _number(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
 def bounded(low: float | None = None, high: float | None = None, *, above: float | None = None):
     """A typer callback for a number option or argument: refuses NaN, the infinities, and values
     below `low`, above `high` or not above `above` (None passes through: the option was not given).
@@ -86,13 +90,14 @@ def bounded(low: float | None = None, high: float | None = None, *, above: float
             if isinstance(v, float) and not math.isfinite(v):
                 raise typer.BadParameter(f"{v} is not a finite number")
             if low is not None and high is not None and not low <= v <= high:
-                raise typer.BadParameter(f"{v} is out of range; give a number from {low:g} to {high:g}")
+                raise typer.BadParameter(f"{_number(v)} is out of range; give a number from {_number(low)} to "
+                                         f"{_number(high)}")
             if low is not None and v < low:
-                raise typer.BadParameter(f"{v} is too small; give {low:g} or more")
+                raise typer.BadParameter(f"{_number(v)} is too small; give {_number(low)} or more")
             if high is not None and v > high:
-                raise typer.BadParameter(f"{v} is too large; give {high:g} or less")
+                raise typer.BadParameter(f"{_number(v)} is too large; give {_number(high)} or less")
             if above is not None and not v > above:
-                raise typer.BadParameter(f"{v} is too small; give more than {above:g}")
+                raise typer.BadParameter(f"{_number(v)} is too small; give more than {_number(above)}")
         return value
     return check
 

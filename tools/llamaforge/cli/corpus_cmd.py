@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from ..files import check_file_to_write, check_input_file
+from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file
 from ._common import JsonOpt, bounded, checked_path, console, err_console, one_line, print_json
 
 corpus_app = typer.Typer(
@@ -135,10 +135,10 @@ def build_command(
     spec: Annotated[Path, typer.Argument(help="Corpus spec YAML, e.g. datasets/leviathan.yaml.",
                                          callback=checked_path(check_input_file))],
     limit: Annotated[int | None, typer.Option("--limit", help="Keep only the first N train rows (stratified; "
-                                              "a larger N extends a smaller one).", callback=bounded(0))] = None,
+                                              "a larger N extends a smaller one).", callback=bounded(0, JSON_SAFE_INT))] = None,
     add: Annotated[int | None, typer.Option("--add", help="Extend the previous --limit build in the output "
                                             "folder by N train rows (the documents' '500, then +500').",
-                                            callback=bounded(1))] = None,
+                                            callback=bounded(1, JSON_SAFE_INT))] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: CPU count).",
                                                 callback=bounded(1))] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
@@ -216,7 +216,8 @@ def elicit_command(
     model: Annotated[str, typer.Option("--model", help="Teacher model of the requests.", callback=one_line)] = "gpt-4o",
     persona: Annotated[str | None, typer.Option("--persona", help="Name of the persona the examples speak as.",
                                                 callback=one_line)] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest answer per request.", callback=bounded(1))] = 1500,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest answer per request.",
+                                            callback=bounded(1, JSON_SAFE_INT))] = 1500,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature, 0 to 2.",
                                                callback=bounded(0, 2))] = 0.8,
     json_out: JsonOpt = False,

@@ -30,7 +30,7 @@ import orjson
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError
-from ..files import check_folder_to_write, sha256_file
+from ..files import JSON_SAFE_INT, check_folder_to_write, sha256_file
 from ..lock import acquire_lock
 from ..paths import display_path
 from .dedup import lsh_bands, repeat_keys
@@ -303,8 +303,9 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     out_dir = spec.output_dir(cwd)
     check_folder_to_write(out_dir, f"{spec.origin}: output folder")
     limit = options.limit
-    if options.limit is not None and options.limit < 0:
-        raise UserError("--limit takes a number of train rows, 0 or more")
+    for flag, value, low in (("--limit", options.limit, 0), ("--add", options.add, 1)):
+        if value is not None and not low <= value <= JSON_SAFE_INT:
+            raise UserError(f"{flag} {value}: give a number of train rows from {low} to {JSON_SAFE_INT:,}")
     if options.workers is not None and options.workers < 1:
         raise UserError(f"--workers {options.workers}: give 1 or more worker processes")
     if options.add is not None:

@@ -15,7 +15,7 @@ import orjson
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError, clip, require_one_line
-from ..files import check_file_to_write, check_input_file, same_file
+from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file, same_file
 from ..paths import templates_dir
 from .normalize import RowProblem, normalize_row
 from .qc import load_phrase_lists
@@ -108,7 +108,7 @@ def elicit_requests(passages: str | Path, template: str, out: str | Path | None 
     check_output(out, passages, "-o")
     if not model.strip() or any(c.isspace() for c in model):
         raise UserError(f"--model {model!r}: give the teacher model's name (e.g. gpt-4o)")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= JSON_SAFE_INT:
         raise UserError(f"--max-tokens {max_tokens}: give a positive number of tokens (e.g. 1500)")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and 0 <= temperature <= 2):
         raise UserError(f"--temperature {temperature}: give a number from 0 to 2 (the Batch API's range), e.g. 0.8")

@@ -145,6 +145,8 @@ def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     from ..catalog import model_from_hf_config
 
     a = Path(adapter).expanduser()
+    if a.exists() and not a.is_dir():
+        raise UserError(f"--adapter {adapter} is a file, not a folder; give the folder with adapter_config.json")
     if not a.is_dir():
         raise UserError(f"--adapter {adapter}: no such folder; give the folder with adapter_config.json")
     if not (a / "adapter_config.json").is_file():
