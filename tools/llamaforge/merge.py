@@ -110,6 +110,9 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     (other shapes, a corrupted file) is a UserError."""
     import gc
 
+    from .libraries import quiet_optional_kernels
+
+    quiet_optional_kernels()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -250,6 +250,9 @@ def _code_execution_env(allowed: bool) -> Iterator[None]:
 
 
 def _quiet_libraries() -> None:
+    from ..libraries import quiet_optional_kernels
+
+    quiet_optional_kernels()
     for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
