@@ -32,9 +32,9 @@ def clip(text: str, limit: int = 200) -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space >= limit // 2:
-        cut = cut[:space]
+    if text[limit - 1] != " ":            # the cut falls inside a word: back to the last word boundary
+        space = cut.rfind(" ")
+        cut = cut[:space] if space > 0 else cut   # one word longer than the limit: cut it, marked
     return cut.rstrip(" ,;:") + "…"
 
 
