@@ -120,6 +120,16 @@ CASES = [
     ["export", "runs/leviathan-tiny", "--quantize", "bogus"], ["export", "runs/leviathan-tiny", "--push", "bad id"],
     ["ladder", "--corpus", "missing"], ["ladder", "--corpus", "build/corpus/demo", "--epochs", "nan"],
     ["ladder", "--corpus", "build/corpus/demo", "--epochs", "0"], ["ladder", "--corpus", "build/corpus/demo", "--epochs", "1e308"],
+    # serve-plan, and the serving options of estimate and export
+    *[["serve-plan", "--model", "llama-3.1-8b", "--gpus", "1xRTX4090-24GB", opt, v]
+      for opt, values in (("--context", ("0", "-1")), ("--max-loras", ("-1",)), ("--max-lora-rank", ("0",)),
+                          ("--concurrency", ("0",)), ("--gpu-memory-utilization", ("0", "2", "nan")),
+                          ("--max-num-seqs", ("0",)), ("--parallel", ("0",)), ("--reserve-gib", ("-1", "nan")),
+                          ("--wired-limit-gib", ("0", "nan")))
+      for v in values],
+    ["serve-plan", "--model", "afolder", "--gpus", "1xRTX4090-24GB"],
+    [*EST, "--wired-limit-gib", "0"],
+    ["export", "runs/leviathan-tiny", "--serve-context", "0"], ["export", "runs/leviathan-tiny", "--serve-reserve-gib", "-1"],
     # run
     ["run", "missing.yaml", "--stage", "validate"], ["run", "afolder", "--stage", "validate"],
     ["run", R, "--stage", "bogus"], ["run", R, "--stage", "validate", "--name", "a\nb"],

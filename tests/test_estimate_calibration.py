@@ -9,13 +9,13 @@ rewrites it)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import yaml
+from doc_blocks import assert_block_in_sync
 
 from llamaforge.catalog import ModelSpec, get_model, parse_hardware
 from llamaforge.estimate import Estimate, StackFacts, estimate
@@ -223,14 +223,5 @@ def calibration_table() -> str:
 
 
 def test_docs_calibration_table_is_in_sync():
-    text = DOCS_FILE.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"{DOCS_FILE} lacks the calibration-table markers"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    fresh = f"{head}{BEGIN}\n{calibration_table()}\n{END}{tail}"
-    if os.environ.get("LLAMAFORGE_REGEN_DOCS") == "1":
-        tmp = DOCS_FILE.with_suffix(".md.tmp")
-        tmp.write_text(fresh, encoding="utf-8")
-        os.replace(tmp, DOCS_FILE)
-        text = fresh
-    assert text == fresh, "docs/hardware.md calibration table is stale: run LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_estimate_calibration.py"
+    assert_block_in_sync(DOCS_FILE, BEGIN, END, calibration_table(),
+                         "LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_estimate_calibration.py")

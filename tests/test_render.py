@@ -54,6 +54,8 @@ def test_matrix_covers_the_required_recipes():
 
 def test_every_recipe_header_is_complete():
     for entry in list_recipes():
+        if entry.trainer != "axolotl":
+            continue                  # MLX-LM configs: tests/test_mlx.py
         text = (ROOT / entry.path).read_text()
         header = read_header(text)
         for key in ("model", "hardware", "method", "peak_gpu_gib", "host_ram_gib", "tokens_per_s"):
@@ -172,7 +174,9 @@ def test_ls_lists_the_matrix(cli):
     assert res.code == 0
     ids = {r["id"] for r in res.json()["recipes"]}
     rendered = {f"{r.plan.setup.model.id}/{r.name}" for r in render_matrix()[1]}  # SFT, DPO and specialists
-    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and ids == rendered
+    mlx = {r["id"] for r in res.json()["recipes"] if r["trainer"] == "mlx-lm"}     # and the Mac's MLX-LM configs
+    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and ids == rendered | mlx
+    assert mlx == {"llama-3.1-8b/mlx-lora-1xM3Ultra-512GB", "llama-3.1-70b/mlx-qlora-1xM3Ultra-512GB"}
 
 
 def test_cp_copies_the_recipe_and_what_it_needs(tmp_path, cli, monkeypatch):

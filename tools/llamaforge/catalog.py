@@ -109,6 +109,7 @@ class GpuSpec:
     compute_capability: str
     interconnect: str
     usd_per_hour: float
+    memory_bandwidth_gbps: float = 0.0
 
     @property
     def supports_flash_attention(self) -> bool:
@@ -168,6 +169,81 @@ def gpus() -> dict[str, GpuSpec]:
     return {gid: GpuSpec(id=gid, **fields) for gid, fields in read_facts("gpus.yaml").items()}
 
 
+@dataclass(frozen=True)
+class AppleMachine:
+    """An Apple-Silicon Mac (facts/apple_silicon.yaml): one device whose GPU shares the unified
+    memory with macOS. MLX-LM trains on it; Ollama/llama.cpp serve on it; Axolotl does not run."""
+
+    id: str
+    name: str
+    chip: str
+    gpu_cores: int
+    memory_gib: float
+    bandwidth_gbps: float
+    prompt_rate: dict
+    usd_per_hour: float = 0.0
+
+    def default_gpu_share(self) -> float:
+        """macOS's default cap on GPU allocations (recommendedMaxWorkingSetSize) as a share of memory."""
+        share = apple_facts()["gpu_share"]
+        return share["small"] if self.memory_gib <= share["small_machine_max_gib"] else share["large"]
+
+    def gpu_usable_gib(self, wired_limit_gib: float | None = None) -> float:
+        """What the GPU may allocate: macOS's default share, or an explicit `iogpu.wired_limit_mb`."""
+        if wired_limit_gib is not None:
+            return min(float(wired_limit_gib), self.memory_gib)
+        return self.memory_gib * self.default_gpu_share()
+
+    @property
+    def label(self) -> str:
+        return f"1x{self.id}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["default_gpu_share"] = self.default_gpu_share()
+        d["gpu_usable_gib"] = round(self.gpu_usable_gib(), 2)
+        return d
+
+
+@lru_cache(maxsize=1)
+def apple_facts() -> dict:
+    return read_facts("apple_silicon.yaml")
+
+
+@lru_cache(maxsize=1)
+def apple_machines() -> dict[str, AppleMachine]:
+    return {mid: AppleMachine(id=mid, **fields) for mid, fields in apple_facts()["machines"].items()}
+
+
+_APPLE_RE = re.compile(r"^\s*(?:(\d+)\s*[xX×]\s*)?(M\d+(?:Pro|Max|Ultra)?-\d+GB)\s*$", re.I)
+
+
+def is_apple_hardware(text: str | None) -> bool:
+    """True for `1xM3Ultra-512GB` / `M2Ultra-192GB`: an Apple-Silicon machine name (known or not)."""
+    return bool(text and _APPLE_RE.match(text))
+
+
+def parse_apple_machine(text: str) -> AppleMachine:
+    """`1xM3Ultra-512GB` (or `M3Ultra-512GB`) -> the machine; one machine only."""
+    m = _APPLE_RE.match(text or "")
+    if not m:
+        raise UserError(f"malformed Apple-Silicon machine {text!r}; write 1x<chip>-<memory>GB, e.g. 1xM3Ultra-512GB "
+                        f"(machines: {', '.join(apple_machines())})")
+    if m.group(1) and int(m.group(1)) != 1:
+        raise UserError(f"{text!r}: plan one Mac at a time (1x{m.group(2)}); MLX-LM's multi-machine training "
+                        "is not planned by LlamaForge")
+    catalog = apple_machines()
+    by_lower = {mid.lower(): mid for mid in catalog}
+    key = m.group(2).lower()
+    if key in by_lower:
+        return catalog[by_lower[key]]
+    hint = ""
+    if key.startswith("m2ultra") and not key.endswith(("128gb", "192gb")):
+        hint = " (the M2 Ultra comes with at most 192 GB; the 512 GB Mac Studio is the M3 Ultra: M3Ultra-512GB)"
+    raise UserError(f"unknown Apple-Silicon machine {m.group(2)!r}{hint or _suggest(m.group(2), list(catalog))}; "
+                    f"use one of {', '.join(catalog)} (facts/apple_silicon.yaml lists them; add yours there)")
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -205,6 +281,12 @@ def get_gpu(name: str) -> GpuSpec:
     key = name.strip().lower()
     if key in by_lower:
         return catalog[by_lower[key]]
+    if is_apple_hardware(name):
+        raise UserError(
+            f"{name.strip()} is an Apple-Silicon Mac: Axolotl, DeepSpeed and bitsandbytes need CUDA and do not run "
+            f"there; `llamaforge estimate --gpus 1x{name.strip()}` plans MLX-LM fine-tuning on it and "
+            f"`llamaforge serve-plan` plans Ollama on it (docs/hardware.md, the Mac)"
+        )
     raise UserError(
         f"unknown GPU {name!r}{_suggest(name.strip(), list(catalog))}; use one of {', '.join(catalog)}"
     )

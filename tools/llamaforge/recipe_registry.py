@@ -39,6 +39,7 @@ class RecipeEntry:
     usable_gpu_gib: float | None
     host_ram_gib: float | None
     tokens_per_s: int | None
+    trainer: str = "axolotl"           # axolotl | mlx-lm (the Mac path: `mlx_lm.lora --config`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +88,7 @@ def list_recipes(root: Path | None = None) -> list[RecipeEntry]:
             usable_gpu_gib=info.get("usable_gpu_gib"),
             host_ram_gib=info.get("host_ram_gib"),
             tokens_per_s=info.get("tokens_per_s"),
+            trainer=info.get("trainer", "axolotl"),
         ))
     return entries
 

@@ -484,6 +484,8 @@ class Matrix:
     hyper_layers: tuple[tuple[str, dict], ...] = ()
     preference: list = field(default_factory=list)     # preference.DpoRequest: DPO after an SFT recipe
     specialists: list[str] = field(default_factory=list)  # specialists specs (datasets/*.yaml), repo-relative
+    serving: list = field(default_factory=list)        # committed serving plans (llamaforge.serve_render)
+    mlx: list = field(default_factory=list)            # MLX-LM configs for Apple Silicon (llamaforge.mlx_recipe)
 
 
 def load_matrix(path: Path | None = None) -> Matrix:
@@ -498,10 +500,13 @@ def load_matrix(path: Path | None = None) -> Matrix:
         raise UserError(f"{path}: a matrix is a mapping with a `recipes:` list")
     corpus = str(data.get("corpus", "leviathan"))
     layers = hyperparameter_layers(data.get("hyperparameters"), path.name)
-    unknown_sections = sorted(set(data) - {"corpus", "hyperparameters", "recipes", "preference", "specialists"})
+    sections = ("corpus", "hyperparameters", "recipes", "preference", "specialists", "serving", "mlx")
+    unknown_sections = sorted(set(data) - set(sections))
     if unknown_sections:
-        raise UserError(f"{path.name}: unknown key(s) {', '.join(unknown_sections)}; "
-                        "known: corpus, hyperparameters, recipes, preference, specialists")
+        raise UserError(f"{path.name}: unknown key(s) {', '.join(unknown_sections)}; known: {', '.join(sections)}")
+    for section in ("serving", "mlx"):
+        if not isinstance(data.get(section) or [], list):
+            raise UserError(f"{path.name}: `{section}` must be a list of entries")
     requests = []
     allowed = {"model", "gpus", "nodes", "method", "seq_len", "global_batch", "lora_r", "lora_alpha", "hyperparameters"}
     for i, entry in enumerate(data["recipes"]):
@@ -533,7 +538,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
         by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
         preference = dpo_requests(preference, by_id, layers, path.name)
     return Matrix(corpus=corpus, requests=requests, hyper_layers=layers, preference=preference or [],
-                  specialists=list(specialists))
+                  specialists=list(specialists), serving=list(data.get("serving") or []), mlx=list(data.get("mlx") or []))
 
 
 def hyperparameter_layers(section, where: str) -> tuple[tuple[str, dict], ...]:
@@ -576,6 +581,19 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         set_files, set_recipes = render_specialists(sset, shared, layers=matrix.hyper_layers)
         recipes += set_recipes
         extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
+    extra_index: dict = {}
+    if matrix.serving and only is None:
+        from .serve_render import render_serving_plans
+
+        serving_files = render_serving_plans(matrix.serving, recipes)
+        extra_files += serving_files
+        extra_index["serving_rows"] = [f"`{PurePosixPath(f.path).relative_to('recipes')}`" for f in serving_files]
+    if matrix.mlx and only is None:
+        from .mlx_recipe import index_row, render_mlx_recipes
+
+        mlx_files = render_mlx_recipes(matrix.mlx, matrix)
+        extra_files += mlx_files
+        extra_index["mlx_rows"] = [index_row(f) for f in mlx_files]
     names = [f"{r.plan.setup.model.id}/{r.name}" for r in recipes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -588,11 +606,11 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
     files = [f for r in recipes for f in r.files] + extra_files
     for stage, offload in STANDARD_DEEPSPEED:
         files.append(render_deepspeed(f"recipes/deepspeed/{deepspeed_filename(stage, offload)}", stage, offload))
-    files.append(RenderedFile("recipes/README.md", render_index(recipes)))
+    files.append(RenderedFile("recipes/README.md", render_index(recipes, **extra_index)))
     return _dedupe(files), recipes
 
 
-def render_index(recipes: list[RenderedRecipe]) -> str:
+def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=()) -> str:
     rows = []
     for r in sorted(recipes, key=lambda r: (r.plan.setup.model.parameter_count(), r.plan.setup.hardware.usd_per_hour)):
         s = r.summary()
@@ -603,7 +621,8 @@ def render_index(recipes: list[RenderedRecipe]) -> str:
             f"| {method} | {s['hardware']} | {par} | {s['seq_len']} | {s['global_batch']} "
             f"| {s['peak_gpu_gib']:.1f} / {s['usable_gpu_gib']:.1f} | {s['host_ram_gib']:.0f} | {s['tokens_per_s']:,} |"
         )
-    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes))
+    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes), mlx_rows=list(mlx_rows),
+                           serving_rows=list(serving_rows))
 
 
 # ---- disk ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ app = typer.Typer(
 
 # Each module adds its commands to `app` when imported.
 from . import catalog_cmd, check_cmd, corpus_cmd, demo_cmd, estimate_cmd, eval_cmd, export_cmd, recipes_cmd, run_cmd  # noqa: E402,F401
+from . import serve_cmd  # noqa: E402,F401
 
 
 def _error_line(text: str, exit_code: int):

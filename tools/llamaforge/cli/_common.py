@@ -68,6 +68,21 @@ def fmt_gib(x: float | None) -> str:
     return "—" if x is None else f"{x:,.1f} GiB"
 
 
+def print_plan_notes(reasons: list[str], rejected: list[dict], assumptions: list[str] | None = None) -> None:
+    """A plan's `why`, `considered and refused` and (optionally) `assumptions` sections."""
+    console.print("[bold]why[/]")
+    for r in reasons:
+        console.print(f"  - {r}", soft_wrap=True)
+    if rejected:
+        console.print("[bold]considered and refused[/]")
+        for r in rejected:
+            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
+    if assumptions:
+        console.print("[bold]assumptions[/]")
+        for a in assumptions:
+            console.print(f"  - {a}", soft_wrap=True)
+
+
 # ---- option values, checked while the arguments are parsed (before any work) --------------------
 
 

@@ -33,8 +33,12 @@ def check_command(
     """Check Axolotl configs: Axolotl's own validation for the target GPUs, keys Axolotl would
     silently ignore, deprecated keys, known-bad combinations, and memory per GPU. Exit 1 on errors."""
     from ..check import check_configs
+    from ..mlx_recipe import check_mlx_config, is_mlx_config
 
-    reports = check_configs(configs, hardware=gpus, model=model, schema=not no_schema, nodes=nodes)
+    mlx = {c for c in configs if is_mlx_config(c)}     # the Mac's MLX-LM configs: their own check
+    axolotl = [c for c in configs if c not in mlx]
+    checked = iter(check_configs(axolotl, hardware=gpus, model=model, schema=not no_schema, nodes=nodes) if axolotl else [])
+    reports = [check_mlx_config(c) if c in mlx else next(checked) for c in configs]
     ok = all(r.ok for r in reports)
     if json_out:
         if len(reports) == 1:

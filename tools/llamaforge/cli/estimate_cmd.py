@@ -13,7 +13,7 @@ import typer
 
 from ..errors import UserError
 from . import app
-from ._common import JsonOpt, bounded, console, err_console, fmt_gib, print_json
+from ._common import JsonOpt, bounded, console, err_console, fmt_gib, print_json, print_plan_notes
 
 # Input sanity bounds, far above any real run (Llama 3 pre-trained on 15T tokens): past them the
 # hours and costs overflow to infinity instead of meaning anything.
@@ -100,9 +100,9 @@ def _estimate_tables(est, title: str) -> None:
 
 @app.command("estimate")
 def estimate_command(
-    model: ModelOpt,
-    method: Annotated[str, typer.Option("--method", help="full | lora | qlora")],
     gpus: GpusOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json (on a Mac: omit it to see every catalog model).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (on a Mac: the plan's choice when omitted).")] = None,
     nodes: NodesOpt = None,
     parallel: Annotated[str | None, typer.Option("--parallel", help="single | ddp | zero1 | zero2 | zero3 | fsdp (default: single on one GPU, ddp on more).")] = None,
     offload: Annotated[str, typer.Option("--offload", help="none | optimizer | params | all")] = "none",
@@ -115,13 +115,25 @@ def estimate_command(
     optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
     tokens: TokensOpt = None,
     epochs: EpochsOpt = 1.0,
+    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).", callback=bounded(above=0))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
-    Exit 0 when it fits, 1 when it does not."""
-    from ..catalog import get_model
+    Exit 0 when it fits, 1 when it does not. On a Mac (--gpus 1xM3Ultra-512GB): MLX-LM's plan."""
+    from ..catalog import get_model, is_apple_hardware
+    from ..errors import UserError
     from ..estimate import estimate
     from ..training import TrainSetup, parse_lora_targets
+
+    if is_apple_hardware(gpus):
+        from .mac_cmd import estimate_on_mac
+
+        code = estimate_on_mac(gpus, model=model, method=method, seq_len=seq_len, lora_r=lora_r,
+                               tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out,
+                               wired_limit_gib=wired_limit_gib)
+        raise typer.Exit(code)
+    if model is None or method is None:
+        raise UserError("estimate needs --model and --method on GPUs (e.g. --model llama-3.1-8b --method qlora)")
 
     hw = _hardware(gpus, nodes)
     setup = TrainSetup(
@@ -212,10 +224,4 @@ def _print_plan(p) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
-    console.print("[bold]why[/]")
-    for r in p.reasons:
-        console.print(f"  - {r}", soft_wrap=True)
-    if p.rejected:
-        console.print("[bold]considered and refused[/]")
-        for r in p.rejected:
-            console.print(f"  - {r['setup']}: {r['why']}", soft_wrap=True)
+    print_plan_notes(p.reasons, p.rejected)

@@ -34,12 +34,16 @@ def export_command(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Export folder (default: RUN_DIR/export).",
                                                callback=checked_path(check_folder_to_write))] = None,
     force: Annotated[bool, typer.Option("--force", help="Export a run whose health or gates did not pass (recorded in the model card).")] = False,
+    serve_gpus: Annotated[str | None, typer.Option("--serve-gpus", help="Plan --vllm / --ollama for this hardware (e.g. 1xRTX4070S-12GB, 1xM3Ultra-512GB): their flags come from the serving plan, and an export whose server would not start is refused.")] = None,
+    serve_context: Annotated[int | None, typer.Option("--serve-context", help="Context to serve with --serve-gpus (default: the stage's sequence_len).", callback=bounded(1))] = None,
+    serve_reserve_gib: Annotated[float, typer.Option("--serve-reserve-gib", help="GiB of each serving GPU other processes hold (a desktop).", callback=bounded(0))] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a gated full run: the adapter (or merged model), serving files, a model card, a report with hashes."""
     from ..export import ExportOptions, export_run
 
-    opts = ExportOptions(merge=merge, quantize=quantize, ollama=ollama, vllm=vllm, push=push, output=output, force=force)
+    opts = ExportOptions(merge=merge, quantize=quantize, ollama=ollama, vllm=vllm, push=push, output=output, force=force,
+                         serve_gpus=serve_gpus, serve_context=serve_context, serve_reserve_gib=serve_reserve_gib)
     step = None if json_out else (lambda text: err_console.print(f"[dim]{text}...[/]", soft_wrap=True, highlight=False))
     warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True, highlight=False)  # noqa: E731
     result = export_run(run_dir, opts, on_step=step, on_warning=warn)

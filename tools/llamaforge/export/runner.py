@@ -41,6 +41,9 @@ class ExportOptions:
     push: str | None = None
     output: str | Path | None = None
     force: bool = False
+    serve_gpus: str | None = None       # plan the Modelfile / serve script for this hardware
+    serve_context: int | None = None    # the context to serve (default: the stage's sequence_len)
+    serve_reserve_gib: float = 0.0      # memory other processes hold on each serving GPU
 
 
 @dataclass
@@ -121,6 +124,10 @@ def _file_records(folder: Path, skip: str, known: dict[str, dict]) -> list[dict]
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != skip]
 
 
+def _report_command(cmd: dict) -> dict:
+    return {**{k: v for k, v in cmd.items() if k != "args"}, "args": [[f, v] for f, v in cmd["args"]]}
+
+
 def _check_output(output: Path) -> None:
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / EXPORT_REPORT).is_file())):
         raise UserError(f"--output {output} exists and is not an export folder (no {EXPORT_REPORT}); "
@@ -154,6 +161,55 @@ def base_unavailable_reason(src) -> str | None:
     return (f"--merge needs the base model {src.base_model!r}: it is not a folder here (relative to {src.root}) "
             "nor in the Hugging Face cache, and HF_HUB_OFFLINE is set; download it (`hf download "
             f"{src.base_model}`) or run the export where the base is")
+
+
+def _base_spec(src):
+    """The base model's architecture (its local config.json, or the catalog entry of its Hub id)."""
+    from ..catalog import model_from_hf_config, models
+
+    if src.base_path is not None and (src.base_path / "config.json").is_file():
+        return model_from_hf_config(src.base_path / "config.json")
+    for spec in models().values():
+        if src.base_model in (spec.hf_repo, spec.instruct_repo):
+            return spec
+    raise UserError(f"--serve-gpus needs the base model's architecture: {src.base_model!r} is neither a local folder "
+                    "with a config.json nor a catalog model; export without --serve-gpus")
+
+
+def serving_plans(src, spec: ServeSpec, opts: ExportOptions) -> dict:
+    """The serving plans of the export on --serve-gpus (pure but for reading the base's config):
+    {"vllm": ServePlan, "ollama": ServePlan} for the files asked. UserError, before anything is
+    written, when a plan says the server would not start."""
+    from ..catalog import is_apple_hardware, parse_apple_machine, parse_hardware
+    from ..errors import Infeasible
+    from ..serve_plan import ServeRequest, plan_serving
+    from .serving import serving_facts as file_facts, vllm_max_lora_rank
+
+    if is_apple_hardware(opts.serve_gpus):
+        device, count = parse_apple_machine(opts.serve_gpus), 1
+    else:
+        hw = parse_hardware(opts.serve_gpus)
+        device, count = hw.gpu, hw.gpus_per_node
+    model = _base_spec(src)
+    context = opts.serve_context or spec.sequence_len
+    plans = {}
+    wanted = [e for e, on in (("vllm", opts.vllm), ("ollama", opts.ollama)) if on]
+    if not wanted:
+        raise UserError("--serve-gpus plans the serving files: add --vllm and/or --ollama")
+    for engine in wanted:
+        if engine == "vllm" and is_apple_hardware(opts.serve_gpus):
+            raise UserError(f"--vllm: vLLM needs CUDA GPUs, {opts.serve_gpus} is a Mac; serve it with --ollama")
+        adapter = engine == "vllm" and not spec.model_folder
+        req = ServeRequest(model=model, device=device, count=count, engine=engine, context=context,
+                           max_loras=1 if adapter else 0,
+                           max_lora_rank=vllm_max_lora_rank(int(spec.lora_rank or 0), file_facts().max_lora_ranks) if adapter else 0,
+                           reserve_gib=opts.serve_reserve_gib,
+                           in_flight_only=bool(spec.model_folder) or spec.base_is_local)
+        try:
+            plans[engine] = plan_serving(req)
+        except Infeasible as exc:
+            raise UserError(f"export refused: the {engine} serving plan says the server would not start: {exc}") from None
+    return plans
 
 
 def serve_spec(src, *, model_folder: str | None) -> ServeSpec:
@@ -317,8 +373,13 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
 
     model_folder = "merged" if opts.merge else (None if src.is_adapter else "model")
     spec = serve_spec(src, model_folder=model_folder)
-    modelfile = modelfile_text(spec, facts) if opts.ollama else None     # refusals (quoting, rank) happen here,
-    script = vllm_script_text(spec, facts) if opts.vllm else None         # before anything is written
+    plans = serving_plans(src, spec, opts) if opts.serve_gpus else {}
+    ollama_plan = plans.get("ollama")
+    quantize = ollama_plan.estimate.flags["quantization"] if ollama_plan else "f16"
+    create = f"ollama create {spec.name}" + (f" -q {quantize}" if quantize != "f16" else "") + " -f Modelfile"
+    modelfile = modelfile_text(spec, facts, plans.get("ollama")) if opts.ollama else None   # refusals (quoting, rank,
+    script = vllm_script_text(spec, facts, plans.get("vllm")) if opts.vllm else None         # plan) happen here, before
+                                                                                              # anything is written
     output = Path(opts.output) if opts.output else src.run_dir / "export"
     _check_output(output)
 
@@ -382,7 +443,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
             contents.append({"path": "nf4/", "what": "the merged model in 4-bit NF4 (bitsandbytes, double quantization)"})
         if modelfile is not None:
             write_text_atomic(tmp / "Modelfile", modelfile)
-            contents.append({"path": "Modelfile", "what": f"Ollama: `ollama create {spec.name} -f Modelfile`"})
+            contents.append({"path": "Modelfile", "what": f"Ollama: `{create}`"})
         if script is not None:
             write_text_atomic(tmp / "serve_vllm.sh", script, mode=0o755)
             contents.append({"path": "serve_vllm.sh", "what": "vLLM's OpenAI-compatible server: `bash serve_vllm.sh`"})
@@ -403,8 +464,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
             "run_forced": bool(src.report.get("forced")),
             "merge": merge,
             "nf4": nf4,
-            "ollama": {"modelfile": "Modelfile", "create": f"ollama create {spec.name} -f Modelfile"} if modelfile else None,
-            "vllm": {"script": "serve_vllm.sh", "command": vllm_command(spec, facts)} if script else None,
+            "ollama": {"modelfile": "Modelfile", "create": create} if modelfile else None,
+            "vllm": {"script": "serve_vllm.sh", "command": _report_command(vllm_command(spec, facts, plans.get("vllm")))}
+            if script else None,
+            "serving_plans": {e: p.to_dict() for e, p in plans.items()} or None,
             "warnings": warnings,
             "files": _file_records(tmp, EXPORT_REPORT, known),
         }
