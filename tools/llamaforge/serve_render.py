@@ -9,7 +9,6 @@ Pure: entries in, RenderedFile out."""
 from __future__ import annotations
 
 import shlex
-
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
