@@ -21,24 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from llamaforge.corpus.build import BuildOptions, build_corpus
 from llamaforge.errors import UserError
-from llamaforge.paths import datasets_dir
 from llamaforge.run.runner import lock_run_folder
+
+from .test_stage import workspace as stage_workspace  # noqa: F401 (a fixture)
 
 FAKE_LAUNCH = Path(__file__).with_name("fake_launch.py")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    from llamaforge.demo import demo_recipe_request
-    from llamaforge.render import write_files
-
-    root = tmp_path_factory.mktemp("signals")
-    res = build_corpus(datasets_dir() / "demo.yaml", BuildOptions(workers=1), cwd=root)
-    rec = demo_recipe_request(root / "model", res.out_dir, root / "recipe.yaml")
-    write_files(rec.files, root)
-    return root
+def workspace(stage_workspace):
+    """The built demo corpus and demo recipe of the stage tests (root/recipe.yaml)."""
+    return stage_workspace[0]
 
 
 def start_run(root: Path, name: str, pids: Path, *, mode: str = "wait") -> subprocess.Popen:

@@ -72,46 +72,38 @@ def _file_above(path: Path) -> Path | None:
     return None
 
 
+def _check_path(path: str | Path, what: str, *, folder: bool, existing: bool) -> Path:
+    """`path` is of the right kind (a folder, or a file), and exists (`existing`) or can be made."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        kind = "a file, not a folder" if folder else "a folder, not a file"
+        raise UserError(f"{what} {p} is {kind}" + ("" if existing else f"; give {'a folder' if folder else 'a file name'}"))
+    if existing and not p.exists():
+        raise UserError(f"{what} {p} not found")
+    above = None if existing else _file_above(p)
+    if above is not None:
+        raise UserError(f"{what} {p}: {above} is a file, so nothing can be made under it; give another path")
+    return p
+
+
 def check_folder_to_write(path: str | Path, what: str) -> Path:
     """`path` can be (or already is) a folder: not an existing file, not under a file."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{what} {p} is a file, not a folder; give a folder")
-    above = _file_above(p)
-    if above is not None:
-        raise UserError(f"{what} {p}: {above} is a file, so no folder can be made under it; give another path")
-    return p
+    return _check_path(path, what, folder=True, existing=False)
 
 
 def check_file_to_write(path: str | Path, what: str) -> Path:
     """`path` can be written as a file: not an existing folder, not under a file."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{what} {p} is a folder; give a file name (e.g. {p / 'out.jsonl'})")
-    above = _file_above(p)
-    if above is not None:
-        raise UserError(f"{what} {p}: {above} is a file, so nothing can be written under it; give another path")
-    return p
+    return _check_path(path, what, folder=False, existing=False)
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
     """`path` is an existing file: "not found" when it is missing, "is a folder" when it is one."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{what} {p} is a folder, not a file")
-    if not p.exists():
-        raise UserError(f"{what} {p} not found")
-    return p
+    return _check_path(path, what, folder=False, existing=True)
 
 
 def check_input_folder(path: str | Path, what: str) -> Path:
     """`path` is an existing folder: "not found" when it is missing, "is a file" when it is one."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{what} {p} is a file, not a folder")
-    if not p.exists():
-        raise UserError(f"{what} {p} not found")
-    return p
+    return _check_path(path, what, folder=True, existing=True)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
