@@ -53,8 +53,10 @@ def schema_errors(report):
 def test_issue_405b_config_gets_exactly_the_expected_findings(checked):
     report = checked[0]["issue2-405b-lora-8xH100"]
     assert schema_errors(report) == []  # Axolotl's own validation accepts it...
-    # ...yet four keys are ignored, lora + load_in_4bit quantizes nothing, and it cannot fit
-    assert by_severity(report, "error") == IGNORED_405B | {"load_in_4bit", "memory"}
+    # ...yet four keys are ignored, lora + load_in_4bit quantizes nothing, base_model is a local path
+    # that does not exist here, and it cannot fit
+    assert by_severity(report, "error") == IGNORED_405B | {"load_in_4bit", "memory", "base_model"}
+    assert {"model_type", "lora_target_modules"} <= by_severity(report, "warning")
     memory = next(f for f in report.findings if f.key == "memory")
     assert "does not fit" in memory.message and report.to_dict()["estimate"]["fits"] is False
     deprecated = next(f for f in report.findings if f.key == "flash_attention")

@@ -32,8 +32,10 @@ from .recipe_config import (
     attn_implementation,
     batch_shape,
     describe_setup,
+    float_or,
     fsdp_block,
     fsdp_version,
+    invalid_batch_keys,
     read_config,
     read_deepspeed,
     resolve_model,
@@ -49,9 +51,16 @@ class Finding:
     severity: str  # error | warning | info
     key: str       # the config key it is about: `flash_attention`, `datasets[0].typ`, `memory`
     message: str
+    # fixes a rule suggests, as config changes: {"text", "config"} before they are re-estimated;
+    # afterwards also "suggested" (bool), "peak_gpu_gib" and "why" (see `settle_fixes`)
+    fixes: tuple[dict, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict:
-        return {"severity": self.severity, "key": self.key, "message": self.message}
+        out = {"severity": self.severity, "key": self.key, "message": self.message}
+        if self.fixes:
+            out["fixes"] = [{k: v for k, v in fx.items() if k != "config"} | {"config": fx.get("config")}
+                            for fx in self.fixes]
+        return out
 
 
 @dataclass
@@ -270,15 +279,6 @@ def _holds(cond: dict, view: dict, rules: dict) -> bool:
     raise ValueError(f"axolotl_rules.yaml: unknown condition {cond!r}")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
     """Explicit (non-"auto") batch values of the DeepSpeed JSON that transformers would find
     mismatched with Axolotl's micro_batch_size / gradient_accumulation_steps / world size."""
@@ -297,13 +297,75 @@ def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
         )
     out = []
     for ds_key, (want, how) in expected.items():
-        have = _number(ds.get(ds_key))
+        have = float_or(ds.get(ds_key))
         if have is not None and have != want:
             out.append({"what": f"{ds_key}={ds[ds_key]}", "expected": how})
     return out
 
 
-RULE_CHECKS = {"deepspeed_batch_sizes": _deepspeed_batch_sizes}
+def _batch_sizes(cfg: dict, facts: dict) -> list[dict]:
+    """micro_batch_size, gradient_accumulation_steps or batch_size below 1 (set in the config)."""
+    return [{"what": key, "value": cfg[key], "_key": key} for key in invalid_batch_keys(cfg)]
+
+
+_TRANSFORMERS_CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def _model_type_alias(cfg: dict, facts: dict) -> list[dict]:
+    """`model_type`, an alias of type_of_model; an error when it cannot name a transformers class."""
+    value = cfg.get("model_type")
+    if value is None:
+        return []
+    if isinstance(value, str) and _TRANSFORMERS_CLASS.match(value):
+        return [{"value": value, "problem": ""}]
+    return [{"value": value, "_severity": "error",
+             "problem": f"; `{value}` names no transformers class, so loading the model fails "
+                        "(after the GPUs are allocated)"}]
+
+
+def _lora_targets_both(cfg: dict, facts: dict) -> list[dict]:
+    modules = cfg.get("lora_target_modules")
+    if not cfg.get("lora_target_linear") or not modules:
+        return []
+    names = [modules] if isinstance(modules, str) else [str(m) for m in modules] if isinstance(modules, list) else [str(modules)]
+    linear = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    extra = sorted(set(names) - linear)
+    return [{"value": ", ".join(names),
+             "extra": f"; {', '.join(extra)} are adapted on top of every linear layer" if extra else ""}]
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A base_model written as a path rather than a Hub id (`owner/name`): absolute, ./, ../, ~, or
+    more than one `/`."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _local_base_model(cfg: dict, facts: dict) -> list[dict]:
+    base = str(cfg.get("base_model") or "").strip()
+    if not base or not looks_like_local_path(base):
+        return []
+    dirs = facts.get("_search_dirs") or [Path.cwd()]
+    path = Path(base).expanduser()
+    candidates = [path] if path.is_absolute() else [d / path for d in dirs]
+    if any(c.exists() for c in candidates):
+        return []
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    after = facts.get("_after_recipe")
+    if after:
+        # a stage recipe (DPO) starts from the model another recipe writes: expected before that run
+        return [{"_severity": "info", "_message": (
+            f"base_model `{base}` does not exist yet: it is the merged model of {after}, which that recipe's "
+            "training and merge write; expected before then, and needed before this stage launches")}]
+    return [{"value": base, "looked": looked}]
+
+
+RULE_CHECKS = {
+    "deepspeed_batch_sizes": _deepspeed_batch_sizes,
+    "batch_sizes": _batch_sizes,
+    "model_type_alias": _model_type_alias,
+    "lora_targets_both": _lora_targets_both,
+    "local_base_model": _local_base_model,
+}
 
 
 class _Values(dict):
@@ -318,18 +380,76 @@ def _rule_text(rule: dict, values: dict) -> str:
     return f"{message}; fix: {rule['fix']}" if rule.get("fix") else message
 
 
+def _rule_finding(rule: dict, values: dict, hit: dict | None = None) -> Finding:
+    hit = hit or {}
+    return Finding(hit.get("_severity", rule["severity"]), hit.get("_key", rule["key"]),
+                   hit.get("_message") or _rule_text(rule, {**values, **hit}),
+                   tuple({"text": fx["text"], "config": dict(fx["config"])} for fx in rule.get("fixes", ())))
+
+
 def find_bad_combinations(cfg: dict, facts: dict, rules: dict) -> list[Finding]:
     """Known-bad combinations of facts/axolotl_rules.yaml. `facts` are derived values (names
-    starting with `_`, see `derive_facts`). Pure."""
+    starting with `_`, see `derive_facts`). The fixes of a rule come back unsettled: `settle_fixes`
+    re-estimates them. Pure."""
     view = {**cfg, **facts}
     findings = []
     for rule in rules.get("rules", []):
         if "check" in rule:
             for hit in RULE_CHECKS[rule["check"]](cfg, facts):
-                findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, {**view, **hit})))
+                findings.append(_rule_finding(rule, view, hit))
         elif _holds(rule["when"], view, rules):
-            findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, view)))
+            findings.append(_rule_finding(rule, view))
     return findings
+
+
+def apply_config_change(cfg: dict, change: dict) -> dict:
+    """The config with `change` applied (a null value removes the key). Pure."""
+    out = dict(cfg)
+    for key, value in change.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def settle_fixes(findings: list[Finding], current: Any, price: Callable[[dict], tuple[Any, str | None]]) -> list[Finding]:
+    """Decide each suggested fix on its re-estimated memory: `price(config change)` returns the
+    estimate of the config with that change (or None and why not). A fix that leaves the config not
+    fitting where it fits now, or needing more memory while it does not fit, is not suggested, and the
+    finding says why. `current`: the config's own estimate (None when memory is not checked). Pure."""
+    out = []
+    for f in findings:
+        if not f.fixes:
+            out.append(f)
+            continue
+        parts, settled = [], []
+        for fx in f.fixes:
+            fixed, refused = price(fx["config"]) if current is not None else (None, None)
+            entry = {**fx, "suggested": True, "peak_gpu_gib": None, "why": None}
+            if current is None:
+                parts.append(f"fix: {fx['text']}")
+            elif fixed is None:
+                entry.update(suggested=False, why=f"the estimator refuses the changed config ({refused})")
+                parts.append(f"not suggesting {fx['text']}: {entry['why']}")
+            else:
+                entry["peak_gpu_gib"] = round(float(fixed.peak_gpu_gib), 2)
+                worse = not fixed.fits and (current.fits or fixed.peak_gpu_gib > current.peak_gpu_gib)
+                if worse:
+                    largest = max((fixed.breakdown or {}).items(), key=lambda kv: kv[1], default=(None, 0.0))
+                    entry.update(suggested=False, why=(
+                        f"with it the config would need ~{fixed.peak_gpu_gib:,.1f} GiB per GPU, over the "
+                        f"{fixed.usable_gpu_gib:,.1f} usable ({str(largest[0]).replace('_', ' ')} {largest[1]:,.1f} GiB), "
+                        + (f"where it fits now with ~{current.peak_gpu_gib:,.1f}" if current.fits
+                           else f"more than the ~{current.peak_gpu_gib:,.1f} it needs now")))
+                    parts.append(f"not suggesting {fx['text']}: {entry['why']}")
+                else:
+                    verdict = getattr(fixed, "verdict", "fits" if fixed.fits else "does not fit")
+                    parts.append(f"fix: {fx['text']} (re-estimated: ~{fixed.peak_gpu_gib:,.1f} of "
+                                 f"{fixed.usable_gpu_gib:,.1f} GiB usable per GPU, {verdict})")
+            settled.append(entry)
+        out.append(Finding(f.severity, f.key, f"{f.message}; " + "; ".join(parts), tuple(settled)))
+    return out
 
 
 def schema_defaults(table: dict) -> dict:
@@ -338,7 +458,8 @@ def schema_defaults(table: dict) -> dict:
 
 
 def derive_facts(
-    cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None
+    cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None,
+    search_dirs: list[Path] | None = None, header: dict[str, str] | None = None,
 ) -> dict:
     """The derived values rules test (see the header of facts/axolotl_rules.yaml). Pure."""
     defaults = schema_defaults(table)
@@ -355,6 +476,8 @@ def derive_facts(
         "_on_cpu": _on_cpu(hardware),
         "_micro_batch_size": micro,
         "_gradient_accumulation_steps": accum,
+        "_search_dirs": list(search_dirs or []),
+        "_after_recipe": (header or {}).get("after"),
     }
 
 
@@ -383,8 +506,13 @@ def schema_findings(errors: list, cfg: dict, version: str) -> list[Finding]:
 
 
 def memory_findings(estimate: Any, hardware: Hardware) -> list[Finding]:
-    """The estimator's verdict as a finding: error with the largest parts when it does not fit. Pure."""
+    """The estimator's verdict as a finding: error with the largest parts when it does not fit,
+    warning when it is tight (within 5% of the usable memory). Pure."""
     peak, usable = float(estimate.peak_gpu_gib), float(estimate.usable_gpu_gib)
+    if estimate.fits and getattr(estimate, "verdict", "fits") == "tight":
+        return [Finding("warning", "memory", f"tight: ~{peak:,.1f} GiB of {usable:,.1f} GiB usable per GPU on {hardware} "
+                        f"({estimate.verdict_text()}), within the estimator's own error; lower micro_batch_size "
+                        "or sequence_len for room")]
     if estimate.fits:
         return [Finding("info", "memory", f"fits: ~{peak:,.1f} GiB of {usable:,.1f} GiB usable per GPU on {hardware}")]
     parts = sorted(((float(v), k) for k, v in (estimate.breakdown or {}).items()), reverse=True)[:3]
@@ -492,28 +620,43 @@ def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | 
         return None, Finding("error", "memory", f"the estimator refused it: {exc}")
 
 
-def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> tuple[list[Finding], Any, TrainSetup | None]:
+def _setup_of(cfg: dict, ctx: _ConfigContext, table: dict, spec: ModelSpec) -> tuple[TrainSetup | None, list]:
+    return setup_from_config(
+        cfg, model=spec, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
+        defaults=schema_defaults(table), legacy_attention_flags=table.get("legacy_attention_flags", []),
+    )
+
+
+def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None
+            ) -> tuple[list[Finding], Any, TrainSetup | None, Callable[[dict], tuple[Any, str | None]] | None]:
+    """Memory findings, the estimate, the setup it priced, and a function that prices the config
+    with a change applied (for `settle_fixes`)."""
     if ctx.hardware is None:
-        return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None
+        return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None, None
     if _on_cpu(ctx.hardware):
-        return [Finding("info", "memory", f"memory not checked: a CPU run ({ctx.hardware.label})")], None, None
+        return [Finding("info", "memory", f"memory not checked: a CPU run ({ctx.hardware.label})")], None, None, None
     choice = resolve_model(ctx.loaded.data, ctx.loaded.header, model, ctx.search_dirs)
     findings = [Finding(*n) for n in choice.notes]
     if choice.model is None:
-        return findings, None, None
-    defaults = schema_defaults(table)
-    setup, notes = setup_from_config(
-        ctx.loaded.data, model=choice.model, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
-        defaults=defaults, legacy_attention_flags=table.get("legacy_attention_flags", []),
-    )
+        return findings, None, None, None
+    setup, notes = _setup_of(ctx.loaded.data, ctx, table, choice.model)
     findings += [Finding(*n) for n in notes]
     if setup is None:
-        return findings, None, None
+        return findings, None, None, None
     findings.append(Finding("info", "setup", describe_setup(setup)))
     estimate, problem = _estimate(setup, ctx.loaded.data.get("rl"))
     if problem is not None:
-        return findings + [problem], None, setup
-    return findings + memory_findings(estimate, ctx.hardware), estimate, setup
+        return findings + [problem], None, setup, None
+
+    def price(change: dict) -> tuple[Any, str | None]:
+        changed = apply_config_change(ctx.loaded.data, change)
+        fixed_setup, _ = _setup_of(changed, ctx, table, choice.model)
+        if fixed_setup is None:
+            return None, "it cannot be read as a training setup"
+        fixed, refused = _estimate(fixed_setup, changed.get("rl"))
+        return fixed, None if refused is None else refused.message
+
+    return findings + memory_findings(estimate, ctx.hardware), estimate, setup, price
 
 
 def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, schema: bool) -> CheckReport:
@@ -541,9 +684,11 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
         plugins_unloaded = bool(cfg.get("plugins")) and (verdict is None or verdict.table is None)
         findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded)
         findings += find_deprecated_keys(cfg, table, rules)
-        facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware)
-        findings += find_bad_combinations(cfg, facts, rules)
-        memory, estimate, setup = _memory(ctx, table, model)
+        facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware,
+                             search_dirs=ctx.search_dirs, header=ctx.loaded.header)
+        combos = find_bad_combinations(cfg, facts, rules)
+        memory, estimate, setup, price = _memory(ctx, table, model)
+        findings += settle_fixes(combos, estimate if price is not None else None, price or (lambda change: (None, None)))
     else:
         memory, estimate, setup = [Finding("info", "memory", "memory not checked: no schema defaults")], None, None
     findings += memory

@@ -106,8 +106,15 @@ def render_mlx_recipe(entry: MlxEntry, *, corpus: str, layers: tuple = (), base_
                  f"{tokens * hp.epochs:,.0f} tokens take ~{hours:,.0f} h" if hours is not None else "")
     method_line = (f"{s.method_label}; LoRA r={s.lora_rank}, scale {(entry.lora_alpha or 2 * s.lora_rank) / s.lora_rank:g} "
                    f"on all linear layers of all {s.trained_layers} layers: {s.lora_params() / 1e6:,.1f}M trainable")
+    # the one command that reproduces the memory and throughput lines (tests/test_recipe_headers_reproduce.py)
+    command = ["llamaforge", "estimate", "--gpus", machine.label, "--model", model.id, "--method", s.method]
+    if s.method == "qlora":
+        command += ["--bits", str(s.bits)]
+    command += ["--seq-len", str(s.seq_len), "--lora-r", str(s.lora_rank), "--tokens-per-row", str(entry.tokens_per_row),
+                "--tokens", str(tokens), "--epochs", f"{hp.epochs:g}"]
     text = render_template(
         TEMPLATE, title=f"{model_display_name(model)}: {s.method_label} with MLX-LM on {machine.label}",
+        estimate_command=" ".join(command),
         hf_model=hf_model, params_b=f"{model.parameter_count() / 1e9:.1f}B", gated=model.gated and not base_model,
         method_line=method_line, machine=machine, est=est, time_line=time_line, setup=s, accumulation=accumulation,
         iters=iters, epochs=f"{hp.epochs:g}", rows=entry.rows, reasons=plan.reasons, corpus=corpus,

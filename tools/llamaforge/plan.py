@@ -121,7 +121,7 @@ def _why_not(est: Estimate, margin: float) -> str:
 
 def _search(methods: list[str], offload: str, hardware: Hardware, *, model: ModelSpec, parallel: str | None,
             seq_len: int, micro_batches: list[int], per_gpu: int, lora_r: int, lora_targets: tuple[str, ...],
-            rejected: list[dict]) -> _Choice | None:
+            rejected: list[dict], fsdp_version: int | None = None) -> _Choice | None:
     """The fastest fitting configuration of the first method (in order) that fits with `offload`."""
     pf = parallelism_facts()
     margin = pf["planner_memory_margin"]
@@ -141,12 +141,14 @@ def _search(methods: list[str], offload: str, hardware: Hardware, *, model: Mode
                 continue
             try:
                 base = TrainSetup(parallel=mode, offload=offload, **common)
+                if mode == "fsdp" and fsdp_version is not None:
+                    base = base.with_(fsdp_version=fsdp_version)
                 estimate(base)      # validates the combination
             except UserError as exc:
                 rejected.append({"setup": label, "why": str(exc)})
                 continue
             choice = _largest_fitting(base, micro_batches, per_gpu, margin)
-            if choice is None and mode == "fsdp" and base.loads_whole_base_per_gpu:
+            if choice is None and mode == "fsdp" and base.loads_whole_base_per_gpu and fsdp_version is None:
                 # the whole 4/8-bit base must fit on one GPU while loading under FSDP2; FSDP1's
                 # sharded quantized loading does not need that (facts/parallelism.yaml)
                 rejected.append(_memory_rejection(base, margin))
@@ -210,7 +212,7 @@ def _micro_batches(per_gpu: int, micro_batch: int | None) -> list[int]:
 def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, parallel: str | None = None,
          seq_len: int = 2048, global_batch: int | None = None, micro_batch: int | None = None,
          lora_r: int = 16, lora_targets=ALL_LINEAR, tokens: int | None = None, epochs: float = 1.0,
-         _suggest: bool = True) -> Plan:
+         fsdp_version: int | None = None, _suggest: bool = True) -> Plan:
     """The fastest configuration of `model` on `hardware` that fits; raises Infeasible (with the
     smallest catalog hardware that would fit) when none does."""
     if method is not None and method not in METHODS:
@@ -219,6 +221,8 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
         raise UserError(f"unknown parallelism {parallel!r}; use one of {', '.join(PARALLELS)}")
     if seq_len < 1:
         raise UserError("--seq-len must be >= 1")
+    if fsdp_version is not None and (fsdp_version not in (1, 2) or parallel != "fsdp"):
+        raise UserError("--fsdp-version 1 or 2 goes with --parallel fsdp")
     targets = parse_lora_targets(lora_targets) if not isinstance(lora_targets, tuple) else lora_targets
     ws = hardware.world_size
     reasons: list[str] = []
@@ -247,7 +251,7 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
     for offload in rounds:
         chosen = _search(methods, offload, hardware, model=model, parallel=parallel, seq_len=seq_len,
                          micro_batches=micro_batches, per_gpu=per_gpu, lora_r=lora_r, lora_targets=targets,
-                         rejected=rejected)
+                         rejected=rejected, fsdp_version=fsdp_version)
         if chosen is not None:
             break
     if chosen is None:

@@ -17,7 +17,7 @@ import yaml
 
 from .catalog import Hardware, ModelSpec, get_model, model_from_hf_config, models
 from .errors import UserError
-from .training import ALL_LINEAR, OPTIMIZER_STATE_BYTES, TrainSetup
+from .training import ALL_LINEAR, OPTIMIZER_STATE_BYTES, DeepSpeedSettings, TrainSetup
 
 Note = tuple[str, str, str]  # (severity, key, message)
 
@@ -322,12 +322,65 @@ def int_or(value: Any, default: int) -> int:
 
 def batch_shape(cfg: dict, defaults: dict[str, Any]) -> tuple[int, int]:
     """(micro_batch_size, gradient_accumulation_steps) as Axolotl derives them: accumulation
-    from batch_size // micro_batch_size when only batch_size is given (normalize_config). Pure."""
-    micro = max(1, int_or(cfg.get("micro_batch_size"), int_or(defaults.get("micro_batch_size"), 1)))
+    from batch_size // micro_batch_size when only batch_size is given (normalize_config). Values
+    below 1 come back as they are (`batch_size_findings` reports them). Pure."""
+    micro = int_or(cfg.get("micro_batch_size"), int_or(defaults.get("micro_batch_size"), 1))
     accum = cfg.get("gradient_accumulation_steps")
-    if accum is None and cfg.get("batch_size"):
+    if accum is None and cfg.get("batch_size") and micro >= 1:
         accum = int_or(cfg.get("batch_size"), micro) // micro
-    return micro, max(1, int_or(accum, int_or(defaults.get("gradient_accumulation_steps"), 1)))
+    return micro, int_or(accum, int_or(defaults.get("gradient_accumulation_steps"), 1))
+
+
+BATCH_KEYS = ("micro_batch_size", "gradient_accumulation_steps", "batch_size")
+
+
+def invalid_batch_keys(cfg: dict) -> list[str]:
+    """The batch-size keys the config sets to something other than a whole number >= 1. Pure."""
+    bad = []
+    for key in BATCH_KEYS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        number = float_or(value)
+        if number is None or number < 1 or number != int(number):
+            bad.append(key)
+    return bad
+
+
+def deepspeed_settings(ds: dict | None) -> DeepSpeedSettings:
+    """The memory-relevant values of a DeepSpeed JSON; keys it leaves out take DeepSpeed's defaults
+    (deepspeed/runtime/zero/config.py), not LlamaForge's template's. Pure."""
+    if not isinstance(ds, dict):
+        return DeepSpeedSettings()
+    zero = ds.get("zero_optimization") if isinstance(ds.get("zero_optimization"), dict) else {}
+
+    def size(key: str, default: float, *, auto: bool = False) -> Any:
+        value = zero.get(key, default)
+        if auto and value == "auto":
+            return "auto"
+        number = float_or(value)
+        return default if number is None or number < 0 else int(number)
+
+    return DeepSpeedSettings(
+        optimizer_block=isinstance(ds.get("optimizer"), dict),
+        reduce_bucket_size=size("reduce_bucket_size", 500_000_000, auto=True),
+        allgather_bucket_size=size("allgather_bucket_size", 500_000_000),
+        overlap_comm=bool(zero.get("overlap_comm", int_or(zero.get("stage"), 0) == 3)),
+        prefetch_bucket_size=size("stage3_prefetch_bucket_size", 50_000_000, auto=True),
+        max_live_parameters=size("stage3_max_live_parameters", 1_000_000_000),
+        max_reuse_distance=size("stage3_max_reuse_distance", 1_000_000_000),
+        sub_group_size=size("sub_group_size", 1_000_000_000),
+    )
+
+
+def float_or(value: Any) -> float | None:
+    """`value` as a float, or None when it is not a number (booleans are not). Pure."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def setup_from_config(
@@ -365,6 +418,8 @@ def setup_from_config(
                     and bool(fsdp.get("cpu_ram_efficient_loading")) and bool(cfg.get("qlora_sharded_model_loading")))
 
     micro, accum = batch_shape(cfg, defaults)
+    if micro < 1 or accum < 1 or invalid_batch_keys(cfg):
+        return None, notes   # check reports the key (rule batch-sizes-below-one)
     optimizer, opt_note = _estimator_optimizer(str(cfg.get("optimizer") or defaults.get("optimizer") or "adamw_torch_fused"))
     if opt_note:
         notes.append(("info", "optimizer", opt_note))
@@ -396,7 +451,10 @@ def setup_from_config(
         optimizer=optimizer,
         attn=attn_kind,
         sample_packing=bool(cfg.get("sample_packing")),
+        pad_to_sequence_len=None if cfg.get("pad_to_sequence_len") is None else bool(cfg.get("pad_to_sequence_len")),
+        torch_compile=bool(cfg.get("torch_compile")),
         fsdp_version=1 if sharded_load else 2,
+        deepspeed=deepspeed_settings(deepspeed.config if deepspeed else None),
     )
     try:
         return TrainSetup(**fields), notes

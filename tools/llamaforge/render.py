@@ -18,7 +18,7 @@ import yaml
 from .catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
 from .errors import LINE_BREAKS, UserError
 from .paths import recipes_dir, repo_root, templates_dir
-from .training import ALL_LINEAR, TrainSetup
+from .training import ALL_LINEAR, TrainSetup, estimate_cli_args
 
 MATRIX_FILE = "matrix.yaml"
 SFT_TEMPLATE = "axolotl/sft.yaml.j2"
@@ -150,6 +150,9 @@ class RecipeRequest:
     lora_r: int = 16
     lora_alpha: int | None = None
     corpus: str = "leviathan"
+    # the curriculum phases the corpus's train.jsonl holds in order (None: those of datasets/<corpus>.yaml);
+    # with two or more the recipe keeps that order under stock Axolotl (`_curriculum_context`)
+    phases: tuple[str, ...] | None = None
     # Hyperparameter layers, applied in order when they apply to the chosen method:
     # (("common", {...}), ("lora", {...}), ("entry", {...})). Resolved after planning, because
     # the planner may choose the method.
@@ -341,6 +344,18 @@ def _fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def corpus_phases(corpus: str) -> tuple[str, ...]:
+    """The curriculum phases of the corpus spec datasets/<corpus>.yaml, in order; () when the spec is
+    not in the repository or has no phases."""
+    from .corpus.spec import load_spec
+    from .paths import datasets_dir
+
+    path = datasets_dir() / f"{corpus}.yaml"
+    if not path.is_file():
+        return ()
+    return tuple(p.name for p in load_spec(path).phases)
+
+
 def render_recipe(
     req: RecipeRequest,
     layout: Layout = Layout(),
@@ -400,6 +415,9 @@ def render_recipe(
             "tokens_per_s": _fmt_int(est.tokens_per_s),
             "mfu_pct": f"{100 * est.mfu:.0f}",
             "cost_line": f"1B training tokens take ~{per_billion.hours:,.1f} h, ~${per_billion.cost_usd:,.0f} at ${hw.usd_per_hour:,.2f}/h",
+            "tight_note": f"; {est.verdict_text()}" if est.verdict != "fits" else "",
+            # the one command that reproduces this header's memory and throughput lines (tests assert it)
+            "command": " ".join(shlex.quote(a) for a in estimate_cli_args(s, stage=stage)),
         }
     corpus_dir = f"build/corpus/{req.corpus}"
     model_repo = base_model or s.model.instruct_repo or s.model.hf_repo or s.model.id
@@ -433,7 +451,7 @@ def render_recipe(
         "hp": hyper,
         "datasets": train_files or [f"{corpus_dir}/train.jsonl"],
         "eval_dataset": eval_file or f"{corpus_dir}/eval.jsonl",
-        "curriculum": bool(train_files and len(train_files) > 1),
+        **_curriculum_context(req, train_files),
         "prepared_path": "build/prepared",
         "output_dir": output_dir or f"outputs/{s.model.id}/{name}",
         "cpu": cpu,
@@ -457,6 +475,18 @@ def render_recipe(
             accelerate_path=accelerate_path, recipe_path=recipe_path,
         )))
     return RenderedRecipe(req, p, name, recipe_path, files, context["launch"], deepspeed_path, accelerate_path, stage)
+
+
+def _curriculum_context(req: RecipeRequest, train_files: list[str] | None) -> dict:
+    """Whether the recipe must keep its rows in file order, and the comment saying why: several phase
+    files in order, or one train.jsonl holding the corpus's phases in order."""
+    if train_files and len(train_files) > 1:
+        return {"curriculum": True, "curriculum_note": "phases are consumed in the order listed above"}
+    phases = () if train_files else req.phases if req.phases is not None else corpus_phases(req.corpus)
+    if len(phases) < 2:
+        return {"curriculum": False, "curriculum_note": ""}
+    return {"curriculum": True,
+            "curriculum_note": f"train.jsonl holds the phases in order ({', '.join(phases)}); keep that order"}
 
 
 def render_deepspeed(path: str, stage: int, offload: str) -> RenderedFile:

@@ -295,9 +295,11 @@ def slice_spec_text(sset: SpecialistSet, sp: Specialist, shared: dict, path: str
 
 def specialist_request(sset: SpecialistSet, sp: Specialist, shared: dict, layers: tuple = ()) -> RecipeRequest:
     b = sset.base
+    phases = slice_spec_data(sset, sp, shared).get("phases") or []
     return RecipeRequest(
         model=b.model, gpus=b.gpus, nodes=b.nodes, method=b.method, seq_len=b.seq_len, global_batch=b.global_batch,
         lora_r=sp.lora_r, lora_alpha=sp.lora_alpha, corpus=slice_name(shared, sp),
+        phases=tuple(str(p.get("name")) for p in phases),
         hyper_layers=tuple(layers) + (("entry", dict(sset.hyperparameters)),),
     )
 

@@ -45,6 +45,34 @@ OPTIMIZER_STATE_BYTES: dict[str, float] = {
 PAGED_OPTIMIZERS = frozenset({"paged_adamw_8bit", "paged_adamw_32bit"})
 
 
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    """The DeepSpeed JSON values that decide GPU memory beyond the ZeRO stage and offload. Sizes are
+    elements; "auto" is what transformers fills in (reduce_bucket_size = h^2, prefetch = 0.9 h^2).
+    The defaults are LlamaForge's templates/deepspeed/zero.json.j2; `recipe_config.deepspeed_settings`
+    reads them from any DeepSpeed JSON, DeepSpeed's own defaults filling the keys it leaves out."""
+
+    optimizer_block: bool = False                 # an `optimizer` block: DeepSpeed builds FusedAdam/CPUAdam itself
+    # None: as the template writes it ("auto" for ZeRO-2/3; left out, so DeepSpeed's 5e8, for ZeRO-1)
+    reduce_bucket_size: int | str | None = None
+    allgather_bucket_size: int = 500_000_000      # ZeRO-1/2 all-gather of the updated parameters
+    overlap_comm: bool = True
+    prefetch_bucket_size: int | str = "auto"      # stage3_prefetch_bucket_size
+    max_live_parameters: int = 1_000_000_000      # stage3_max_live_parameters
+    max_reuse_distance: int = 1_000_000_000       # stage3_max_reuse_distance
+    sub_group_size: int = 1_000_000_000           # ZeRO-3 runs the optimizer step one sub-group at a time
+
+    def __post_init__(self) -> None:
+        for name in ("reduce_bucket_size", "prefetch_bucket_size"):
+            value = getattr(self, name)
+            if value not in ("auto", None) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise UserError(f"deepspeed {name} must be a number of elements or \"auto\", not {value!r}")
+        for name in ("allgather_bucket_size", "max_live_parameters", "max_reuse_distance", "sub_group_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UserError(f"deepspeed {name} must be a number of elements >= 0, not {value!r}")
+
+
 def parse_lora_targets(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """`attn` | `all` | `q_proj,v_proj,...` -> a tuple of module names in canonical order."""
     if isinstance(text, (list, tuple)):
@@ -93,6 +121,13 @@ class TrainSetup:
     # one GPU: then 1, with cpu_ram_efficient_loading + qlora_sharded_model_loading, the only
     # Axolotl 0.19 path that quantizes and shards the base layer by layer (see facts/parallelism.yaml)
     fsdp_version: int = 2
+    # Axolotl `torch_compile: true`: the model (its loss included) runs through torch.compile/Inductor
+    torch_compile: bool = False
+    # every row padded to seq_len (Axolotl pad_to_sequence_len; sample packing fills rows to it);
+    # None = the same as sample_packing, as LlamaForge's recipes set it. Unpacked, unpadded batches
+    # vary in length from step to step, which fragments PyTorch's cached memory (docs/hardware.md)
+    pad_to_sequence_len: bool | None = None
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +169,11 @@ class TrainSetup:
         return self.global_batch * self.seq_len
 
     @property
+    def fixed_length_batches(self) -> bool:
+        """Every micro-batch has seq_len tokens per row (packed, or padded to the sequence length)."""
+        return self.sample_packing or bool(self.pad_to_sequence_len)
+
+    @property
     def is_quantized(self) -> bool:
         return self.weight_format in ("int8", "nf4", "nf4_dq")
 
@@ -172,3 +212,43 @@ class TrainSetup:
         d["trainable_params"] = self.trainable_params()
         d["notes"] = list(self.notes)
         return d
+
+
+def estimate_cli_args(setup: TrainSetup, *, stage: str = "sft", tokens: str | None = "1B") -> list[str]:
+    """The `llamaforge estimate` command line that prices exactly `setup` (what a recipe header prints,
+    so that its figures can be reproduced). Flags at their default are left out."""
+    s = setup
+    flash = s.hardware.gpu.supports_flash_attention
+    args = ["llamaforge", "estimate", "--model", s.model.id, "--method", s.method, "--gpus", s.hardware.label]
+    default_parallel = "single" if s.world_size == 1 else "ddp"
+    if s.parallel != default_parallel:
+        args += ["--parallel", s.parallel]
+    if s.parallel == "fsdp" and s.fsdp_version != 2:
+        args += ["--fsdp-version", str(s.fsdp_version)]
+    if s.offload != "none":
+        args += ["--offload", s.offload]
+    if s.is_adapter:
+        if s.lora_r != 16:
+            args += ["--lora-r", str(s.lora_r)]
+        if tuple(s.lora_targets) != ALL_LINEAR:
+            args += ["--lora-targets", ",".join(s.lora_targets)]
+    if s.weight_format != default_weight_format(s.method):
+        args += ["--weight-format", s.weight_format]
+    args += ["--seq-len", str(s.seq_len), "--micro-batch", str(s.micro_batch), "--grad-accum", str(s.grad_accum)]
+    if not s.grad_ckpt:
+        args.append("--no-grad-ckpt")
+    if s.optimizer != "adamw_torch_fused":
+        args += ["--optimizer", s.optimizer]
+    if s.attn != ("flash_attention_2" if flash else "sdpa"):
+        args += ["--attn", s.attn]
+    if stage == "sft" and s.sample_packing != (s.attn == "flash_attention_2"):
+        args.append("--sample-packing" if s.sample_packing else "--no-sample-packing")
+    if stage == "sft" and not s.sample_packing and s.pad_to_sequence_len:
+        args.append("--pad-to-sequence-len")
+    if s.torch_compile:
+        args.append("--torch-compile")
+    if stage != "sft":
+        args += ["--stage", stage]
+    if tokens:
+        args += ["--tokens", tokens]
+    return args

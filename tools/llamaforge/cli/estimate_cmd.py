@@ -28,6 +28,10 @@ TokensOpt = Annotated[str | None, typer.Option("--tokens", help="Training tokens
 EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.", callback=bounded(above=0, high=MAX_EPOCHS))]
 LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.", callback=bounded(1))]
 TargetsOpt = Annotated[str, typer.Option("--lora-targets", help="attn | all | mlp | a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")]
+FsdpVersionOpt = Annotated[int | None, typer.Option(
+    "--fsdp-version", help="With --parallel fsdp: 2 (Axolotl's default) or 1 (deprecated; with a 4-bit base it "
+    "loads the base sharded, layer by layer on rank 0 — cpu_ram_efficient_loading + qlora_sharded_model_loading).",
+    callback=bounded(1, 2))]
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
@@ -68,11 +72,11 @@ def _estimate_tables(est, title: str) -> None:
     table.add_column("GiB", justify="right")
     for k, v in sorted(est.breakdown.items(), key=lambda kv: -kv[1]):
         table.add_row(k.replace("_", " "), f"{v:,.2f}")
-    verdict = "[green]fits[/]" if est.fits else "[bold red]does not fit[/]"
+    colour = {"fits": "green", "tight": "bold yellow", "does not fit": "bold red"}[est.verdict]
     table.add_section()
     table.add_row(f"peak ({est.peak_phase})", f"{est.peak_gpu_gib:,.2f}")
     table.add_row(f"usable on {s.hardware.gpu.id}", f"{est.usable_gpu_gib:,.2f}")
-    table.add_row("verdict", verdict)
+    table.add_row("verdict", f"[{colour}]{est.verdict_text()}[/]")
     if est.paged_optimizer_gib:
         table.add_row("paged optimizer (evictable)", f"{est.paged_optimizer_gib:,.2f}")
     table.add_row("nvidia-smi would show ~", f"{est.device_gib:,.1f}")
@@ -106,22 +110,31 @@ def estimate_command(
     nodes: NodesOpt = None,
     parallel: Annotated[str | None, typer.Option("--parallel", help="single | ddp | zero1 | zero2 | zero3 | fsdp (default: single on one GPU, ddp on more).")] = None,
     offload: Annotated[str, typer.Option("--offload", help="none | optimizer | params | all")] = "none",
+    fsdp_version: FsdpVersionOpt = None,
     lora_r: LoraROpt = 16,
     lora_targets: TargetsOpt = "all",
+    weight_format: Annotated[str, typer.Option("--weight-format", help="Base weights: bf16 | fp32 | int8 (lora) | nf4 | nf4_dq (qlora; default nf4_dq, Axolotl's double quantization).")] = "",
     seq_len: SeqOpt = 2048,
     micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.", callback=bounded(1))] = 1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.", callback=bounded(1))] = 1,
     grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="Gradient checkpointing.")] = True,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
+    attn: Annotated[str | None, typer.Option("--attn", help="flash_attention_2 | sdpa | eager (default: flash_attention_2 where the GPU runs it, else sdpa).")] = None,
+    sample_packing: Annotated[bool | None, typer.Option("--sample-packing/--no-sample-packing", help="Pack rows to the sequence length (default: on with flash-attention, as the recipes do).")] = None,
+    pad_to_sequence_len: Annotated[bool, typer.Option("--pad-to-sequence-len/--no-pad-to-sequence-len", help="Without packing: pad every row to --seq-len (fixed-size batches) instead of to the longest in the batch.")] = False,
+    torch_compile: Annotated[bool, typer.Option("--torch-compile", help="Axolotl torch_compile: true.")] = False,
+    stage: Annotated[str, typer.Option("--stage", help="sft | dpo (a DPO step: chosen + rejected pairs and the reference forward).")] = "sft",
     tokens: TokensOpt = None,
     epochs: EpochsOpt = 1.0,
     wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).", callback=bounded(above=0))] = None,
+    bits: Annotated[int | None, typer.Option("--bits", help="On a Mac with --method qlora: 4 or 8 (default: the plan's choice).")] = None,
+    tokens_per_row: Annotated[int | None, typer.Option("--tokens-per-row", help="On a Mac: the mean tokens of a row, for the speed (default: --seq-len).", callback=bounded(1))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
-    Exit 0 when it fits, 1 when it does not. On a Mac (--gpus 1xM3Ultra-512GB): MLX-LM's plan."""
+    Exit 0 when it fits (also when tight: within 5% of the usable memory), 1 when it does not. On a Mac
+    (--gpus 1xM3Ultra-512GB): MLX-LM's plan."""
     from ..catalog import get_model, is_apple_hardware
-    from ..errors import UserError
     from ..estimate import estimate
     from ..training import TrainSetup, parse_lora_targets
 
@@ -130,24 +143,36 @@ def estimate_command(
 
         code = estimate_on_mac(gpus, model=model, method=method, seq_len=seq_len, lora_r=lora_r,
                                tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out,
-                               wired_limit_gib=wired_limit_gib)
+                               wired_limit_gib=wired_limit_gib, bits=bits, tokens_per_row=tokens_per_row)
         raise typer.Exit(code)
     if model is None or method is None:
         raise UserError("estimate needs --model and --method on GPUs (e.g. --model llama-3.1-8b --method qlora)")
-
+    if stage not in ("sft", "dpo"):
+        raise UserError(f"--stage {stage!r}: use sft or dpo")
     hw = _hardware(gpus, nodes)
+    mode = parallel or ("single" if hw.world_size == 1 else "ddp")
+    if fsdp_version is not None and mode != "fsdp":
+        raise UserError(f"--fsdp-version goes with --parallel fsdp, not {mode}")
+    chosen_attn = attn or ("flash_attention_2" if hw.gpu.supports_flash_attention else "sdpa")
     setup = TrainSetup(
-        model=get_model(model), hardware=hw, method=method,
-        parallel=parallel or ("single" if hw.world_size == 1 else "ddp"), offload=offload,
-        lora_r=lora_r, lora_targets=parse_lora_targets(lora_targets), seq_len=seq_len,
+        model=get_model(model), hardware=hw, method=method, parallel=mode, offload=offload,
+        weight_format=weight_format, lora_r=lora_r, lora_targets=parse_lora_targets(lora_targets), seq_len=seq_len,
         micro_batch=micro_batch, grad_accum=grad_accum, grad_ckpt=grad_ckpt, optimizer=optimizer,
-        attn="flash_attention_2" if hw.gpu.supports_flash_attention else "sdpa",
+        attn=chosen_attn,
+        sample_packing=(chosen_attn == "flash_attention_2") if sample_packing is None else sample_packing,
+        pad_to_sequence_len=pad_to_sequence_len or None, torch_compile=torch_compile,
+        fsdp_version=fsdp_version or 2,
     )
-    est = estimate(setup, tokens=parse_token_count(tokens), epochs=epochs)
+    if stage == "dpo":
+        from ..preference import estimate_dpo as price
+    else:
+        price = estimate
+    est = price(setup, tokens=parse_token_count(tokens), epochs=epochs)
     if json_out:
         print_json(est.to_dict())
     else:
-        _estimate_tables(est, f"{setup.model.id} {setup.method} on {hw}: {setup.parallel}"
+        _estimate_tables(est, f"{setup.model.id} {'DPO ' if stage == 'dpo' else ''}{setup.method} on {hw}: {setup.parallel}"
+                              + (" (FSDP1)" if setup.parallel == "fsdp" and setup.fsdp_version == 1 else "")
                               + (f", offload {setup.offload}" if setup.offload != "none" else "")
                               + f", {setup.micro_batch} x {setup.seq_len} tokens")
     if not est.fits:
@@ -164,6 +189,7 @@ def plan_command(
     seq_len: SeqOpt = 2048,
     global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).", callback=bounded(1))] = None,
     micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.", callback=bounded(1))] = None,
+    fsdp_version: FsdpVersionOpt = None,
     lora_r: LoraROpt = 16,
     lora_targets: TargetsOpt = "all",
     tokens: TokensOpt = None,
@@ -182,7 +208,7 @@ def plan_command(
     try:
         p = plan(spec, hw, method=method, parallel=parallel, seq_len=seq_len, global_batch=global_batch,
                  micro_batch=micro_batch, lora_r=lora_r, lora_targets=parse_lora_targets(lora_targets),
-                 tokens=parse_token_count(tokens), epochs=epochs)
+                 tokens=parse_token_count(tokens), epochs=epochs, fsdp_version=fsdp_version)
     except Infeasible as exc:
         if json_out:
             print_json({"ok": False, "reason": str(exc), "suggestion": exc.suggestion,
@@ -200,6 +226,8 @@ def plan_command(
 def _print_plan(p) -> None:
     from rich.table import Table
 
+    from ..training import estimate_cli_args
+
     s, est = p.setup, p.estimate
     t = Table(title=f"Plan: {s.model.id} on {s.hardware}", title_justify="left", show_header=False)
     t.add_column("", style="bold")
@@ -207,7 +235,7 @@ def _print_plan(p) -> None:
     rows = [
         ("method", s.method + (f" (r={s.lora_r}, alpha={s.alpha}, {len(s.lora_targets)} target modules)" if s.is_adapter else "")),
         ("weights", s.weight_format),
-        ("parallelism", s.parallel),
+        ("parallelism", s.parallel + (f" (FSDP{s.fsdp_version})" if s.parallel == "fsdp" else "")),
         ("offload", s.offload),
         ("sequence length", f"{s.seq_len:,}"),
         ("micro-batch x accumulation x GPUs", f"{s.micro_batch} x {s.grad_accum} x {s.world_size} = {s.global_batch}"),
@@ -215,9 +243,10 @@ def _print_plan(p) -> None:
         ("sample packing", "on" if s.sample_packing else "off"),
         ("attention", s.attn),
         ("optimizer", s.optimizer),
-        ("peak GPU memory", f"{fmt_gib(est.peak_gpu_gib)} of {fmt_gib(est.usable_gpu_gib)} usable"),
+        ("peak GPU memory", f"{fmt_gib(est.peak_gpu_gib)} of {fmt_gib(est.usable_gpu_gib)} usable ({est.verdict_text()})"),
         ("host RAM per node", fmt_gib(est.host_ram_gib)),
         ("throughput", f"~{est.tokens_per_s:,.0f} tokens/s"),
+        ("reproduce", " ".join(estimate_cli_args(s, tokens=None))),
     ]
     if est.tokens is not None:
         rows.append(("time and cost", f"{_hours(est.hours)}, {_money(est.cost_usd)}"))

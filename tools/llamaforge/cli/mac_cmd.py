@@ -16,7 +16,8 @@ def _hours(h: float | None) -> str:
 
 
 def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len: int, lora_r: int,
-                    tokens: int | None, epochs: float, json_out: bool, wired_limit_gib: float | None = None) -> int:
+                    tokens: int | None, epochs: float, json_out: bool, wired_limit_gib: float | None = None,
+                    bits: int | None = None, tokens_per_row: int | None = None) -> int:
     """Print the MLX plan(s); return the exit code (0: fits, 1: does not)."""
     from ..catalog import get_model, models, parse_apple_machine
     from ..errors import Infeasible, UserError
@@ -30,7 +31,7 @@ def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len
         spec = get_model(model)
         try:
             plan = plan_mlx(spec, machine, method=method, seq_len=seq_len, lora_rank=lora_r, tokens=tokens, epochs=epochs,
-                            wired_limit_gib=wired_limit_gib)
+                            wired_limit_gib=wired_limit_gib, bits=bits, tokens_per_row=tokens_per_row)
         except Infeasible as exc:
             if json_out:
                 print_json({"ok": False, "reason": str(exc), "rejected": exc.details.get("rejected", [])})
