@@ -30,8 +30,7 @@ LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.", callback=b
 TargetsOpt = Annotated[str, typer.Option("--lora-targets", help="attn | all | mlp | a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")]
 FsdpVersionOpt = Annotated[int | None, typer.Option(
     "--fsdp-version", help="With --parallel fsdp: 2 (Axolotl's default) or 1 (deprecated; with a 4-bit base it "
-    "loads the base sharded, layer by layer on rank 0 — cpu_ram_efficient_loading + qlora_sharded_model_loading).",
-    callback=bounded(1, 2))]
+    "loads the base sharded, layer by layer on rank 0 — cpu_ram_efficient_loading + qlora_sharded_model_loading).")]
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
