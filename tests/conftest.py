@@ -41,3 +41,17 @@ def cli(capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+def pytest_unconfigure(config):
+    """Axolotl's CLI modules call colorama.init() when imported, and the tests that load Axolotl's
+    config and datasets in-process import them. colorama then registers an atexit handler that
+    resets the colours of the stdout it saw, which was pytest's capture stream: closed by the time
+    the interpreter exits, so the handler fails with "I/O operation on closed file". Its stream
+    is gone; unregister the handler while pytest's streams are still open."""
+    import atexit
+    import sys
+
+    initialise = sys.modules.get("colorama.initialise")
+    if initialise is not None:
+        atexit.unregister(initialise.reset_all)

@@ -115,6 +115,10 @@ FIGURES = {
     "host-ram-low": lambda: _range(_host_errors()),
     "peft-offload-error": lambda: f"{-calib.memory_errors()['peft-70b-qlora-fsdp-offload-2x24gb']:.0%}",
     "unsloth-under": lambda: _range([-100 * e for cid, e in calib.memory_errors().items() if cid.startswith("unsloth-hf-8b")]),
+    # docs/hardware.md, the QLoRA round: litgpt's QLoRA rows, and ms-swift's bitsandbytes rows (validation)
+    "litgpt-qlora-errors": lambda: _range([100 * e for cid, e in calib.memory_errors("fit", "qlora").items()
+                                           if cid.startswith("litgpt-")], "{:+.0f}"),
+    "swift-bnb-under": lambda: _range([-100 * e for cid, e in calib.memory_errors().items() if cid.endswith("-qlora-bnb")]),
     # docs/runs.md: the training guide's times against the estimate
     "guide-full-hours": lambda: f"{_guide_plan(3_200_000_000, 3.0).estimate.hours:,.0f}",
     "guide-validate-hours": lambda: f"{_guide_plan(320_000_000, 3.0).estimate.hours:,.0f}",

@@ -329,6 +329,15 @@ def get_model(name: str) -> ModelSpec:
         path = path / "config.json"
     if path.is_file():
         return model_from_hf_config(path)
+    if path.is_dir():
+        raise UserError(f"model folder {name} has no config.json; give a Hugging Face model folder (config.json) "
+                        "or a catalog id")
+    if name.startswith((".", "/", "~")) or name.endswith(".json") or name.count("/") > 1:
+        raise UserError(f"model {name} not found: no such file or folder; give a catalog id "
+                        f"({', '.join(catalog)}) or a path to a local config.json")
+    if name.count("/") == 1:
+        raise UserError(f"unknown model {name!r}: a Hugging Face id is not read from the Hub here; give the local "
+                        f"folder with its config.json, or a catalog id{_suggest(key.split('/')[-1], list(catalog))}")
     raise UserError(
         f"unknown model {name!r}{_suggest(key, list(catalog))}; "
         f"use one of {', '.join(catalog)} or a path to a local config.json"

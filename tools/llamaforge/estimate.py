@@ -480,7 +480,9 @@ def _assumptions(setup: TrainSetup, stack: StackFacts, peak_phase: str) -> list[
            "step": "optimizer step",
            "load": ("loading, before the base is sharded" if s.is_adapter and s.loads_whole_base_per_gpu
                     and s.parallel in ("zero3", "fsdp") else "loading, while embeddings are cast between dtypes")}[peak_phase] + ")",
-        f"weights: decoder linears in {s.weight_format}; embeddings, lm_head and norms in 16-bit"
+        f"weights: decoder linears in {s.weight_format}; "
+        + ("lm_head too; embeddings and norms in 16-bit" if stack.kbit_head and s.is_quantized and s.model.lm_head_params
+           else "embeddings, lm_head and norms in 16-bit")
         + (" (fp32: prepare_model_for_kbit_training left them upcast)" if stack.kbit_embeddings_fp32 and s.is_adapter else ""),
         f"{s.micro_batch} x {s.seq_len} tokens per micro-batch per GPU"
         + (" (sample packing fills every row)" if s.sample_packing else

@@ -61,6 +61,8 @@ class StackFacts:
     fsdp_fp32_trainable: bool = True
     keeps_outputs: bool = False
     kbit_backend: str = "bitsandbytes"
+    kbit_head: bool = False
+    kbit_dequant_bytes: float = 2.0
 
     @classmethod
     def axolotl(cls) -> StackFacts:
@@ -127,17 +129,23 @@ def layer_weight_bytes(model: ModelSpec, fmt: str, experts_fmt: str | None = Non
 
 
 def base_weight_bytes(model: ModelSpec, fmt: str, *, embeddings_fp32: bool = False,
-                      norms_fp32: bool = False, experts_fmt: str | None = None) -> dict[str, float]:
+                      norms_fp32: bool = False, experts_fmt: str | None = None,
+                      head_quantized: bool = False) -> dict[str, float]:
     """Weights by part: decoder matrices in `fmt` (routed experts as `expert_format` says);
     embeddings, lm_head, norms and the parameters outside the decoder (a vision tower) 16-bit
     (bitsandbytes leaves them unquantized), or fp32 for an fp32 model or where
-    prepare_model_for_kbit_training left them upcast."""
+    prepare_model_for_kbit_training left them upcast; an untied lm_head in `fmt` where the stack
+    quantizes it too (`kbit_head`)."""
     linear = model.num_layers * _layer_linear_bytes(model, fmt, experts_fmt)
     emb_b = 4 if (fmt == "fp32" or embeddings_fp32) else 2
     norm_b = 4 if (fmt == "fp32" or norms_fp32) else 2
+    head_params = model.lm_head_params
+    if head_quantized and head_params:
+        linear += _bytes_per_linear(model.hidden_size, model.vocab_size, fmt)
+        head_params = 0
     return {
         "linear": linear,
-        "embeddings": (model.embedding_params + model.lm_head_params) * emb_b,
+        "embeddings": (model.embedding_params + head_params) * emb_b,
         "norms": model.norm_params * norm_b,
         "other": model.other_params * (4 if fmt == "fp32" else 2),
     }
@@ -196,6 +204,11 @@ class Context:
     embeddings_fp32: bool        # embeddings/lm_head stay fp32 after it
     fp32_stream: bool            # the residual stream, norm outputs and MLP activations are fp32
     local: ModelSpec             # the model as one GPU holds it (tensor/expert parallel, score head)
+
+    @property
+    def head_quantized(self) -> bool:
+        """The output head is 4/8-bit too (stack fact `kbit_head`; a tied head stays the embedding)."""
+        return self.kbit and self.stack.kbit_head and self.model.lm_head_params > 0
 
     @property
     def model(self) -> ModelSpec:
@@ -315,7 +328,8 @@ def weights(c: Context, t: MemoryTerms) -> None:
         norms_fp32 = c.kbit_prepared and c.stack.kbit_norms_fp32
         emb_b = 4 if (s.weight_format == "fp32" or c.embeddings_fp32) else 2
         total = sum(base_weight_bytes(m, s.weight_format, embeddings_fp32=c.embeddings_fp32, norms_fp32=norms_fp32,
-                                      experts_fmt=expert_format(s.weight_format, s.quantize_experts)).values())
+                                      experts_fmt=expert_format(s.weight_format, s.quantize_experts),
+                                      head_quantized=c.head_quantized).values())
         total -= c.head_excess * emb_b
     if c.offload_params:
         t.host["offloaded_parameters"] = total / c.world * gpn
@@ -482,16 +496,22 @@ def gathered_parameters(c: Context, t: MemoryTerms) -> None:
 
 
 def dequantized_weights(c: Context, t: MemoryTerms) -> None:
-    """bitsandbytes computes with a bf16 copy of the 4/8-bit weight it multiplies
-    (`F.dequantize_4bit` in MatMul4Bit forward and backward): one linear at a time. Quantized routed
+    """bitsandbytes computes with a 16-bit copy of the 4/8-bit weight it multiplies
+    (`F.dequantize_4bit(B, quant_state).to(A.dtype)` in MatMul4Bit forward and backward): one linear
+    at a time, `kbit_dequant_bytes` per weight (the quant state's dtype, plus the cast to the compute
+    dtype where they differ). A quantized output head (`kbit_head`) is dequantized whole each time it
+    runs, at the loss moment, while the logits and the cross-entropy are alive. Quantized routed
     experts (quantize_moe_experts) are a parametrization whose cache holds the dequantized bf16 tensor of
     a layer's experts while the MoE block runs (axolotl/monkeypatch/moe_quant.py)."""
     if c.kbit and c.stack.kbit_backend == "bitsandbytes":
+        per_weight = c.stack.kbit_dequant_bytes
         largest = max_linear_params(c.model)
         if c.model.is_moe and c.setup.quantize_experts:
             e = c.model.expert_shapes()
             largest = max(largest, c.model.num_experts * 2 * e["gate_proj"][0] * e["gate_proj"][1])
-        t.add("dequantized_weights", largest * 2.0, ("backward",))
+        t.add("dequantized_weights", largest * per_weight, ("backward",))
+        if c.head_quantized:
+            t.add("dequantized_weights", c.model.lm_head_params * per_weight, ("loss",))
 
 
 # the linears of a dense MLP, grouped by the input they read
@@ -505,22 +525,35 @@ def _linear_inputs_saved(c: Context, *, mlp: bool = True) -> float:
     one keeps its input; a LoRA adapter keeps the input of lora_A, after dropout a bool mask and the
     dropped copy of its own (bf16, or fp32 for an fp32 adapter outside autocast); bitsandbytes < 0.43.2 kept each 4-bit linear's input (MatMul4Bit
     `ctx.tensors = (A, B)`). `mlp=False`: the attention's only (a tiled MLP keeps none of its own)."""
+    return sum(_linear_inputs(c, mlp=mlp))
+
+
+def _kbit_inputs_kept(c: Context) -> float:
+    """Bytes per token per layer of 4-bit linear inputs bitsandbytes < 0.43.2 keeps (`bnb_saves_input`)."""
+    return _linear_inputs(c)[1]
+
+
+def _linear_inputs(c: Context, *, mlp: bool = True) -> tuple[float, float]:
+    """(bytes per token per layer kept for the adapters and trained linears, of them kept only by
+    bitsandbytes' MatMul4Bit): see `_linear_inputs_saved`."""
     s, stack, m = c.setup, c.stack, c.model
     f = c.facts["layer_activations"]
     shapes = m.linear_shapes()
-    # layer inputs in groups of the linears that read them; the attention output is kept by the
-    # attention kernel itself
+    # layer inputs in groups of the linears that read them. flash-attention's output is the o_proj input
+    # and kept by the kernel itself; SDPA and eager attention hand o_proj a contiguous copy of theirs
+    # (transformers sdpa_attention_forward `attn_output.transpose(1, 2).contiguous()`; torchtune and
+    # litgpt reshape the transposed output the same way), which only o_proj's own backward would keep
     groups = {**_ATTENTION_GROUPS, **(_MLP_GROUPS if mlp else {})}
     # PEFT runs an fp32 adapter on an fp32 copy of its input unless autocast runs it in bf16
     # (peft/tuners/lora/layer.py Linear.forward `_cast_input_dtype`); FSDP and DeepSpeed compute in bf16
     lora_in = 4 if (c.trainable_bytes == 4.0 and not stack.autocast and c.engine in ("none", "ddp")) else 2
     dropout_bytes = f["lora_dropout_mask_bytes"] + lora_in
-    out = 0.0
+    out = kbit = 0.0
     for name, linears in groups.items():
         if linears[0] not in shapes:
             continue          # an MoE model without a shared expert: its MLP is _mlp_saved's
         width = shapes[linears[0]][0]
-        already = name == "attn_out"
+        already = name == "attn_out" and s.attn == "flash_attention_2"
         if s.method == "full":
             out += 0 if already else c.act_bytes * width
             continue
@@ -539,10 +572,10 @@ def _linear_inputs_saved(c: Context, *, mlp: bool = True) -> float:
         if c.kbit and stack.bnb_saves_input and not already:
             frozen = [lin for lin in linears if not (kept_once and lin in adapted)]
             if c.fp32_stream:
-                out += 2 * width * len(frozen)        # each 4-bit linear casts its fp32 input itself
+                kbit += 2 * width * len(frozen)       # each 4-bit linear casts its fp32 input itself
             elif not kept_once:
-                out += 2 * width
-    return out
+                kbit += 2 * width
+    return out, kbit
 
 
 def layer_activation_bytes_per_token(setup: TrainSetup, stack: StackFacts) -> float:
@@ -685,6 +718,24 @@ def _loss_name(c: Context) -> str:
     return c.stack.loss if c.setup.loss == "default" else c.setup.loss
 
 
+def previous_step_kbit_inputs(c: Context, t: MemoryTerms) -> None:
+    """bitsandbytes < 0.43.2 stores each 4-bit linear's input on its autograd node as a plain ctx
+    attribute (MatMul4Bit `ctx.tensors = (A, B)`), which backward does not free: it lives as long as
+    the graph does. A loop that keeps the model's output in a variable (`keeps_outputs`: litgpt's
+    `logits = model(...)`, Answer.AI's `output = model(...)`) holds the previous step's graph until the
+    next forward returns, so every layer's inputs of that step are still resident at the end of the
+    next forward (taken as long as the current step's: exact with packing, an upper bound without).
+    Without activation checkpointing only: (reentrant) checkpointing builds each layer's graph again
+    inside backward and drops it there."""
+    s, stack = c.setup, c.stack
+    if not (c.kbit and stack.bnb_saves_input and stack.keeps_outputs) or s.grad_ckpt:
+        return
+    per_token = c.model.num_layers * _kbit_inputs_kept(c)
+    if c.head_quantized:
+        per_token += 2 * c.model.hidden_size          # the 4-bit head's input
+    t.add("previous_step_kbit_inputs", per_token * c.tokens, ("loss",), per_token=True)
+
+
 def logits(c: Context, t: MemoryTerms) -> None:
     """The logits and the cross-entropy over them (bytes per logit: `loss_bytes_per_logit`), plus the
     model's returned logits where the training loop keeps its output through backward. Cut Cross
@@ -755,6 +806,7 @@ TERMS: tuple[Callable[[Context, MemoryTerms], None], ...] = (
     activations,
     tiled_mlp_recompute,
     context_parallel_buffers,
+    previous_step_kbit_inputs,
     logits,
     autocast_weight_copies,
     loading,

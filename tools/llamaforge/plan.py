@@ -181,9 +181,11 @@ def _search(methods: list[str], offload: str, hardware: Hardware, *, model: Mode
             best = max(fitting, key=lambda c: c.est.tokens_per_s)   # ties keep the planner order
             for c in fitting:
                 if c is not best:
-                    rejected.append({"setup": describe(c.setup),
-                                     "why": f"fits ({c.est.peak_gpu_gib:.1f} GiB) but slower: "
-                                            f"{c.est.tokens_per_s:,.0f} vs {best.est.tokens_per_s:,.0f} tokens/s"})
+                    theirs, ours = f"{c.est.tokens_per_s:,.0f}", f"{best.est.tokens_per_s:,.0f}"
+                    why = (f"fits ({c.est.peak_gpu_gib:.1f} GiB) but slower: {theirs} vs {ours} tokens/s" if theirs != ours
+                           else f"fits ({c.est.peak_gpu_gib:.1f} GiB) at the same ~{ours} tokens/s; the chosen set-up "
+                                "comes first in the planner's order (the simpler one)")
+                    rejected.append({"setup": describe(c.setup), "why": why})
             return best
     return None
 
@@ -284,10 +286,13 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
     gb = global_batch if global_batch is not None else default_global_batch(model)
     if gb < 1:
         raise UserError("--global-batch must be >= 1")
+    if micro_batch is not None and micro_batch < 1:
+        raise UserError("--micro-batch must be >= 1")
     if gb % ws:
         lower, upper = (gb // ws) * ws, (gb // ws + 1) * ws
+        choices = " or ".join(str(c) for c in sorted({c for c in (lower, upper) if c > 0}))
         raise UserError(f"global batch {gb} is not divisible by the {ws} GPUs of {hardware.label} "
-                        f"(global = micro-batch x accumulation x GPUs); use {lower or upper} or {upper}")
+                        f"(global = micro-batch x accumulation x GPUs); use {choices}")
     if global_batch is None:
         reasons.append(f"global batch {gb} sequences per optimizer step: the default for {model.id} "
                        f"({model.parameter_count() / 1e9:.1f}B parameters; 32 up to 13B, 64 above)")

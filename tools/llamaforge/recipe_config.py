@@ -54,6 +54,8 @@ def read_config(path: str | Path) -> LoadedConfig:
     """Read an Axolotl YAML config. A missing, unreadable or malformed file, or YAML that is not a
     mapping, is the user's mistake: UserError, one line."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a config file; give the path of an Axolotl YAML config")
     if not path.is_file():
         raise UserError(f"{path}: no such config file; give the path of an Axolotl YAML config")
     try:

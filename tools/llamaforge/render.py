@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from .catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
-from .errors import UserError
+from .errors import LINE_BREAKS, UserError
 from .paths import recipes_dir, repo_root, templates_dir
 from .training import ALL_LINEAR, TrainSetup, estimate_cli_args
 
@@ -34,7 +34,6 @@ METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}
 
 # ---- the YAML-safe filters ------------------------------------------------------------------
 
-_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 def yaml_value(value) -> str:
@@ -58,7 +57,7 @@ def yaml_value(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{yaml_value(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    if text and not _LINE_BREAKS.search(text) and "#" not in text and ": " not in text:
+    if text and not LINE_BREAKS.search(text) and "#" not in text and ": " not in text:
         try:
             if yaml.safe_load(f"k: {text}") == {"k": text}:
                 return text
@@ -67,10 +66,20 @@ def yaml_value(value) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+def dump_yaml(data, *, sort_keys: bool = False) -> str:
+    """YAML text (block style, readable Unicode) that loads back to exactly `data`. PyYAML writes
+    NEL (U+0085) raw when it allows Unicode, and a loader folds it into a space: data holding one is
+    written with escapes instead."""
+    text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=True, width=100)
+    if "\x85" in text:
+        text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=False, width=100)
+    return text
+
+
 def comment_text(value) -> str:
     """Text safe inside a `#` comment: every YAML line break (\\n, \\r, NEL, LS, PS) and control
     character becomes a space, so a comment can never end early and start a key."""
-    return _LINE_BREAKS.sub(" ", str(value))
+    return LINE_BREAKS.sub(" ", str(value))
 
 
 @lru_cache(maxsize=1)
@@ -176,10 +185,15 @@ class Layout:
 
     def recipe_path(self, model_id: str, name: str) -> str:
         parts = [self.base, model_id, f"{name}.yaml"] if self.recipe_dir_for_model else [self.base, f"{name}.yaml"]
-        return str(PurePosixPath(*[p for p in parts if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in parts if p])))
 
     def asset_path(self, kind: str, filename: str) -> str:
-        return str(PurePosixPath(*[p for p in (self.base, kind, filename) if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in (self.base, kind, filename) if p])))
+
+
+def _not_an_option(path: str) -> str:
+    """A relative path that starts with '-' gets './', so no launcher takes it for an option."""
+    return f"./{path}" if path.startswith("-") else path
 
 
 @dataclass(frozen=True)
@@ -456,7 +470,7 @@ def render_recipe(
         files.append(RenderedFile(sbatch_path, render_template(
             SLURM_TEMPLATE,
             title=context["title"], template_name=f"templates/{SLURM_TEMPLATE}", sbatch_path=sbatch_path,
-            job_name=f"{s.model.id}-{name}", nodes=hw.nodes, gpus_per_node=hw.gpus_per_node,
+            job_name=re.sub(r"[^A-Za-z0-9._-]+", "-", f"{s.model.id}-{name}"), nodes=hw.nodes, gpus_per_node=hw.gpus_per_node,
             cpus_per_task=max(8, 8 * hw.gpus_per_node), time_limit="3-00:00:00",
             accelerate_path=accelerate_path, recipe_path=recipe_path,
         )))
@@ -645,11 +659,67 @@ def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=())
 
 
 def write_files(files: list[RenderedFile], root: Path) -> list[Path]:
-    """Write each file atomically (temp file in the same folder, then rename)."""
+    """Write each file atomically (temp file in the same folder, then rename), after proving each
+    one parses (parse_problem): nothing is written when one does not."""
     from .atomic import write_text_atomic
 
-    return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith(".sbatch") else 0o644)
+    check_files_parse(files)
+    return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith((".sbatch", ".sh")) else 0o644)
             for f in files]
+
+
+def parse_problem(f: RenderedFile) -> str | None:
+    """Why a rendered file does not parse as what its name says (None when it does): YAML must
+    load, JSON must load, a shell script must pass `bash -n`. Markdown is not checked."""
+    name = f.path.rsplit("/", 1)[-1]
+    try:
+        if name.endswith((".yaml", ".yml")):
+            yaml.safe_load(f.content)
+        elif name.endswith(".json"):
+            json.loads(f.content)
+    except (yaml.YAMLError, ValueError) as exc:
+        return " ".join(str(exc).split())
+    if name.endswith((".sh", ".sbatch")):
+        import shutil
+        import subprocess
+
+        bash = shutil.which("bash")
+        if bash is None:
+            return None
+        proc = subprocess.run([bash, "-n"], input=f.content, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return " ".join(proc.stderr.split()) or f"bash -n exited {proc.returncode}"
+    return None
+
+
+def check_files_parse(files: list[RenderedFile]) -> None:
+    """UserError naming the first rendered file that does not parse (a value the filters let through)."""
+    for f in files:
+        problem = parse_problem(f)
+        if problem:
+            raise UserError(f"{f.path}: the rendered file does not parse ({problem}); a value in its spec or matrix "
+                            "cannot be written there: change it")
+
+
+def overwrites(files: list[RenderedFile], root: Path) -> list[str]:
+    """The rendered files that would replace an existing, different file under `root`."""
+    out = []
+    for f in files:
+        target = Path(root) / f.path
+        if target.exists() and (not target.is_file() or target.read_text(encoding="utf-8", errors="replace") != f.content):
+            out.append(f.path)
+    return out
+
+
+def prune_extra(drift: Drift, root: Path | None = None) -> list[str]:
+    """Remove the files under recipes/ that the matrix does not produce (Drift.extra); return them."""
+    root = Path(root) if root else repo_root()
+    for rel in drift.extra:
+        (root / rel).unlink(missing_ok=True)
+    for folder in sorted({(root / rel).parent for rel in drift.extra}, key=lambda p: -len(p.parts)):
+        if folder.is_dir() and not any(folder.iterdir()) and folder != root / "recipes":
+            folder.rmdir()
+    return list(drift.extra)
 
 
 @dataclass
@@ -657,17 +727,21 @@ class Drift:
     changed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    unparsable: list[str] = field(default_factory=list)    # rendered files that do not parse (path (why))
 
     @property
     def clean(self) -> bool:
-        return not (self.changed or self.missing or self.extra)
+        return not (self.changed or self.missing or self.extra or self.unparsable)
 
     def to_dict(self) -> dict:
-        return {"clean": self.clean, "changed": self.changed, "missing": self.missing, "extra": self.extra}
+        return {"clean": self.clean, "changed": self.changed, "missing": self.missing, "extra": self.extra,
+                "unparsable": self.unparsable}
 
 
-def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, scope: str = "recipes") -> Drift:
-    """What differs between the rendered files and the committed tree under `scope`."""
+def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, scope: str | None = "recipes") -> Drift:
+    """What differs between the rendered files and the committed tree, and the rendered files that
+    do not parse. Files under `scope` that were not rendered are `extra` (scope None: not looked for,
+    e.g. when only one recipe was rendered)."""
     root = Path(root) if root else repo_root()
     drift = Drift()
     expected = {f.path for f in files}
@@ -677,8 +751,12 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
             drift.missing.append(f.path)
         elif target.read_text(encoding="utf-8") != f.content:
             drift.changed.append(f.path)
-    scope_dir = root / scope
-    if scope_dir.is_dir():
+    for f in files:
+        problem = parse_problem(f)
+        if problem:
+            drift.unparsable.append(f"{f.path} ({problem})")
+    scope_dir = root / scope if scope else None
+    if scope_dir is not None and scope_dir.is_dir():
         for p in sorted(scope_dir.rglob("*")):
             if p.is_file() and not p.name.startswith("."):
                 rel = p.relative_to(root).as_posix()
@@ -689,6 +767,7 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
 
 __all__ = [
     "Hyperparameters", "Layout", "Matrix", "RecipeRequest", "RenderedFile", "RenderedRecipe", "Drift",
-    "yaml_value", "comment_text", "render_recipe", "render_matrix", "load_matrix", "write_files",
-    "compare_with_disk", "recipe_name", "deepspeed_filename", "accelerate_filename", "recipes_dir",
+    "yaml_value", "comment_text", "dump_yaml", "render_recipe", "render_matrix", "load_matrix", "write_files",
+    "compare_with_disk", "prune_extra", "overwrites", "check_files_parse", "recipe_name", "deepspeed_filename",
+    "accelerate_filename", "recipes_dir",
 ]

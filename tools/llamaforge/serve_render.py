@@ -8,6 +8,7 @@ Pure: entries in, RenderedFile out."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -101,7 +102,7 @@ def render_serving_plan(entry: ServingEntry, recipes_by_id: dict) -> list[Render
     facts = serving_facts()
     origin = f"{WHERE} `{entry.name}`"
     lines = plan_summary(plan) + [f"why: {r}" for r in plan.reasons]
-    merge = f"axolotl merge-lora {rec.recipe_path}   # writes {cfg['output_dir']}/merged"
+    merge = f"axolotl merge-lora {shlex.quote(rec.recipe_path)}   # writes {cfg['output_dir']}/merged"
     if entry.engine == "ollama":
         modelfile = modelfile_text(spec, facts, plan, generated_by=origin)
         fl = plan.estimate.flags

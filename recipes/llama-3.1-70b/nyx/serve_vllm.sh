@@ -37,11 +37,11 @@
 # --max-lora-rank 32: the smallest value vLLM accepts that holds the largest rank.
 # Sampling defaults (a request's own values win): {"temperature": 0.7, "top_p": 0.9}
 set -euo pipefail
-MNEMOSYNE_ADAPTER="${MNEMOSYNE_ADAPTER:-outputs/llama-3.1-70b/nyx-mnemosyne-lora-8xH100-80GB}"
-MOIRA_ADAPTER="${MOIRA_ADAPTER:-outputs/llama-3.1-70b/nyx-moira-lora-8xH100-80GB}"
-ALETHEIA_ADAPTER="${ALETHEIA_ADAPTER:-outputs/llama-3.1-70b/nyx-aletheia-lora-8xH100-80GB}"
-KAIROS_ADAPTER="${KAIROS_ADAPTER:-outputs/llama-3.1-70b/nyx-kairos-lora-8xH100-80GB}"
-ELEOS_ADAPTER="${ELEOS_ADAPTER:-outputs/llama-3.1-70b/nyx-eleos-lora-8xH100-80GB}"
+MNEMOSYNE_ADAPTER=${MNEMOSYNE_ADAPTER:-outputs/llama-3.1-70b/nyx-mnemosyne-lora-8xH100-80GB}
+MOIRA_ADAPTER=${MOIRA_ADAPTER:-outputs/llama-3.1-70b/nyx-moira-lora-8xH100-80GB}
+ALETHEIA_ADAPTER=${ALETHEIA_ADAPTER:-outputs/llama-3.1-70b/nyx-aletheia-lora-8xH100-80GB}
+KAIROS_ADAPTER=${KAIROS_ADAPTER:-outputs/llama-3.1-70b/nyx-kairos-lora-8xH100-80GB}
+ELEOS_ADAPTER=${ELEOS_ADAPTER:-outputs/llama-3.1-70b/nyx-eleos-lora-8xH100-80GB}
 
 need_adapter() {  # NAME FOLDER VARIABLE RECIPE
   case "$2" in *[=,]*)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, fmt_gib, print_json
+from ._common import JsonOpt, bounded, console, fmt_gib, print_json
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -22,7 +22,7 @@ def check_command(
     gpus: Annotated[Optional[str], typer.Option(
         "--gpus", help="Target hardware, e.g. 8xH100-80GB (default: the recipe header's)."
     )] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", help="Nodes of --gpus each.")] = None,
+    nodes: Annotated[Optional[int], typer.Option("--nodes", help="Nodes of --gpus each.", callback=bounded(1))] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Catalog model or config.json path (default: header, then base_model)."
     )] = None,

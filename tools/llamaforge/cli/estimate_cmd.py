@@ -4,6 +4,7 @@ llamaforge.plan; this module parses arguments and prints."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from typing import Annotated
@@ -12,15 +13,20 @@ import typer
 
 from ..errors import UserError
 from . import app
-from ._common import JsonOpt, console, err_console, fmt_gib, print_json, print_plan_notes
+from ._common import JsonOpt, bounded, console, err_console, fmt_gib, print_json, print_plan_notes
+
+# Input sanity bounds, far above any real run (Llama 3 pre-trained on 15T tokens): past them the
+# hours and costs overflow to infinity instead of meaning anything.
+MAX_TOKENS = 10**15
+MAX_EPOCHS = 10_000
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model id (see `llamaforge models`) or a path to a local config.json.")]
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware as <N>x<GPU>, e.g. 8xH100-80GB (see `llamaforge gpus`).")]
-NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Number of nodes with that many GPUs each.")]
-SeqOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (packed row).")]
+NodesOpt = Annotated[int | None, typer.Option("--nodes", help="Number of nodes with that many GPUs each.", callback=bounded(1))]
+SeqOpt = Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (packed row).", callback=bounded(1))]
 TokensOpt = Annotated[str | None, typer.Option("--tokens", help="Training tokens per epoch for hours and cost: 2.5M, 1.2B, 800k or a number.")]
-EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.")]
-LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the tokens.", callback=bounded(above=0, high=MAX_EPOCHS))]
+LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.", callback=bounded(1))]
 TargetsOpt = Annotated[str, typer.Option("--lora-targets", help="attn | all | mlp | a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")]
 FsdpVersionOpt = Annotated[int | None, typer.Option(
     "--fsdp-version", help="With --parallel fsdp: 2 (Axolotl's default) or 1 (deprecated; with a 4-bit base it "
@@ -46,6 +52,8 @@ def parse_token_count(text: str | None) -> int | None:
     if not m:
         raise UserError(f"--tokens {text!r}: write a count like 2.5M, 1.2B, 800k or 1000000")
     value = float(m.group(1).replace("_", "").replace(",", "")) * _SUFFIX[m.group(2).lower()]
+    if not math.isfinite(value) or not 1 <= value <= MAX_TOKENS:
+        raise UserError(f"--tokens {text!r}: give a count from 1 to {MAX_TOKENS:.0e} tokens, like 2.5M, 1.2B or 800k")
     return int(round(value))
 
 
@@ -115,8 +123,8 @@ def estimate_command(
     lora_targets: TargetsOpt = "all",
     weight_format: Annotated[str, typer.Option("--weight-format", help="Base weights: bf16 | fp32 | int8 (lora) | nf4 | nf4_dq (qlora; default nf4_dq, Axolotl's double quantization).")] = "",
     seq_len: SeqOpt = 2048,
-    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.")] = 1,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = 1,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per GPU per forward pass.", callback=bounded(1))] = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.", callback=bounded(1))] = 1,
     grad_ckpt: Annotated[bool, typer.Option("--grad-ckpt/--no-grad-ckpt", help="Gradient checkpointing.")] = True,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Axolotl optimizer name, e.g. adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit.")] = "adamw_torch_fused",
     attn: Annotated[str | None, typer.Option("--attn", help="flash_attention_2 | sdpa | eager (default: flash_attention_2 where the GPU runs it, else sdpa).")] = None,
@@ -136,9 +144,9 @@ def estimate_command(
     lora_expert_targets: Annotated[str, typer.Option("--lora-expert-targets", help="LoRA on routed experts: gate_up_proj,down_proj (lora_target_parameters).")] = "",
     tokens: TokensOpt = None,
     epochs: EpochsOpt = 1.0,
-    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).")] = None,
+    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="On a Mac: the GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).", callback=bounded(above=0))] = None,
     bits: Annotated[int | None, typer.Option("--bits", help="On a Mac with --method qlora: 4 or 8 (default: the plan's choice).")] = None,
-    tokens_per_row: Annotated[int | None, typer.Option("--tokens-per-row", help="On a Mac: the mean tokens of a row, for the speed (default: --seq-len).")] = None,
+    tokens_per_row: Annotated[int | None, typer.Option("--tokens-per-row", help="On a Mac: the mean tokens of a row, for the speed (default: --seq-len).", callback=bounded(1))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
@@ -202,8 +210,8 @@ def plan_command(
     method: Annotated[str | None, typer.Option("--method", help="full | lora | qlora (default: full, then LoRA, then QLoRA, the first that fits).")] = None,
     parallel: Annotated[str | None, typer.Option("--parallel", help="Force single | ddp | zero1 | zero2 | zero3 | fsdp.")] = None,
     seq_len: SeqOpt = 2048,
-    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).")] = None,
-    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.")] = None,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per optimizer step (default 32 up to 13B, 64 above).", callback=bounded(1))] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Force the micro-batch.", callback=bounded(1))] = None,
     fsdp_version: FsdpVersionOpt = None,
     lora_r: LoraROpt = 16,
     lora_targets: TargetsOpt = "all",

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from ._common import JsonOpt, console, err_console, print_json, print_plan_notes
+from ._common import JsonOpt, bounded, console, err_console, print_json, print_plan_notes
 
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware: <N>x<GPU> (e.g. 2xRTX3090-24GB) or a Mac (1xM3Ultra-512GB).")]
 
@@ -59,17 +59,17 @@ def serve_plan_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a path to a local config.json.")],
     gpus: GpusOpt,
     engine: Annotated[str | None, typer.Option("--engine", help="vllm | ollama | llama.cpp (default: vllm on GPUs, ollama on a Mac).")] = None,
-    context: Annotated[int, typer.Option("--context", "--max-model-len", help="Tokens of one sequence (prompt + answer): vLLM's --max-model-len, Ollama's num_ctx.")] = 4096,
+    context: Annotated[int, typer.Option("--context", "--max-model-len", help="Tokens of one sequence (prompt + answer): vLLM's --max-model-len, Ollama's num_ctx.", callback=bounded(1))] = 4096,
     weights: Annotated[str | None, typer.Option("--weights", help="Serving format: vLLM bf16|fp8|int8|awq|gptq|bnb_nf4; GGUF f16|q8_0|q6_K|q5_K_M|q4_K_M|q4_K_S|q4_0|q3_K_M|q2_K (default: the most precise that fits).")] = None,
     kv_cache_dtype: Annotated[str | None, typer.Option("--kv-cache-dtype", help="vLLM auto|fp8; Ollama/llama.cpp f16|q8_0|q4_0 (default: the planner's).")] = None,
-    max_loras: Annotated[int, typer.Option("--max-loras", help="LoRA adapters served on the one base (vLLM multi-LoRA).")] = 0,
-    max_lora_rank: Annotated[int, typer.Option("--max-lora-rank", help="The largest adapter rank (vLLM accepts 1, 8, 16, 32, 64, 128, 256, 320, 512).")] = 16,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Sequences of --context that must fit in vLLM's KV cache at once.")] = 1,
-    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help="Pin vLLM's share of each GPU (default: 0.9, then 0.95 with --enforce-eager).")] = None,
-    max_num_seqs: Annotated[int | None, typer.Option("--max-num-seqs", help="Pin vLLM's sequences in flight.")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", help="Ollama's OLLAMA_NUM_PARALLEL / llama-server --parallel.")] = 1,
-    reserve_gib: Annotated[float, typer.Option("--reserve-gib", help="GiB of each GPU other processes hold (a desktop on the card that drives the monitor).")] = 0.0,
-    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="A Mac's GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).")] = None,
+    max_loras: Annotated[int, typer.Option("--max-loras", help="LoRA adapters served on the one base (vLLM multi-LoRA).", callback=bounded(0))] = 0,
+    max_lora_rank: Annotated[int, typer.Option("--max-lora-rank", help="The largest adapter rank (vLLM accepts 1, 8, 16, 32, 64, 128, 256, 320, 512).", callback=bounded(1))] = 16,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Sequences of --context that must fit in vLLM's KV cache at once.", callback=bounded(1))] = 1,
+    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help="Pin vLLM's share of each GPU (default: 0.9, then 0.95 with --enforce-eager).", callback=bounded(above=0, high=1))] = None,
+    max_num_seqs: Annotated[int | None, typer.Option("--max-num-seqs", help="Pin vLLM's sequences in flight.", callback=bounded(1))] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Ollama's OLLAMA_NUM_PARALLEL / llama-server --parallel.", callback=bounded(1))] = 1,
+    reserve_gib: Annotated[float, typer.Option("--reserve-gib", help="GiB of each GPU other processes hold (a desktop on the card that drives the monitor).", callback=bounded(0))] = 0.0,
+    wired_limit_gib: Annotated[float | None, typer.Option("--wired-limit-gib", help="A Mac's GPU memory limit if you raised it (sudo sysctl iogpu.wired_limit_mb=...).", callback=bounded(above=0))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Plan serving: memory per GPU (weights, LoRA slots, KV cache, overheads), concurrent sequences at

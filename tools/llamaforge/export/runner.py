@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 from .hub import PushResult
 from .serving import ServeSpec, ServingFacts, served_name
 
@@ -92,29 +92,35 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _copy_adapter(out_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+def _take_weights(src, dest: Path) -> list[dict]:
+    """Copy the adapter's files (or hard-link the full model's) from the run's output folder into
+    `dest`. load_run_source proved the sources are the files the run recorded; a copy is hashed
+    again (a file changed since, or a bad copy, refuses the export), a hard link is the same file.
+    Returns the records of what is in `dest` (path relative to it)."""
+    from ..files import file_record, record_problems
+
     dest.mkdir(parents=True)
-    copied = []
-    for name in names:
-        if (out_dir / name).is_file():
-            shutil.copy2(out_dir / name, dest / name)
-            copied.append(name)
-    return copied
+    checked = {r["path"]: r for r in src.taken}
+    records = []
+    for name in sorted(checked):
+        if src.is_adapter:
+            shutil.copy2(src.out_dir / name, dest / name)
+        else:
+            _link_or_copy(src.out_dir / name, dest / name)
+        linked = os.path.samefile(src.out_dir / name, dest / name)
+        records.append(checked[name] if linked else file_record(dest / name, dest))
+    problems = record_problems(src.record, records, str(src.out_dir))
+    if problems:
+        raise UserError(f"export refused: {'; '.join(problems)}; the weights changed after the run, so they are not "
+                        "the ones its report gated: restore them or rerun the full stage")
+    return records
 
 
-def _link_model(out_dir: Path, dest: Path) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in out_dir.iterdir() if p.is_file() and (
-        p.suffix in (".safetensors", ".json", ".jinja", ".model") and not p.name.startswith(("trainer_", "training_"))))
-    for name in names:
-        _link_or_copy(out_dir / name, dest / name)
-    return names
+def _file_records(folder: Path, skip: str, known: dict[str, dict]) -> list[dict]:
+    """Every file of the export with its sha256; `known` holds records already computed (by path)."""
+    from ..files import file_record
 
-
-def _file_records(folder: Path, skip: str) -> list[dict]:
-    from ..corpus.writer import sha256_file
-
-    return [{"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    return [known.get(p.relative_to(folder).as_posix()) or file_record(p, folder)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != skip]
 
 
@@ -361,10 +367,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     say = on_step or (lambda text: None)
     warn = on_warning or (lambda text: None)
     check_options(opts)
-    src = load_run_source(run_dir)
+    facts: ServingFacts = serving_facts()
+    src = load_run_source(run_dir, adapter_files=facts.adapter_files)
     problems = refusals(src, opts)
 
-    facts: ServingFacts = serving_facts()
     model_folder = "merged" if opts.merge else (None if src.is_adapter else "model")
     spec = serve_spec(src, model_folder=model_folder)
     plans = serving_plans(src, spec, opts) if opts.serve_gpus else {}
@@ -399,13 +405,12 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     merge = nf4 = None
     contents: list[dict] = []
     try:
-        if src.is_adapter:
-            say(f"copying the adapter from {src.out_dir}")
-            _copy_adapter(src.out_dir, tmp / "adapter", facts.adapter_files)
-            contents.append({"path": "adapter/", "what": f"the adapter ({_method_line(src)}) for `{src.base_model}`"})
-        else:
-            _link_model(src.out_dir, tmp / "model")
-            contents.append({"path": "model/", "what": "the fine-tuned model"})
+        folder = "adapter" if src.is_adapter else "model"
+        say(f"copying the {'adapter' if src.is_adapter else 'model'} from {src.out_dir} and checking it against the "
+            "run's record")
+        known = {f"{folder}/{r['path']}": {**r, "path": f"{folder}/{r['path']}"} for r in _take_weights(src, tmp / folder)}
+        contents.append({"path": "adapter/", "what": f"the adapter ({_method_line(src)}) for `{src.base_model}`"}
+                        if src.is_adapter else {"path": "model/", "what": "the fine-tuned model"})
         if opts.merge:
             dtype = merge_dtype(src.config)
             base = str(src.base_path) if src.base_path else src.base_model
@@ -414,7 +419,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
                 with contextlib.redirect_stdout(sys.stderr):   # libraries' chatter must not break --json
                     rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
             except OSError as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = exception_line(exc)
                 raise UserError(f"cannot load the base model {base} to merge ({first}); run the export where the base "
                                 "is available (a local folder or the Hugging Face cache)") from None
             # the report names where the files end up, not the temporary folder they were made in
@@ -464,7 +469,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
             if script else None,
             "serving_plans": {e: p.to_dict() for e, p in plans.items()} or None,
             "warnings": warnings,
-            "files": _file_records(tmp, EXPORT_REPORT),
+            "files": _file_records(tmp, EXPORT_REPORT, known),
         }
         write_text_atomic(tmp / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
         output.parent.mkdir(parents=True, exist_ok=True)
