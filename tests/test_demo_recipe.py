@@ -17,6 +17,9 @@ def test_the_demo_recipe_renders_its_settings(tmp_path, cli):
     corpus = tmp_path / "build/corpus/demo"
     rec = demo_recipe_request(tmp_path / "build/demo/model", corpus, tmp_path / "build/demo/leviathan-smollm2.yaml")
     write_files(rec.files, tmp_path)
+    model = tmp_path / "build/demo/model"   # check wants the local base model to exist
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "llama"}')
     path = tmp_path / "build/demo/leviathan-smollm2.yaml"
     text = path.read_text()
     cfg = yaml.safe_load(text)

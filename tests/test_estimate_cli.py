@@ -115,3 +115,69 @@ def test_help_plan_and_estimate_do_not_import_heavy_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY:" in out.stdout, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY:", out.stdout.splitlines()[-1]
+
+
+# ---- issue 11: the CLI expresses the committed recipes; tight verdicts ----------------------------
+
+
+def test_readme_70b_qlora_on_two_3090s_fits_with_fsdp1_sharded_loading(cli):
+    args = ["estimate", "--model", "llama-3.1-70b", "--method", "qlora", "--gpus", "2xRTX3090-24GB",
+            "--parallel", "fsdp", "--offload", "all"]
+    fsdp2 = cli(*args, "--json")
+    assert fsdp2.code == 1 and fsdp2.json()["peak_phase"] == "load"      # the whole 4-bit base per GPU
+    fsdp1 = cli(*args, "--fsdp-version", "1", "--json")
+    assert fsdp1.code == 0, fsdp1.err
+    assert fsdp1.json()["setup"]["fsdp_version"] == 1 and fsdp1.json()["verdict"] == "fits"
+
+
+def test_a_verdict_within_five_percent_of_the_usable_memory_is_tight(cli):
+    args = ["estimate", "--model", "llama-3.1-8b", "--method", "full", "--gpus", "1xH100-80GB", "--optimizer", "adamw_torch"]
+    res = cli(*args, "--json")
+    assert res.code == 0
+    d = res.json()
+    assert d["fits"] is True and d["verdict"] == "tight"
+    assert d["margin_gib"] == pytest.approx(d["usable_gpu_gib"] - d["peak_gpu_gib"], abs=2e-3)
+    assert 0 < d["margin_gib"] < 0.05 * d["usable_gpu_gib"]
+    table = cli(*args)
+    assert "tight:" in table.out and "to spare" in table.out
+    roomy = cli("estimate", "--model", "llama-3.1-8b", "--method", "full", "--gpus", "1xH100-80GB", "--json").json()
+    assert roomy["verdict"] == "fits"
+    short = cli("estimate", "--model", "llama-3.1-8b", "--method", "lora", "--gpus", "1xRTX4090-24GB",
+                "--micro-batch", "2", "--json")
+    assert short.code == 1 and short.json()["verdict"] == "does not fit" and short.json()["margin_gib"] < 0
+
+
+def test_estimate_flags_that_change_memory(cli):
+    base = ["estimate", "--model", "llama-3.1-8b", "--method", "lora", "--gpus", "1xH100-80GB", "--seq-len", "4096",
+            "--no-grad-ckpt", "--json"]
+    eager = cli(*base).json()
+    compiled = cli(*base, "--torch-compile").json()
+    assert compiled["setup"]["torch_compile"] is True
+    assert compiled["breakdown"]["activations"] < eager["breakdown"]["activations"]
+    unpacked = cli(*base, "--no-sample-packing").json()
+    padded = cli(*base, "--no-sample-packing", "--pad-to-sequence-len").json()
+    # same worst-case allocation; batches of varying length fragment the cache, fixed ones do not
+    assert unpacked["allocated_gib"] == pytest.approx(padded["allocated_gib"])
+    assert unpacked["reserved_gib"] > padded["reserved_gib"] + 5
+    dpo = cli("estimate", "--model", "llama-3.1-8b", "--method", "lora", "--gpus", "1xH100-80GB", "--seq-len", "4096",
+              "--micro-batch", "2", "--stage", "dpo", "--json")
+    assert dpo.code == 0 and any("DPO" in a for a in dpo.json()["assumptions"])
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--gpus", "8xH100-80GB", "--parallel", "zero3", "--fsdp-version", "1"], "--fsdp-version goes with --parallel fsdp"),
+    (["--gpus", "8xH100-80GB", "--parallel", "fsdp", "--fsdp-version", "3"], "fsdp_version must be 1 or 2"),
+    (["--gpus", "1xH100-80GB", "--stage", "ppo"], "--stage"),
+])
+def test_new_estimate_flags_reject_bad_values_in_one_line(cli, args, fragment):
+    res = cli("estimate", "--model", "llama-3.1-8b", "--method", "lora", *args)
+    assert res.code == 2 and fragment in res.err and "Traceback" not in res.err
+
+
+def test_plan_can_be_held_to_an_fsdp_version(cli):
+    common = ["plan", "--model", "llama-3.1-405b", "--gpus", "8xH100-80GB", "--method", "qlora", "--seq-len", "4096",
+              "--lora-r", "64", "--parallel", "fsdp"]
+    fsdp2 = cli(*common, "--fsdp-version", "2", "--json")
+    assert fsdp2.code == 1 and fsdp2.json()["ok"] is False
+    fsdp1 = cli(*common, "--fsdp-version", "1", "--json")
+    assert fsdp1.code == 0 and fsdp1.json()["setup"]["fsdp_version"] == 1

@@ -54,6 +54,8 @@ def test_matrix_covers_the_required_recipes():
 
 def test_every_recipe_header_is_complete():
     for entry in list_recipes():
+        if entry.trainer != "axolotl":
+            continue                  # MLX-LM configs: tests/test_mlx.py
         text = (ROOT / entry.path).read_text()
         header = read_header(text)
         for key in ("model", "hardware", "method", "peak_gpu_gib", "host_ram_gib", "tokens_per_s"):
@@ -172,7 +174,9 @@ def test_ls_lists_the_matrix(cli):
     assert res.code == 0
     ids = {r["id"] for r in res.json()["recipes"]}
     rendered = {f"{r.plan.setup.model.id}/{r.name}" for r in render_matrix()[1]}  # SFT, DPO and specialists
-    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and ids == rendered
+    mlx = {r["id"] for r in res.json()["recipes"] if r["trainer"] == "mlx-lm"}     # and the Mac's MLX-LM configs
+    assert "llama-3.1-70b/lora-8xH100-80GB" in ids and ids == rendered | mlx
+    assert mlx == {"llama-3.1-8b/mlx-lora-1xM3Ultra-512GB", "llama-3.1-70b/mlx-qlora-1xM3Ultra-512GB"}
 
 
 def test_cp_copies_the_recipe_and_what_it_needs(tmp_path, cli, monkeypatch):
@@ -219,3 +223,43 @@ def test_copy_of_repo_templates_is_not_needed_for_ls(tmp_path):
     # ls reads headers only: a recipes/ folder copied elsewhere lists the same
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     assert [e.id for e in list_recipes(tmp_path / "recipes")] == [e.id for e in list_recipes()]
+
+
+def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(rendered):
+    """leviathan.yaml has curriculum phases: every SFT recipe that reads its train.jsonl (and every
+    specialist whose slice keeps two phases or more) sets the keys Axolotl 0.19 needs to train the rows
+    in file order (tests/e2e/test_curriculum_order.py proves them with a real run)."""
+    import yaml as _yaml
+
+    from llamaforge.render import RecipeRequest, _curriculum_context, corpus_phases
+
+    assert corpus_phases("leviathan") == ("foundation", "integration", "identity")
+    sft = [r for r in rendered[1] if r.stage == "sft"]
+    assert len(sft) >= 12
+    for rec in sft:
+        cfg = _yaml.safe_load(next(f.content for f in rec.files if f.path == rec.recipe_path))
+        ordered = cfg.get("shuffle_merged_datasets") is False and cfg.get("curriculum_sampling") is True
+        phases = rec.request.phases if rec.request.phases is not None else corpus_phases(rec.request.corpus)
+        assert ordered is (len(phases) >= 2), rec.recipe_path
+        if ordered and cfg["sample_packing"]:
+            assert cfg["sample_packing_sequentially"] is True, rec.recipe_path
+    # a corpus without phases keeps Axolotl's shuffling; several files always keep their order
+    assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), None)["curriculum"] is False
+    assert _curriculum_context(RecipeRequest(model="x", gpus="1xH100-80GB", corpus="no-such-spec"), ["a", "b"])["curriculum"] is True
+
+
+def test_the_leviathan_corpus_counts_tokens_with_the_tokenizer_of_the_models_its_recipes_train(rendered):
+    from llamaforge.catalog import get_model
+    from llamaforge.corpus.spec import load_spec
+    from llamaforge.paths import datasets_dir
+
+    spec_text = (datasets_dir() / "leviathan.yaml").read_text(encoding="utf-8")
+    tokenizer = get_model(load_spec(datasets_dir() / "leviathan.yaml").lengths.tokenizer)
+    trained = {r.plan.setup.model for r in rendered[1] if r.request.corpus == "leviathan"}
+    assert tokenizer in trained
+    # the Llama 2 13B recipes (the 12 GB plan) share the corpus; the spec says how to count for them
+    assert {m.id for m in trained if m.vocab_size != tokenizer.vocab_size} == {"llama-2-13b"}
+    assert "tokenizer: llama-2-13b" in spec_text
+    for model in (m for m in trained if m.id.startswith("llama-3")):
+        # Llama 3.1 8B, 70B and 405B share one tokenizer (same vocabulary, same chat template)
+        assert (model.vocab_size, model.chat_template) == (tokenizer.vocab_size, tokenizer.chat_template), model.id

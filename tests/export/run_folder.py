@@ -123,7 +123,20 @@ def make_run(root: Path, *, name: str = "leviathan-tiny", base_model: str = "bui
         (out / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
         if write_weights:
             write_safetensors(out / "adapter_model.safetensors", shapes if shapes is not None else lora_shapes(rank))
+    record_output(stage)
     return root / "runs" / name
+
+
+def record_output(stage: Path) -> None:
+    """Record the files of stage/out in stage/report.json as `llamaforge run` does when the run ends
+    (report["output"]: path, bytes, sha256 of each file directly in out/), computed here independently."""
+    report_path = stage / "report.json"
+    report = json.loads(report_path.read_text())
+    out = stage / "out"
+    report["output"] = {"dir": "out", "files": [
+        {"path": p.name, "bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(out.iterdir()) if p.is_file()]}
+    report_path.write_text(json.dumps(report, indent=2))
 
 
 def write_base_config(folder: Path, *, hidden: int = 64) -> Path:

@@ -100,9 +100,8 @@ def test_an_adapter_trained_on_another_base_is_refused(cli, launch):
 def test_an_adapter_whose_shapes_do_not_fit_the_base_is_refused(cli, launch):
     """The config names the right base, but the tensors were made for a wider model."""
     write_base_config(launch / "build/model")          # hidden 64
-    run = make_run(launch)
     shapes = {k: (v[0], v[1] * 3 // 2) if ".lora_A." in k else (v[0] * 3 // 2, v[1]) for k, v in lora_shapes(32).items()}
-    write_safetensors(run / "full/out/adapter_model.safetensors", shapes)
+    run = make_run(launch, shapes=shapes)
     refused(cli("export", run), "do not fit the base")
 
 

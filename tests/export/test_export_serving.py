@@ -22,7 +22,7 @@ from llamaforge.export.serving import (
     vllm_max_lora_rank,
 )
 
-from .run_folder import PERSONA_PROMPT, lora_shapes, make_run, write_safetensors
+from .run_folder import PERSONA_PROMPT, lora_shapes, make_run, record_output, write_safetensors
 
 
 def read_modelfile(text: str) -> list[tuple[str, str]]:
@@ -184,6 +184,7 @@ def test_modelfile_for_a_merged_model_points_at_merged(tmp_path):
 def test_a_bin_adapter_is_exported_with_a_note(cli, launch):
     run = make_run(launch, write_weights=False)
     (run / "full/out/adapter_model.bin").write_bytes(b"\0" * 16)
+    record_output(run / "full")
     out = export(cli, run)
     assert (out / "adapter/adapter_model.bin").is_file()
     assert "not checked" in json.loads((out / "export_report.json").read_text())["warnings"][0]
@@ -197,13 +198,14 @@ def test_safetensors_helper_writes_what_the_reader_reads(tmp_path):
 
 
 def test_a_full_fine_tune_exports_its_model_folder(cli, launch):
-    from .run_folder import make_run as make
+    from .run_folder import make_run as make, record_output
 
     run = make(launch, adapter=False)
     out_dir = run / "full/out"
     (out_dir / "config.json").write_text(json.dumps({"model_type": "llama"}))
     write_safetensors(out_dir / "model.safetensors", {"lm_head.weight": (512, 64)})
     (out_dir / "training_args.bin").write_bytes(b"\0")
+    record_output(run / "full")
     res = cli("export", run, "--merge")
     assert res.code == 2 and "full fine-tune" in res.err and "drop --merge" in res.err
     out = export(cli, run, "--ollama", "--vllm")

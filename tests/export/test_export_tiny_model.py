@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .run_folder import PERSONA_PROMPT, make_run
+from .run_folder import PERSONA_PROMPT, make_run, record_output
 from .test_export_serving import read_modelfile
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,7 @@ def trained(tiny, monkeypatch):
     def make(**kwargs) -> Path:
         run = make_run(tiny, rank=RANK, alpha=ALPHA, write_weights=False, **kwargs)
         save_random_lora(kwargs.get("base_model", "build/model"), run / "full/out")
+        record_output(run / "full")
         return run
     return make
 
@@ -140,6 +141,7 @@ def test_an_adapter_for_another_base_is_refused(cli, trained, tiny):
     stage.write_text(stage.read_text().replace("base_model: build/wide", "base_model: build/model"))
     cfg = run / "full/out/adapter_config.json"
     cfg.write_text(cfg.read_text().replace('"build/wide"', '"build/model"'))
+    record_output(run / "full")   # as if the run had written it: the semantic check, not the hash check
     res = cli("export", run, "--merge")
     assert res.code == 2 and "do not fit the base" in res.err, res.err
     assert not (run / "export").exists()
@@ -157,6 +159,7 @@ def test_rescaled_weights_with_a_config_to_match_are_refused(cli, trained):
     cfg = json.loads(cfg_path.read_text())
     cfg["lora_alpha"] = ALPHA // 2
     cfg_path.write_text(json.dumps(cfg))
+    record_output(run / "full")
     res = cli("export", run, "--merge")
     assert res.code == 2 and f"lora_alpha={ALPHA // 2}" in res.err and f"lora_alpha={ALPHA}" in res.err
     assert not (run / "export").exists()
@@ -169,6 +172,7 @@ def test_an_adapter_peft_cannot_load_is_one_line(cli, trained):
     cfg = json.loads(cfg_path.read_text())
     cfg.update(r=4, rank_pattern={"nothing_matches": 4})
     cfg_path.write_text(json.dumps(cfg))
+    record_output(run / "full")
     res = cli("export", run, "--merge")
     assert res.code == 2, res.err
     assert "does not load onto base" in res.err and "Traceback" not in res.err

@@ -81,9 +81,10 @@ def test_adapter_for_another_base(cli, tmp_path):
 
 def test_other_bad_options(cli, tmp_path):
     model = fake_model(tmp_path / "m")
-    one_line_exit_2(cli("eval", "--model", model, "--limit", "0"), "--limit must be a positive")
-    one_line_exit_2(cli("eval", "--model", model, "--persona", "  "), "persona name")
-    one_line_exit_2(cli("eval", "--model", model, "--batch-size", "lots"), "--batch-size must be a number or auto")
+    one_line_exit_2(cli("eval", "--model", model, "--limit", "0"), "--limit", "give 1 or more")
+    one_line_exit_2(cli("eval", "--model", model, "--persona", "  "), "--persona", "one line")
+    one_line_exit_2(cli("eval", "--model", model, "--batch-size", "lots"), "--batch-size must be a positive number or auto")
+    one_line_exit_2(cli("eval", "--model", model, "--batch-size", "0"), "--batch-size must be a positive number or auto")
     adapter = fake_adapter(tmp_path / "a", base=str(model))
     one_line_exit_2(cli("eval", "--model", model, "--adapter", adapter, "--base", model), "--base is for merged models")
     bad = tmp_path / "gates.yaml"

@@ -213,9 +213,9 @@ def test_preference_recipes_are_refused_with_the_reason(cli):
 def test_cli_bad_input(cli, tmp_path):
     res = cli("run", str(tmp_path / "missing.yaml"), "--stage", "validate")
     assert res.code == 2 and "not found" in res.err
-    res = cli("run", str(tmp_path / "missing.yaml"), "--stage", "final")
-    assert res.code == 2 and "unknown stage" in res.err
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
+    res = cli("run", str(bad), "--stage", "final")
+    assert res.code == 2 and "unknown stage" in res.err
     res = cli("run", str(bad), "--stage", "validate")
     assert res.code == 2 and "mapping" in res.err

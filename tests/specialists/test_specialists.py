@@ -52,7 +52,10 @@ def test_the_committed_spec_is_seed_001s_70b_base_with_five_specialists(committe
     ({"specialists": [{"name": "a", "sources": [{"path": "x.jsonl"}]}]}, "its own `category:`"),
     ({"base": {"model": "llama-3.1-70b", "gpus": "8xH100-80GB", "method": "full"}}, "use lora or qlora"),
     ({"base": {"gpus": "8xH100-80GB"}}, "base.model: is required"),
-    ({"serve": {"tensor_parallel_size": 0}}, "must be 1 or more"),
+    ({"serve": {"tensor_parallel_size": 4}}, "unknown key `serve.tensor_parallel_size`"),
+    ({"serve": {"gpus": "2xRTX3090"}}, "serve.gpus: malformed hardware"),
+    ({"serve": {"weights": "q4_K_M"}}, "serve.weights: 'q4_K_M': use one of bf16"),
+    ({"serve": {"concurrency": 0}}, "must be 1 or more"),
 ])
 def test_spec_mistakes_are_one_line_naming_the_key(changes, message):
     with pytest.raises(UserError, match=message):
@@ -122,19 +125,39 @@ def serve(tmp_path):
     return tmp_path, run
 
 
-def test_the_serve_script_serves_every_adapter_on_one_base(serve):
+def test_the_serve_script_serves_every_adapter_on_one_base_with_the_plans_flags(serve, committed):
+    from llamaforge.serve_plan import vllm_arguments
+    from llamaforge.specialists import serve_plan_for
+
     root, run = serve
     res = run("--gpu-memory-utilization", "0.9", PORT="9001")
     assert res.returncode == 0, res.stderr
     argv = res.stdout.splitlines()
-    assert argv[:2] == ["serve", "meta-llama/Llama-3.1-70B-Instruct"]
+    # seed 001 serves on two RTX 3090s: 8-bit weights do not fit there, the plan's 4-bit AWQ base does
+    assert argv[:2] == ["serve", "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"]
     value = lambda flag: argv[argv.index(flag) + 1]  # noqa: E731
     assert value("--served-model-name") == "nyx-base" and "--enable-lora" in argv
     assert value("--max-loras") == "5" and value("--max-lora-rank") == "32"     # ranks 8..32; vLLM accepts 32
-    assert value("--tensor-parallel-size") == "4" and value("--max-model-len") == "4096"
+    assert value("--tensor-parallel-size") == "2" and value("--max-model-len") == "4096"
+    assert value("--quantization") == "awq_marlin" and value("--dtype") == "float16"
+    plan = serve_plan_for(committed[0], 32)
+    for flag, val in vllm_arguments(plan):                      # every flag of the plan, with its value
+        assert flag in argv and (val is None or value(flag) == val), flag
+    assert plan.estimate.fits and plan.estimate.concurrency >= 1
     modules = argv[argv.index("--lora-modules") + 1: argv.index("--port")]
     assert modules == [f"{n}=outputs/llama-3.1-70b/nyx-{n}-lora-8xH100-80GB" for n in SEED_001]
     assert value("--port") == "9001" and argv[-2:] == ["--gpu-memory-utilization", "0.9"]
+
+
+def test_the_authors_8bit_plan_is_refused_with_the_numbers_and_the_hardware_that_serves_it(committed):
+    from dataclasses import replace
+
+    from llamaforge.specialists import ServeTarget, serve_plan_for
+
+    sset = replace(committed[0], serve=ServeTarget(gpus="2xRTX3090-24GB", weights="int8", context=4096))
+    with pytest.raises(UserError, match=r"serve: .*int8 weights \+ LoRA slots \+ profiling need 3\d\.\d GiB per GPU.*"
+                                        r"cheapest catalog hardware that serves it: \dx"):
+        serve_plan_for(sset, 32)
 
 
 def test_the_serve_script_refuses_a_missing_adapter_or_a_path_vllm_cannot_parse(serve):

@@ -60,10 +60,12 @@ class SchemaError:
 @dataclass
 class SchemaVerdict:
     """Axolotl's verdict on one config; `table` only when the config loads plugins (their fields
-    extend the schema)."""
+    extend the schema); `needs`: GPU-machine packages the validation imported, which are not
+    installed here and were given a stand-in (facts/axolotl_rules.yaml `gpu_machine_packages`)."""
 
     errors: list[SchemaError] = field(default_factory=list)
     table: dict | None = None
+    needs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +140,7 @@ def run_schema(requests: list[dict], *, want_table: bool = True, timeout_s: int 
             SchemaVerdict(
                 errors=[SchemaError(e["key"], e["message"]) for e in item["errors"]],
                 table=item.get("table"),
+                needs=list(item.get("needs") or []),
             )
             for item in data["results"]
         ],
@@ -338,6 +341,38 @@ def _clean_message(message: str) -> str:
 DATASET_MODELS = ("SFTDataset", "DPODataset", "KTODataset", "SyntheticDataset", "StepwiseSupervisedDataset")
 
 
+class _StandIns:
+    """A meta-path finder that answers imports of the named GPU-machine packages, when they are not
+    installed here, with an empty module, and records which were asked for. Axolotl's validation
+    only imports them to check they are there (validation.py check_context_parallel_size)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = {n for n in names if importlib.util.find_spec(n) is None}
+        self.asked: list[str] = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.names:
+            return None
+        if name not in self.asked:
+            self.asked.append(name)
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__doc__ = "stand-in: installed on the training machine, not here"
+
+    def __enter__(self):
+        sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc):
+        sys.meta_path.remove(self)
+        for name in self.names:
+            sys.modules.pop(name, None)
+
+
 def _validate_one(request: dict) -> dict:
     """Axolotl's verdict on one config, as JSON-able data."""
     from pydantic import ValidationError
@@ -346,7 +381,17 @@ def _validate_one(request: dict) -> dict:
     from axolotl.utils.dict import DictDefault
 
     cfg = DictDefault(request["config"])
-    result: dict[str, Any] = {"errors": [], "table": None}
+    result: dict[str, Any] = {"errors": [], "table": None, "needs": []}
+    with _StandIns(request.get("gpu_packages") or []) as stand_ins:
+        _run_validation(request, cfg, result, validate_config, ValidationError)
+    result["needs"] = stand_ins.asked
+    return result
+
+
+_PLUGIN_TABLES: dict[tuple[str, ...], dict] = {}
+
+
+def _run_validation(request: dict, cfg: Any, result: dict, validate_config: Any, ValidationError: type) -> None:
     try:
         if cfg.get("plugins"):
             from axolotl.integrations.base import PluginManager
@@ -355,7 +400,10 @@ def _validate_one(request: dict) -> dict:
 
             PluginManager.get_instance().plugins.clear()  # the manager is a process singleton
             prepare_plugins(cfg)
-            result["table"] = axolotl_field_table(merge_input_args()[1])
+            plugins = tuple(str(p) for p in cfg.get("plugins"))
+            if plugins not in _PLUGIN_TABLES:  # one table per set of plugins: configs share them
+                _PLUGIN_TABLES[plugins] = axolotl_field_table(merge_input_args()[1])
+            result["table"] = _PLUGIN_TABLES[plugins]
         validate_config(
             cfg, capabilities=request.get("capabilities"), env_capabilities=request.get("env_capabilities")
         )
@@ -366,7 +414,6 @@ def _validate_one(request: dict) -> dict:
             result["errors"].append({"key": loc, "message": _clean_message(err.get("msg", str(exc)))})
     except Exception as exc:  # Axolotl's validators also raise DeprecationWarning, NotImplementedError…
         result["errors"].append({"key": "", "message": f"{type(exc).__name__}: {exc}".strip()})
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,10 @@ from .paths import read_facts
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture constants of a decoder-only Llama-family model."""
+    """Architecture constants of a decoder-only transformer of the Llama family's shape: RMSNorm
+    decoder layers of attention (q, k, v, o) and a gated MLP, or a mixture-of-experts block of
+    routed experts (all resident, `experts_per_token` of them computing each token), optional
+    shared experts and a router (docs/hardware.md, "Model families")."""
 
     id: str
     hidden_size: int
@@ -42,6 +45,23 @@ class ModelSpec:
     published_params: int | None = None
     initializer_range: float = 0.02
     source: str = "catalog"  # "catalog" or the path of the config.json it came from
+    # ---- architecture variants (defaults: a dense Llama) -----------------------------------
+    norms_per_layer: int = 2          # RMSNorms per decoder layer (Gemma 2/3: 4, around attention and MLP)
+    qkv_bias: bool = False            # biases on q, k and v (Qwen2/2.5)
+    num_experts: int = 0              # routed experts per MoE layer; 0: a dense model
+    experts_per_token: int = 0        # experts each token is routed to (top-k)
+    expert_intermediate_size: int = 0  # one routed expert's MLP width
+    shared_expert_intermediate_size: int = 0  # the always-active shared expert(s), widths summed
+    other_params: int = 0             # parameters outside the decoder stack modelled here: a vision
+    #                                   tower and its projector, biases and attention sinks; 16-bit,
+    #                                   frozen by LoRA, trained by a full fine-tune
+    hub_ids: tuple[str, ...] = ()     # further Hub repositories with exactly these constants
+    published_rounding: int = 0       # the published count is rounded to this (0: exact)
+    published_active_params: int | None = None  # MoE: parameters computing one token, as published
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hub_ids, list):
+            object.__setattr__(self, "hub_ids", tuple(self.hub_ids))
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -52,26 +72,49 @@ class ModelSpec:
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    def attention_shapes(self) -> dict[str, tuple[int, int]]:
+        h = self.hidden_size
+        return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+                "o_proj": (self.q_dim, h)}
+
+    @staticmethod
+    def _mlp(h: int, width: int) -> dict[str, tuple[int, int]]:
+        return {"gate_proj": (h, width), "up_proj": (h, width), "down_proj": (width, h)} if width else {}
+
+    def expert_shapes(self) -> dict[str, tuple[int, int]]:
+        """One routed expert's gate, up and down projections (empty for a dense model)."""
+        return self._mlp(self.hidden_size, self.expert_intermediate_size or self.intermediate_size) if self.is_moe else {}
+
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each linear layer of one decoder block."""
-        h, i = self.hidden_size, self.intermediate_size
-        return {
-            "q_proj": (h, self.q_dim),
-            "k_proj": (h, self.kv_dim),
-            "v_proj": (h, self.kv_dim),
-            "o_proj": (self.q_dim, h),
-            "gate_proj": (h, i),
-            "up_proj": (h, i),
-            "down_proj": (i, h),
-        }
+        """(in_features, out_features) of the nn.Linear layers of one decoder layer that LoRA targets
+        by name: attention, and the MLP (a dense model's, an MoE model's shared expert). Routed
+        experts are 3D parameters in transformers 5, not nn.Linear (`expert_shapes`)."""
+        mlp = self._mlp(self.hidden_size, self.shared_expert_intermediate_size if self.is_moe else self.intermediate_size)
+        return {**self.attention_shapes(), **mlp}
+
+    @property
+    def router_params_per_layer(self) -> int:
+        return self.hidden_size * self.num_experts
+
+    @property
+    def expert_params_per_layer(self) -> int:
+        """All routed experts of one MoE layer."""
+        return self.num_experts * sum(a * b for a, b in self.expert_shapes().values())
 
     @property
     def params_per_layer_linear(self) -> int:
-        return sum(a * b for a, b in self.linear_shapes().values())
+        """One decoder layer's matrix parameters: attention, MLP or shared expert, routed experts, router."""
+        return (sum(a * b for a, b in self.linear_shapes().values()) + self.expert_params_per_layer
+                + self.router_params_per_layer)
 
     @property
     def params_per_layer_norm(self) -> int:
-        return 2 * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0)
+        bias = self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0
+        return self.norms_per_layer * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0) + bias
 
     @property
     def embedding_params(self) -> int:
@@ -83,19 +126,45 @@ class ModelSpec:
 
     @property
     def linear_params(self) -> int:
-        """Parameters in the decoder blocks' linear layers: what bitsandbytes quantizes."""
+        """Parameters in the decoder blocks' matrices (experts included)."""
         return self.num_layers * self.params_per_layer_linear
+
+    @property
+    def expert_params(self) -> int:
+        return self.num_layers * self.expert_params_per_layer
+
+    @property
+    def active_linear_params(self) -> int:
+        """Decoder matrix parameters one token is computed with: all but the routed experts it is
+        not sent to."""
+        if not self.is_moe:
+            return self.linear_params
+        per_expert = self.expert_params_per_layer // self.num_experts
+        return self.linear_params - self.num_layers * (self.num_experts - self.experts_per_token) * per_expert
 
     @property
     def norm_params(self) -> int:
         return self.num_layers * self.params_per_layer_norm + self.hidden_size
 
     def parameter_count(self) -> int:
-        return self.linear_params + self.norm_params + self.embedding_params + self.lm_head_params
+        return self.linear_params + self.norm_params + self.embedding_params + self.lm_head_params + self.other_params
+
+    def active_parameter_count(self) -> int:
+        """Parameters computing one token (MoE: top-k routed experts), embedding excluded, output head included."""
+        return self.parameter_count() - self.embedding_params - (self.linear_params - self.active_linear_params) \
+            + (self.embedding_params if self.tie_embeddings else 0)
+
+    def describe(self) -> str:
+        """`mixtral-8x7b (46.7B parameters, MoE: 8 experts, 2 per token)` for messages."""
+        moe = f", mixture of experts: {self.num_experts} experts, {self.experts_per_token} per token" if self.is_moe else ""
+        return f"{self.id} ({self.parameter_count() / 1e9:,.1f}B parameters{moe})"
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["hub_ids"] = list(self.hub_ids)
         d["parameters"] = self.parameter_count()
+        if self.is_moe:
+            d["active_parameters"] = self.active_parameter_count()
         return d
 
 
@@ -109,6 +178,7 @@ class GpuSpec:
     compute_capability: str
     interconnect: str
     usd_per_hour: float
+    memory_bandwidth_gbps: float = 0.0
 
     @property
     def supports_flash_attention(self) -> bool:
@@ -168,6 +238,81 @@ def gpus() -> dict[str, GpuSpec]:
     return {gid: GpuSpec(id=gid, **fields) for gid, fields in read_facts("gpus.yaml").items()}
 
 
+@dataclass(frozen=True)
+class AppleMachine:
+    """An Apple-Silicon Mac (facts/apple_silicon.yaml): one device whose GPU shares the unified
+    memory with macOS. MLX-LM trains on it; Ollama/llama.cpp serve on it; Axolotl does not run."""
+
+    id: str
+    name: str
+    chip: str
+    gpu_cores: int
+    memory_gib: float
+    bandwidth_gbps: float
+    prompt_rate: dict
+    usd_per_hour: float = 0.0
+
+    def default_gpu_share(self) -> float:
+        """macOS's default cap on GPU allocations (recommendedMaxWorkingSetSize) as a share of memory."""
+        share = apple_facts()["gpu_share"]
+        return share["small"] if self.memory_gib <= share["small_machine_max_gib"] else share["large"]
+
+    def gpu_usable_gib(self, wired_limit_gib: float | None = None) -> float:
+        """What the GPU may allocate: macOS's default share, or an explicit `iogpu.wired_limit_mb`."""
+        if wired_limit_gib is not None:
+            return min(float(wired_limit_gib), self.memory_gib)
+        return self.memory_gib * self.default_gpu_share()
+
+    @property
+    def label(self) -> str:
+        return f"1x{self.id}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["default_gpu_share"] = self.default_gpu_share()
+        d["gpu_usable_gib"] = round(self.gpu_usable_gib(), 2)
+        return d
+
+
+@lru_cache(maxsize=1)
+def apple_facts() -> dict:
+    return read_facts("apple_silicon.yaml")
+
+
+@lru_cache(maxsize=1)
+def apple_machines() -> dict[str, AppleMachine]:
+    return {mid: AppleMachine(id=mid, **fields) for mid, fields in apple_facts()["machines"].items()}
+
+
+_APPLE_RE = re.compile(r"^\s*(?:(\d+)\s*[xX×]\s*)?(M\d+(?:Pro|Max|Ultra)?-\d+GB)\s*$", re.I)
+
+
+def is_apple_hardware(text: str | None) -> bool:
+    """True for `1xM3Ultra-512GB` / `M2Ultra-192GB`: an Apple-Silicon machine name (known or not)."""
+    return bool(text and _APPLE_RE.match(text))
+
+
+def parse_apple_machine(text: str) -> AppleMachine:
+    """`1xM3Ultra-512GB` (or `M3Ultra-512GB`) -> the machine; one machine only."""
+    m = _APPLE_RE.match(text or "")
+    if not m:
+        raise UserError(f"malformed Apple-Silicon machine {text!r}; write 1x<chip>-<memory>GB, e.g. 1xM3Ultra-512GB "
+                        f"(machines: {', '.join(apple_machines())})")
+    if m.group(1) and int(m.group(1)) != 1:
+        raise UserError(f"{text!r}: plan one Mac at a time (1x{m.group(2)}); MLX-LM's multi-machine training "
+                        "is not planned by LlamaForge")
+    catalog = apple_machines()
+    by_lower = {mid.lower(): mid for mid in catalog}
+    key = m.group(2).lower()
+    if key in by_lower:
+        return catalog[by_lower[key]]
+    hint = ""
+    if key.startswith("m2ultra") and not key.endswith(("128gb", "192gb")):
+        hint = " (the M2 Ultra comes with at most 192 GB; the 512 GB Mac Studio is the M3 Ultra: M3Ultra-512GB)"
+    raise UserError(f"unknown Apple-Silicon machine {m.group(2)!r}{hint or _suggest(m.group(2), list(catalog))}; "
+                    f"use one of {', '.join(catalog)} (facts/apple_silicon.yaml lists them; add yours there)")
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -184,6 +329,15 @@ def get_model(name: str) -> ModelSpec:
         path = path / "config.json"
     if path.is_file():
         return model_from_hf_config(path)
+    if path.is_dir():
+        raise UserError(f"model folder {name} has no config.json; give a Hugging Face model folder (config.json) "
+                        "or a catalog id")
+    if name.startswith((".", "/", "~")) or name.endswith(".json") or name.count("/") > 1:
+        raise UserError(f"model {name} not found: no such file or folder; give a catalog id "
+                        f"({', '.join(catalog)}) or a path to a local config.json")
+    if name.count("/") == 1:
+        raise UserError(f"unknown model {name!r}: a Hugging Face id is not read from the Hub here; give the local "
+                        f"folder with its config.json, or a catalog id{_suggest(key.split('/')[-1], list(catalog))}")
     raise UserError(
         f"unknown model {name!r}{_suggest(key, list(catalog))}; "
         f"use one of {', '.join(catalog)} or a path to a local config.json"
@@ -196,6 +350,12 @@ def get_gpu(name: str) -> GpuSpec:
     key = name.strip().lower()
     if key in by_lower:
         return catalog[by_lower[key]]
+    if is_apple_hardware(name):
+        raise UserError(
+            f"{name.strip()} is an Apple-Silicon Mac: Axolotl, DeepSpeed and bitsandbytes need CUDA and do not run "
+            f"there; `llamaforge estimate --gpus 1x{name.strip()}` plans MLX-LM fine-tuning on it and "
+            f"`llamaforge serve-plan` plans Ollama on it (docs/hardware.md, the Mac)"
+        )
     raise UserError(
         f"unknown GPU {name!r}{_suggest(name.strip(), list(catalog))}; use one of {', '.join(catalog)}"
     )
@@ -234,37 +394,122 @@ def parse_hardware(text: str, nodes: int | None = None, *, allow_cpu: bool = Fal
     return Hardware(gpu=gpu, gpus_per_node=count, nodes=n_nodes)
 
 
+@lru_cache(maxsize=1)
+def architecture_facts() -> dict:
+    return read_facts("architectures.yaml")
+
+
+class NotModelled(UserError):
+    """A model the memory model does not price (an architecture it has no terms for, a config it
+    cannot read): `check` says "memory not judged" instead of pricing another model."""
+
+
+def _int(cfg: dict, *keys: str, default: int | None = None) -> int | None:
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return default
+
+
 def model_from_hf_config(path: Path) -> ModelSpec:
-    """A ModelSpec from a local Hugging Face config.json of a Llama-like decoder."""
+    """A ModelSpec from a Hugging Face config.json, for the architectures facts/architectures.yaml
+    lists as modelled; NotModelled (a UserError) for the others and for unreadable files."""
     try:
         cfg = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable JSON config ({exc})") from None
+        raise NotModelled(f"{path}: not a readable JSON config ({exc})") from None
     if not isinstance(cfg, dict):
-        raise UserError(f"{path}: a model config must be a JSON object")
-    required = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
-    missing = [k for k in required if not isinstance(cfg.get(k), int)]
+        raise NotModelled(f"{path}: a model config must be a JSON object")
+    facts = architecture_facts()
+    model_type = str(cfg.get("model_type") or "llama")
+    if model_type in facts["not_modelled"]:
+        raise NotModelled(f"{path}: {model_type} models are not modelled by the memory estimate "
+                          f"({facts['not_modelled'][model_type]})")
+    if model_type not in facts["modelled"]:
+        raise NotModelled(f"{path}: model_type {model_type!r} is not one the memory estimate models "
+                          f"(it models {', '.join(facts['modelled'])}: facts/architectures.yaml)")
+    kind = facts["modelled"][model_type] or {}
+    text = cfg.get("text_config") if kind.get("text_config") and isinstance(cfg.get("text_config"), dict) else cfg
+    required = ["hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"]
+    missing = [k for k in required if _int(text, k) is None]
     if missing:
-        raise UserError(f"{path}: not a Llama-like decoder config (missing integer {', '.join(missing)})")
-    heads = cfg["num_attention_heads"]
-    model_type = str(cfg.get("model_type", "llama"))
+        raise NotModelled(f"{path}: not a decoder config the estimate can read (missing integer {', '.join(missing)})")
+    heads, hidden = text["num_attention_heads"], text["hidden_size"]
+    experts = _int(text, "num_local_experts", "num_experts", "n_routed_experts", default=0) if kind.get("moe") else 0
+    width_key = kind.get("expert_width_key", "moe_intermediate_size")
     return ModelSpec(
         id=Path(path).resolve().parent.name,
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_layers=cfg["num_hidden_layers"],
+        hidden_size=hidden,
+        intermediate_size=_int(text, "intermediate_size", default=0) or 0,
+        num_layers=text["num_hidden_layers"],
         num_heads=heads,
-        num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-        head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
-        vocab_size=cfg["vocab_size"],
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        qk_norm=model_type.startswith("qwen3"),
+        num_kv_heads=_int(text, "num_key_value_heads", default=heads) or heads,
+        head_dim=_int(text, "head_dim", default=hidden // heads) or hidden // heads,
+        vocab_size=text["vocab_size"],
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+        qk_norm=bool(kind.get("qk_norm")),
+        norms_per_layer=int(kind.get("norms_per_layer", 2)),
+        qkv_bias=bool(kind.get("qkv_bias")),
+        num_experts=experts or 0,
+        experts_per_token=(_int(text, "num_experts_per_tok", "experts_per_token", default=0) or 0) if experts else 0,
+        expert_intermediate_size=(_int(text, width_key, default=0) or 0) if experts else 0,
+        shared_expert_intermediate_size=(_int(text, "shared_expert_intermediate_size", default=0) or 0) if experts else 0,
         family=model_type,
         hf_repo=None,
-        max_position=int(cfg.get("max_position_embeddings") or 4096),
-        rope_theta=float(cfg.get("rope_theta") or 10000.0),
+        max_position=_int(text, "max_position_embeddings", default=4096) or 4096,
+        rope_theta=float(text.get("rope_theta") or 10000.0),
         source=str(path),
     )
+
+
+def catalog_model_for_repo(repo: str) -> tuple[ModelSpec, str] | None:
+    """The catalog model a Hub id names (its base or instruct repository, or one of the `hub_ids`
+    with the same architecture constants), and how it matched; None when none does."""
+    key = repo.strip().rstrip("/").lower()
+    for m in models().values():
+        if key in {r.lower() for r in (m.hf_repo, m.instruct_repo) if r}:
+            return m, "catalog"
+        if key in {r.lower() for r in m.hub_ids}:
+            return m, "same architecture"
+    return None
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Where the Hugging Face hub cache lives (huggingface_hub's constants: HF_HUB_CACHE, else
+    HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub)."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return [Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()]
+    if os.environ.get("HF_HOME"):
+        return [Path(os.environ["HF_HOME"]).expanduser() / "hub"]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return [cache / "huggingface" / "hub"]
+
+
+def cached_hf_config(repo: str, revision: str | None = None) -> Path | None:
+    """The config.json of Hub repository `repo` in the local Hugging Face cache, without touching
+    the network: models--<owner>--<name>/snapshots/<commit>/config.json, the commit of
+    refs/<revision or main> first, else any snapshot that has one."""
+    if repo.count("/") != 1:
+        return None
+    for cache in hf_cache_dirs():
+        folder = cache / ("models--" + repo.replace("/", "--"))
+        if not folder.is_dir():
+            continue
+        ref = folder / "refs" / (revision or "main")
+        if ref.is_file():
+            commit = ref.read_text(encoding="utf-8").strip()
+            cfg = folder / "snapshots" / commit / "config.json"
+            if cfg.is_file():
+                return cfg
+        snapshots = sorted((folder / "snapshots").glob("*/config.json")) if (folder / "snapshots").is_dir() else []
+        if snapshots:
+            return snapshots[0]
+    return None
 
 
 @dataclass

@@ -26,14 +26,17 @@ from .catalog import Hardware, ModelSpec, get_model, parse_hardware
 from .errors import UserError
 from .paths import display_path, read_facts, repo_root
 from .recipe_config import (
+    NOT_JUDGED,
     DeepSpeedInfo,
     LoadedConfig,
     Note,
     attn_implementation,
     batch_shape,
     describe_setup,
+    float_or,
     fsdp_block,
     fsdp_version,
+    invalid_batch_keys,
     read_config,
     read_deepspeed,
     resolve_model,
@@ -49,9 +52,16 @@ class Finding:
     severity: str  # error | warning | info
     key: str       # the config key it is about: `flash_attention`, `datasets[0].typ`, `memory`
     message: str
+    # fixes a rule suggests, as config changes: {"text", "config"} before they are re-estimated;
+    # afterwards also "suggested" (bool), "peak_gpu_gib" and "why" (see `settle_fixes`)
+    fixes: tuple[dict, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict:
-        return {"severity": self.severity, "key": self.key, "message": self.message}
+        out = {"severity": self.severity, "key": self.key, "message": self.message}
+        if self.fixes:
+            out["fixes"] = [{k: v for k, v in fx.items() if k != "config"} | {"config": fx.get("config")}
+                            for fx in self.fixes]
+        return out
 
 
 @dataclass
@@ -176,29 +186,68 @@ def _closest(key: str, accepted: tuple[str, ...]) -> str | None:
     return best if best is not None and score(best) >= 0.75 else None
 
 
-def find_ignored_keys(cfg: dict, table: dict, rules: dict, *, plugins_unloaded: bool = False) -> list[Finding]:
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _identity_mapping(value: Any) -> bool:
+    """{role: role, content: content} or {user: [user], assistant: [assistant]}: every name maps to itself."""
+    return isinstance(value, dict) and bool(value) and all(
+        v == k or (isinstance(v, list) and v == [k]) for k, v in value.items())
+
+
+def _unread_default(site: KeySite, name: str, view: dict, rules: dict) -> dict | None:
+    """The ignored_key_defaults entry saying that this dropped key's value is what Axolotl does anyway."""
+    for entry in rules.get("ignored_key_defaults", []):
+        if entry["model"] not in site.models or entry["key"] != name:
+            continue
+        if "when" in entry and not _holds(entry["when"], view, rules):
+            continue
+        if "equals" in entry and not (site.value == entry["equals"] or str(site.value) == str(entry["equals"])):
+            continue
+        if entry.get("identity_mapping") and not _identity_mapping(site.value):
+            continue
+        return entry
+    return None
+
+
+def find_ignored_keys(cfg: dict, table: dict, rules: dict, *, plugins_unloaded: bool = False,
+                      facts: dict | None = None) -> list[Finding]:
     """Keys no schema field accepts: pydantic drops them and Axolotl never sees them. Pure.
-    With plugins whose schema could not be loaded, a key may be a plugin's: warning, not error."""
+    Graded by what is lost (docs/check.md): an error when the key sets something Axolotl will not do;
+    a warning when its value is empty or is what Axolotl does anyway (axolotl_rules.yaml
+    `ignored_key_defaults`), and when a plugin whose schema could not be loaded may define it.
+    `facts`: derive_facts' values, for the conditions of ignored_key_defaults."""
     version = table["axolotl_version"]
     hints = rules.get("ignored_key_hints", {})
+    view = {**cfg, **(facts or {})}
     findings = []
     for site in walk_keys(cfg, table, rules):
         if site.field is not None:
             continue
         if any(table["models"][m]["extra"] != "ignore" for m in site.models):
             continue  # forbid: Axolotl's validation reports it; allow: Axolotl keeps it
+        rewrite = _rewrite(site.models, site.key, rules)
+        name = rewrite[0] if rewrite else site.key
         if site.key in hints:
             advice = " ".join(str(hints[site.key]).split())
-        elif (close := _closest(site.key, site.suggestable)) is not None:
+        elif (close := _closest(name, site.suggestable)) is not None:
             advice = f"did you mean `{close}`?"
         else:
             advice = "remove it or check Axolotl's config reference"
         where = "" if "." not in site.path and "[" not in site.path else f" in {site.path.rsplit('.', 1)[0]}"
-        message = f"`{site.key}` is not an Axolotl {version} key{where}, so Axolotl silently ignores it; {advice}"
-        if plugins_unloaded:
-            findings.append(Finding("warning", site.path, message + " (unless one of the config's plugins defines it)"))
+        message = f"`{site.key}` is not an Axolotl {version} key{where}, so Axolotl silently ignores it"
+        default = _unread_default(site, name, view, rules)
+        if _is_empty(site.value):
+            findings.append(Finding("warning", site.path, f"{message}; its value is empty, so nothing is lost: remove it"))
+        elif default is not None:
+            findings.append(Finding("warning", site.path, (
+                f"{message}; nothing is lost, `{site.value}` is what Axolotl does anyway ({default['does']}): "
+                "remove it so that the config says only what Axolotl reads")))
+        elif plugins_unloaded:
+            findings.append(Finding("warning", site.path, f"{message}; {advice} (unless one of the config's plugins defines it)"))
         else:
-            findings.append(Finding("error", site.path, message))
+            findings.append(Finding("error", site.path, f"{message}; {advice}"))
     return findings
 
 
@@ -270,15 +319,6 @@ def _holds(cond: dict, view: dict, rules: dict) -> bool:
     raise ValueError(f"axolotl_rules.yaml: unknown condition {cond!r}")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
     """Explicit (non-"auto") batch values of the DeepSpeed JSON that transformers would find
     mismatched with Axolotl's micro_batch_size / gradient_accumulation_steps / world size."""
@@ -297,13 +337,75 @@ def _deepspeed_batch_sizes(cfg: dict, facts: dict) -> list[dict]:
         )
     out = []
     for ds_key, (want, how) in expected.items():
-        have = _number(ds.get(ds_key))
+        have = float_or(ds.get(ds_key))
         if have is not None and have != want:
             out.append({"what": f"{ds_key}={ds[ds_key]}", "expected": how})
     return out
 
 
-RULE_CHECKS = {"deepspeed_batch_sizes": _deepspeed_batch_sizes}
+def _batch_sizes(cfg: dict, facts: dict) -> list[dict]:
+    """micro_batch_size, gradient_accumulation_steps or batch_size below 1 (set in the config)."""
+    return [{"what": key, "value": cfg[key], "_key": key} for key in invalid_batch_keys(cfg)]
+
+
+_TRANSFORMERS_CLASS = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def _model_type_alias(cfg: dict, facts: dict) -> list[dict]:
+    """`model_type`, an alias of type_of_model; an error when it cannot name a transformers class."""
+    value = cfg.get("model_type")
+    if value is None:
+        return []
+    if isinstance(value, str) and _TRANSFORMERS_CLASS.match(value):
+        return [{"value": value, "problem": ""}]
+    return [{"value": value, "_severity": "error",
+             "problem": f"; `{value}` names no transformers class, so loading the model fails "
+                        "(after the GPUs are allocated)"}]
+
+
+def _lora_targets_both(cfg: dict, facts: dict) -> list[dict]:
+    modules = cfg.get("lora_target_modules")
+    if not cfg.get("lora_target_linear") or not modules:
+        return []
+    names = [modules] if isinstance(modules, str) else [str(m) for m in modules] if isinstance(modules, list) else [str(modules)]
+    linear = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    extra = sorted(set(names) - linear)
+    return [{"value": ", ".join(names),
+             "extra": f"; {', '.join(extra)} are adapted on top of every linear layer" if extra else ""}]
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A base_model written as a path rather than a Hub id (`owner/name`): absolute, ./, ../, ~, or
+    more than one `/`."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _local_base_model(cfg: dict, facts: dict) -> list[dict]:
+    base = str(cfg.get("base_model") or "").strip()
+    if not base or not looks_like_local_path(base):
+        return []
+    dirs = facts.get("_search_dirs") or [Path.cwd()]
+    path = Path(base).expanduser()
+    candidates = [path] if path.is_absolute() else [d / path for d in dirs]
+    if any(c.exists() for c in candidates):
+        return []
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    after = facts.get("_after_recipe")
+    if after:
+        # a stage recipe (DPO) starts from the model another recipe writes: expected before that run
+        return [{"_severity": "info", "_message": (
+            f"base_model `{base}` does not exist yet: it is the merged model of {after}, which that recipe's "
+            "training and merge write; expected before then, and needed before this stage launches")}]
+    return [{"value": base, "looked": looked}]
+
+
+RULE_CHECKS = {
+    "deepspeed_batch_sizes": _deepspeed_batch_sizes,
+    "batch_sizes": _batch_sizes,
+    "model_type_alias": _model_type_alias,
+    "lora_targets_both": _lora_targets_both,
+    "local_base_model": _local_base_model,
+}
 
 
 class _Values(dict):
@@ -318,18 +420,76 @@ def _rule_text(rule: dict, values: dict) -> str:
     return f"{message}; fix: {rule['fix']}" if rule.get("fix") else message
 
 
+def _rule_finding(rule: dict, values: dict, hit: dict | None = None) -> Finding:
+    hit = hit or {}
+    return Finding(hit.get("_severity", rule["severity"]), hit.get("_key", rule["key"]),
+                   hit.get("_message") or _rule_text(rule, {**values, **hit}),
+                   tuple({"text": fx["text"], "config": dict(fx["config"])} for fx in rule.get("fixes", ())))
+
+
 def find_bad_combinations(cfg: dict, facts: dict, rules: dict) -> list[Finding]:
     """Known-bad combinations of facts/axolotl_rules.yaml. `facts` are derived values (names
-    starting with `_`, see `derive_facts`). Pure."""
+    starting with `_`, see `derive_facts`). The fixes of a rule come back unsettled: `settle_fixes`
+    re-estimates them. Pure."""
     view = {**cfg, **facts}
     findings = []
     for rule in rules.get("rules", []):
         if "check" in rule:
             for hit in RULE_CHECKS[rule["check"]](cfg, facts):
-                findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, {**view, **hit})))
+                findings.append(_rule_finding(rule, view, hit))
         elif _holds(rule["when"], view, rules):
-            findings.append(Finding(rule["severity"], rule["key"], _rule_text(rule, view)))
+            findings.append(_rule_finding(rule, view))
     return findings
+
+
+def apply_config_change(cfg: dict, change: dict) -> dict:
+    """The config with `change` applied (a null value removes the key). Pure."""
+    out = dict(cfg)
+    for key, value in change.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def settle_fixes(findings: list[Finding], current: Any, price: Callable[[dict], tuple[Any, str | None]]) -> list[Finding]:
+    """Decide each suggested fix on its re-estimated memory: `price(config change)` returns the
+    estimate of the config with that change (or None and why not). A fix that leaves the config not
+    fitting where it fits now, or needing more memory while it does not fit, is not suggested, and the
+    finding says why. `current`: the config's own estimate (None when memory is not checked). Pure."""
+    out = []
+    for f in findings:
+        if not f.fixes:
+            out.append(f)
+            continue
+        parts, settled = [], []
+        for fx in f.fixes:
+            fixed, refused = price(fx["config"]) if current is not None else (None, None)
+            entry = {**fx, "suggested": True, "peak_gpu_gib": None, "why": None}
+            if current is None:
+                parts.append(f"fix: {fx['text']}")
+            elif fixed is None:
+                entry.update(suggested=False, why=f"the estimator refuses the changed config ({refused})")
+                parts.append(f"not suggesting {fx['text']}: {entry['why']}")
+            else:
+                entry["peak_gpu_gib"] = round(float(fixed.peak_gpu_gib), 2)
+                worse = not fixed.fits and (current.fits or fixed.peak_gpu_gib > current.peak_gpu_gib)
+                if worse:
+                    largest = max((fixed.breakdown or {}).items(), key=lambda kv: kv[1], default=(None, 0.0))
+                    entry.update(suggested=False, why=(
+                        f"with it the config would need ~{fixed.peak_gpu_gib:,.1f} GiB per GPU, over the "
+                        f"{fixed.usable_gpu_gib:,.1f} usable ({str(largest[0]).replace('_', ' ')} {largest[1]:,.1f} GiB), "
+                        + (f"where it fits now with ~{current.peak_gpu_gib:,.1f}" if current.fits
+                           else f"more than the ~{current.peak_gpu_gib:,.1f} it needs now")))
+                    parts.append(f"not suggesting {fx['text']}: {entry['why']}")
+                else:
+                    verdict = getattr(fixed, "verdict", "fits" if fixed.fits else "does not fit")
+                    parts.append(f"fix: {fx['text']} (re-estimated: ~{fixed.peak_gpu_gib:,.1f} of "
+                                 f"{fixed.usable_gpu_gib:,.1f} GiB usable per GPU, {verdict})")
+            settled.append(entry)
+        out.append(Finding(f.severity, f.key, f"{f.message}; " + "; ".join(parts), tuple(settled)))
+    return out
 
 
 def schema_defaults(table: dict) -> dict:
@@ -338,7 +498,8 @@ def schema_defaults(table: dict) -> dict:
 
 
 def derive_facts(
-    cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None
+    cfg: dict, *, table: dict, deepspeed: DeepSpeedInfo | None, hardware: Hardware | None,
+    search_dirs: list[Path] | None = None, header: dict[str, str] | None = None,
 ) -> dict:
     """The derived values rules test (see the header of facts/axolotl_rules.yaml). Pure."""
     defaults = schema_defaults(table)
@@ -355,6 +516,8 @@ def derive_facts(
         "_on_cpu": _on_cpu(hardware),
         "_micro_batch_size": micro,
         "_gradient_accumulation_steps": accum,
+        "_search_dirs": list(search_dirs or []),
+        "_after_recipe": (header or {}).get("after"),
     }
 
 
@@ -382,9 +545,24 @@ def schema_findings(errors: list, cfg: dict, version: str) -> list[Finding]:
     ]
 
 
+def gpu_machine_findings(needs: list[str], rules: dict) -> list[Finding]:
+    """Packages Axolotl's validation imported that this machine lacks (validated with a stand-in):
+    the training machine needs them. Pure."""
+    by_module = {p["module"]: p for p in rules.get("gpu_machine_packages", [])}
+    return [Finding("warning", "schema", (
+        f"Axolotl's validation imports `{m}` for {by_module[m]['needed_for']}; it is not installed here, so the "
+        f"config was validated as if it were: the training machine needs it ({by_module[m]['install']})"))
+        for m in needs if m in by_module]
+
+
 def memory_findings(estimate: Any, hardware: Hardware) -> list[Finding]:
-    """The estimator's verdict as a finding: error with the largest parts when it does not fit. Pure."""
+    """The estimator's verdict as a finding: error with the largest parts when it does not fit,
+    warning when it is tight (within 5% of the usable memory). Pure."""
     peak, usable = float(estimate.peak_gpu_gib), float(estimate.usable_gpu_gib)
+    if estimate.fits and getattr(estimate, "verdict", "fits") == "tight":
+        return [Finding("warning", "memory", f"tight: ~{peak:,.1f} GiB of {usable:,.1f} GiB usable per GPU on {hardware} "
+                        f"({estimate.verdict_text()}), within the estimator's own error; lower micro_batch_size "
+                        "or sequence_len for room")]
     if estimate.fits:
         return [Finding("info", "memory", f"fits: ~{peak:,.1f} GiB of {usable:,.1f} GiB usable per GPU on {hardware}")]
     parts = sorted(((float(v), k) for k, v in (estimate.breakdown or {}).items()), reverse=True)[:3]
@@ -446,8 +624,10 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
     from .axolotl_schema import gpu_capabilities, installed_version
 
     hw = ctx.hardware
+    # packages only a GPU machine has get a stand-in, unless the target is this CPU
+    gpu_packages = [p["module"] for p in rules.get("gpu_machine_packages", [])]
     if hw is None:
-        return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None}
+        return {"config": ctx.loaded.data, "capabilities": None, "env_capabilities": None, "gpu_packages": gpu_packages}
     caps = rules["capabilities"]
     if _on_cpu(hw):  # what Axolotl's CLI detects on a host without CUDA
         cpu = {"bf16": False, "tf32": False, "fp8": False, "n_gpu": hw.world_size, "n_node": 1,
@@ -455,6 +635,7 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
         return {"config": ctx.loaded.data, "capabilities": cpu,
                 "env_capabilities": {"torch_version": installed_version("torch")}}
     return {
+        "gpu_packages": gpu_packages,
         "config": ctx.loaded.data,
         "capabilities": gpu_capabilities(
             bf16=hw.gpu.bf16, compute_capability=hw.gpu.compute_capability, world_size=hw.world_size,
@@ -489,31 +670,46 @@ def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | 
     try:
         return price(setup), None
     except UserError as exc:
-        return None, Finding("error", "memory", f"the estimator refused it: {exc}")
+        return None, Finding("warning", "memory", f"{NOT_JUDGED}: the estimator cannot price it ({exc})")
 
 
-def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None) -> tuple[list[Finding], Any, TrainSetup | None]:
+def _setup_of(cfg: dict, ctx: _ConfigContext, table: dict, spec: ModelSpec) -> tuple[TrainSetup | None, list]:
+    return setup_from_config(
+        cfg, model=spec, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
+        defaults=schema_defaults(table), legacy_attention_flags=table.get("legacy_attention_flags", []),
+    )
+
+
+def _memory(ctx: _ConfigContext, table: dict, model: str | ModelSpec | None
+            ) -> tuple[list[Finding], Any, TrainSetup | None, Callable[[dict], tuple[Any, str | None]] | None]:
+    """Memory findings, the estimate, the setup it priced, and a function that prices the config
+    with a change applied (for `settle_fixes`)."""
     if ctx.hardware is None:
-        return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None
+        return [Finding("info", "memory", "memory not checked: no hardware given (pass --gpus, e.g. --gpus 8xH100-80GB)")], None, None, None
     if _on_cpu(ctx.hardware):
-        return [Finding("info", "memory", f"memory not checked: a CPU run ({ctx.hardware.label})")], None, None
+        return [Finding("info", "memory", f"memory not checked: a CPU run ({ctx.hardware.label})")], None, None, None
     choice = resolve_model(ctx.loaded.data, ctx.loaded.header, model, ctx.search_dirs)
     findings = [Finding(*n) for n in choice.notes]
     if choice.model is None:
-        return findings, None, None
-    defaults = schema_defaults(table)
-    setup, notes = setup_from_config(
-        ctx.loaded.data, model=choice.model, hardware=ctx.hardware, deepspeed=ctx.deepspeed,
-        defaults=defaults, legacy_attention_flags=table.get("legacy_attention_flags", []),
-    )
+        return findings, None, None, None
+    setup, notes = _setup_of(ctx.loaded.data, ctx, table, choice.model)
     findings += [Finding(*n) for n in notes]
     if setup is None:
-        return findings, None, None
+        return findings, None, None, None
     findings.append(Finding("info", "setup", describe_setup(setup)))
     estimate, problem = _estimate(setup, ctx.loaded.data.get("rl"))
     if problem is not None:
-        return findings + [problem], None, setup
-    return findings + memory_findings(estimate, ctx.hardware), estimate, setup
+        return findings + [problem], None, setup, None
+
+    def price(change: dict) -> tuple[Any, str | None]:
+        changed = apply_config_change(ctx.loaded.data, change)
+        fixed_setup, _ = _setup_of(changed, ctx, table, choice.model)
+        if fixed_setup is None:
+            return None, "it cannot be read as a training setup"
+        fixed, refused = _estimate(fixed_setup, changed.get("rl"))
+        return fixed, None if refused is None else refused.message
+
+    return findings + memory_findings(estimate, ctx.hardware), estimate, setup, price
 
 
 def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, schema: bool) -> CheckReport:
@@ -523,6 +719,7 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
     table = (verdict.table if verdict else None) or (run.table if run is not None and not run.failure else None)
     if verdict is not None:
         findings += schema_findings(verdict.errors, cfg, run.axolotl_version or "?")
+        findings += gpu_machine_findings(getattr(verdict, "needs", []), rules)
         if ctx.hardware is None:
             findings.append(Finding("info", "schema", "validated without GPU capabilities (no hardware given)"))
     elif schema:
@@ -539,11 +736,16 @@ def _report(ctx: _ConfigContext, run: Any, index: int, rules: dict, model: Any, 
             findings.append(Finding("warning" if table is None else "info", "schema", note))
     if table is not None:
         plugins_unloaded = bool(cfg.get("plugins")) and (verdict is None or verdict.table is None)
-        findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded)
-        findings += find_deprecated_keys(cfg, table, rules)
-        facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware)
-        findings += find_bad_combinations(cfg, facts, rules)
-        memory, estimate, setup = _memory(ctx, table, model)
+        facts = derive_facts(cfg, table=table, deepspeed=ctx.deepspeed, hardware=ctx.hardware,
+                             search_dirs=ctx.search_dirs, header=ctx.loaded.header)
+        findings += find_ignored_keys(cfg, table, rules, plugins_unloaded=plugins_unloaded, facts=facts)
+        rejected = {f.key for f in findings if f.severity == "error" and "rejects the config" in f.message}
+        # a removed key is reported once: Axolotl's own rejection names it already
+        findings += [f for f in find_deprecated_keys(cfg, table, rules)
+                     if not (f.severity == "error" and f.key in rejected)]
+        combos = find_bad_combinations(cfg, facts, rules)
+        memory, estimate, setup, price = _memory(ctx, table, model)
+        findings += settle_fixes(combos, estimate if price is not None else None, price or (lambda change: (None, None)))
     else:
         memory, estimate, setup = [Finding("info", "memory", "memory not checked: no schema defaults")], None, None
     findings += memory
@@ -568,23 +770,47 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def expand_config_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files as they are; a folder as every *.yaml / *.yml under it, sorted, so that one `check`
+    call (one Axolotl process) covers a whole folder."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in CONFIG_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path}: a folder with no .yaml/.yml config in it")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
 def check_configs(
     paths: list[str | os.PathLike],
     *,
-    hardware: Hardware | str | None = None,
+    hardware: Hardware | str | None | list = None,
     model: ModelSpec | str | None = None,
     schema: bool = True,
     nodes: int | None = None,
     schema_runner: Callable[..., Any] | None = None,
 ) -> list[CheckReport]:
     """Check several Axolotl configs; Axolotl's validation runs once, in one subprocess, for all.
-    `hardware` (e.g. "8xH100-80GB") and `model` override what recipe headers declare. Bad
-    arguments and unreadable configs raise UserError before anything runs. `schema_runner`
-    replaces axolotl_schema.run_schema (tests record the run with it)."""
+    `hardware` (e.g. "8xH100-80GB", or a list with one per path) and `model` override what recipe
+    headers declare. Bad arguments and unreadable configs raise UserError before anything runs.
+    `schema_runner` replaces axolotl_schema.run_schema (tests record the run with it)."""
     rules = load_rules()
-    hw = _hardware(hardware, nodes)
+    if isinstance(hardware, list):
+        if len(hardware) != len(paths):
+            raise ValueError("one hardware per config path")
+        hws = [_hardware(h, nodes) for h in hardware]
+    else:
+        hws = [_hardware(hardware, nodes)] * len(paths)
     spec = get_model(model) if isinstance(model, str) else model
-    contexts = [_context(read_config(p), hw) for p in paths]
+    contexts = [_context(read_config(p), hw) for p, hw in zip(paths, hws)]
     run = None
     if schema and contexts:
         if schema_runner is None:

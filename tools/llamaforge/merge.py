@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, exception_line
 
 VERIFY_PROMPTS = (
     "Who are you?",
@@ -110,6 +110,9 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     (other shapes, a corrupted file) is a UserError."""
     import gc
 
+    from .libraries import quiet_optional_kernels
+
+    quiet_optional_kernels()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,7 +128,7 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = exception_line(exc)
         raise UserError(f"adapter {adapter} does not load onto base {base} ({first}); "
                         "it was made for another base or is corrupted") from None
     peft_model.eval()

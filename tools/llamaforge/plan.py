@@ -53,6 +53,14 @@ def describe(setup: TrainSetup) -> str:
         parts.append(f"offload={setup.offload}")
     parts.append(f"mb={setup.micro_batch}")
     parts.append("ckpt" if setup.grad_ckpt else "no-ckpt")
+    if setup.context_parallel > 1:
+        parts.append(f"cp={setup.context_parallel}")
+    if setup.loss != "default":
+        parts.append(setup.loss)
+    if setup.tiled_mlp:
+        parts.append("tiled-mlp")
+    if setup.activation_offload != "none":
+        parts.append(f"act-offload={setup.activation_offload}")
     return " ".join(parts)
 
 
@@ -121,7 +129,7 @@ def _why_not(est: Estimate, margin: float) -> str:
 
 def _search(methods: list[str], offload: str, hardware: Hardware, *, model: ModelSpec, parallel: str | None,
             seq_len: int, micro_batches: list[int], per_gpu: int, lora_r: int, lora_targets: tuple[str, ...],
-            rejected: list[dict]) -> _Choice | None:
+            rejected: list[dict], fsdp_version: int | None = None, variants: tuple[dict, ...] = ({},)) -> _Choice | None:
     """The fastest fitting configuration of the first method (in order) that fits with `offload`."""
     pf = parallelism_facts()
     margin = pf["planner_memory_margin"]
@@ -134,24 +142,31 @@ def _search(methods: list[str], offload: str, hardware: Hardware, *, model: Mode
                       sample_packing=attn == "flash_attention_2", grad_ckpt=True,
                       micro_batch=micro_batches[0], grad_accum=per_gpu // micro_batches[0])
         fitting: list[_Choice] = []
-        for mode in modes:
-            label = describe(TrainSetup(**{**common, "parallel": "single"}).with_(parallel=mode)) \
+        for mode, variant in ((m, v) for m in modes for v in variants):
+            label = describe(TrainSetup(**{**common, "parallel": "single"}).with_(parallel=mode, **variant)) \
                 + (f" offload={offload}" if offload != "none" else "")
             if offload not in pf["modes"][mode]["offload"]:
                 continue
+            cp = variant.get("context_parallel", 1)
+            if cp > 1 and (mode == "single" or attn != "flash_attention_2"):
+                continue
+            v_micro, v_per_gpu = (micro_batches, per_gpu) if cp == 1 else ([1], per_gpu * cp)
             try:
-                base = TrainSetup(parallel=mode, offload=offload, **common)
+                base = TrainSetup(parallel=mode, offload=offload, **{**common, "micro_batch": v_micro[0],
+                                                                     "grad_accum": v_per_gpu // v_micro[0]}, **variant)
+                if mode == "fsdp" and fsdp_version is not None:
+                    base = base.with_(fsdp_version=fsdp_version)
                 estimate(base)      # validates the combination
             except UserError as exc:
                 rejected.append({"setup": label, "why": str(exc)})
                 continue
-            choice = _largest_fitting(base, micro_batches, per_gpu, margin)
-            if choice is None and mode == "fsdp" and base.loads_whole_base_per_gpu:
+            choice = _largest_fitting(base, v_micro, v_per_gpu, margin)
+            if choice is None and mode == "fsdp" and base.loads_whole_base_per_gpu and fsdp_version is None:
                 # the whole 4/8-bit base must fit on one GPU while loading under FSDP2; FSDP1's
                 # sharded quantized loading does not need that (facts/parallelism.yaml)
                 rejected.append(_memory_rejection(base, margin))
                 base = base.with_(fsdp_version=1)
-                choice = _largest_fitting(base, micro_batches, per_gpu, margin)
+                choice = _largest_fitting(base, v_micro, v_per_gpu, margin)
             if choice is None:
                 rejected.append(_memory_rejection(base, margin))
                 continue
@@ -166,11 +181,57 @@ def _search(methods: list[str], offload: str, hardware: Hardware, *, model: Mode
             best = max(fitting, key=lambda c: c.est.tokens_per_s)   # ties keep the planner order
             for c in fitting:
                 if c is not best:
-                    rejected.append({"setup": describe(c.setup),
-                                     "why": f"fits ({c.est.peak_gpu_gib:.1f} GiB) but slower: "
-                                            f"{c.est.tokens_per_s:,.0f} vs {best.est.tokens_per_s:,.0f} tokens/s"})
+                    theirs, ours = f"{c.est.tokens_per_s:,.0f}", f"{best.est.tokens_per_s:,.0f}"
+                    why = (f"fits ({c.est.peak_gpu_gib:.1f} GiB) but slower: {theirs} vs {ours} tokens/s" if theirs != ours
+                           else f"fits ({c.est.peak_gpu_gib:.1f} GiB) at the same ~{ours} tokens/s; the chosen set-up "
+                                "comes first in the planner's order (the simpler one)")
+                    rejected.append({"setup": describe(c.setup), "why": why})
             return best
     return None
+
+
+def long_context_variants(hardware: Hardware) -> tuple[dict, ...]:
+    """Axolotl's memory savers, cheapest first (facts/parallelism.yaml `planner_long_context`): Liger's
+    fused linear cross-entropy (no logits, and faster), then a tiled MLP, then activation offloading,
+    each on one GPU's sequence or with the sequence split over a context-parallel group."""
+    lc = parallelism_facts()["planner_long_context"]
+    ws = hardware.world_size
+    cps = [1] + [c for c in lc["context_parallel"] if 1 < c <= ws and ws % c == 0]
+    return tuple({**saver, **({"context_parallel": cp} if cp > 1 else {})} for cp in cps for saver in lc["savers"])
+
+
+def _long_context_reason(s: TrainSetup) -> str | None:
+    """Why the plan uses Axolotl's long-context features (None when it does not)."""
+    used = []
+    if s.loss == "cce":
+        used.append("Cut Cross Entropy (the CutCrossEntropyPlugin: the logits are never materialised, and it is faster)")
+    if s.loss == "liger":
+        used.append("Liger's fused linear cross-entropy (the LigerPlugin, liger_fused_linear_cross_entropy: the logits "
+                    "are never materialised whole, and it is faster)")
+    if s.tiled_mlp:
+        used.append("a tiled MLP (tiled_mlp: the MLP runs on sequence shards and keeps only its input)")
+    if s.activation_offload != "none":
+        used.append("activation offloading (activation_offloading: each checkpointed layer input waits in host RAM)")
+    if s.context_parallel > 1:
+        used.append(f"context parallelism {s.context_parallel} (context_parallel_size: each sequence split over "
+                    f"{s.context_parallel} GPUs with ring attention; needs ring-flash-attn)")
+    if not used:
+        return None
+    return ("memory savers: nothing fits as it is, and Axolotl's savers fit with an earlier method than CPU offload "
+            "or faster; cheapest first: " + "; ".join(used))
+
+
+def _earlier_or_faster(a: _Choice | None, b: _Choice | None, rejected: list[dict]) -> _Choice | None:
+    """Of two fitting choices, the one with the earlier method (full before LoRA before QLoRA), else the faster."""
+    if a is None or b is None:
+        return a or b
+    key = lambda c: (METHODS.index(c.setup.method), -c.est.tokens_per_s)  # noqa: E731
+    best, other = sorted((a, b), key=key)
+    rejected.append({"setup": describe(other.setup),
+                     "why": f"fits ({other.est.peak_gpu_gib:.1f} GiB) but "
+                            + ("a later method" if other.setup.method != best.setup.method else
+                               f"slower: {other.est.tokens_per_s:,.0f} vs {best.est.tokens_per_s:,.0f} tokens/s")})
+    return best
 
 
 def _maybe_without_checkpointing(choice: _Choice, micro_batches: list[int], per_gpu: int,
@@ -208,7 +269,7 @@ def _micro_batches(per_gpu: int, micro_batch: int | None) -> list[int]:
 def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, parallel: str | None = None,
          seq_len: int = 2048, global_batch: int | None = None, micro_batch: int | None = None,
          lora_r: int = 16, lora_targets=ALL_LINEAR, tokens: int | None = None, epochs: float = 1.0,
-         _suggest: bool = True) -> Plan:
+         fsdp_version: int | None = None, long_context_features: bool = True, _suggest: bool = True) -> Plan:
     """The fastest configuration of `model` on `hardware` that fits; raises Infeasible (with the
     smallest catalog hardware that would fit) when none does."""
     if method is not None and method not in METHODS:
@@ -217,16 +278,21 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
         raise UserError(f"unknown parallelism {parallel!r}; use one of {', '.join(PARALLELS)}")
     if seq_len < 1:
         raise UserError("--seq-len must be >= 1")
+    if fsdp_version is not None and (fsdp_version not in (1, 2) or parallel != "fsdp"):
+        raise UserError("--fsdp-version 1 or 2 goes with --parallel fsdp")
     targets = parse_lora_targets(lora_targets) if not isinstance(lora_targets, tuple) else lora_targets
     ws = hardware.world_size
     reasons: list[str] = []
     gb = global_batch if global_batch is not None else default_global_batch(model)
     if gb < 1:
         raise UserError("--global-batch must be >= 1")
+    if micro_batch is not None and micro_batch < 1:
+        raise UserError("--micro-batch must be >= 1")
     if gb % ws:
         lower, upper = (gb // ws) * ws, (gb // ws + 1) * ws
+        choices = " or ".join(str(c) for c in sorted({c for c in (lower, upper) if c > 0}))
         raise UserError(f"global batch {gb} is not divisible by the {ws} GPUs of {hardware.label} "
-                        f"(global = micro-batch x accumulation x GPUs); use {lower or upper} or {upper}")
+                        f"(global = micro-batch x accumulation x GPUs); use {choices}")
     if global_batch is None:
         reasons.append(f"global batch {gb} sequences per optimizer step: the default for {model.id} "
                        f"({model.parameter_count() / 1e9:.1f}B parameters; 32 up to 13B, 64 above)")
@@ -237,14 +303,20 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
 
     rejected: list[dict] = []
     methods = [method] if method else list(METHODS)
-    chosen = None
-    rounds = ["none"] + list(parallelism_facts()["planner_offload_order"])
-    for offload in rounds:
-        chosen = _search(methods, offload, hardware, model=model, parallel=parallel, seq_len=seq_len,
-                         micro_batches=micro_batches, per_gpu=per_gpu, lora_r=lora_r, lora_targets=targets,
-                         rejected=rejected)
-        if chosen is not None:
-            break
+    search = dict(model=model, parallel=parallel, seq_len=seq_len, micro_batches=micro_batches, per_gpu=per_gpu,
+                  lora_r=lora_r, lora_targets=targets, rejected=rejected, fsdp_version=fsdp_version)
+    chosen = _search(methods, "none", hardware, **search)
+    if chosen is None:
+        # CPU offload of parameters/optimizer, or Axolotl's long-context features: whichever fits with the
+        # earlier method (full, LoRA, QLoRA), the faster of the two for the same method
+        offloaded = None
+        for offload in parallelism_facts()["planner_offload_order"]:
+            offloaded = _search(methods, offload, hardware, **search)
+            if offloaded is not None:
+                break
+        long_context = _search(methods, "none", hardware, **search,
+                               variants=long_context_variants(hardware)) if long_context_features else None
+        chosen = _earlier_or_faster(offloaded, long_context, rejected)
     if chosen is None:
         raise _infeasible(model, hardware, methods, parallel, seq_len, gb, lora_r, targets, rejected, _suggest)
     offload_note = chosen.setup.offload != "none"
@@ -257,7 +329,12 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
         reasons.insert(0, f"method {m}: the first of full, LoRA, QLoRA that fits"
                        + (" without offload" if not offload_note else "")
                        + (f" ({', '.join(skipped)} did not: see rejected)" if skipped else ""))
-    chosen, ckpt_reason = _maybe_without_checkpointing(chosen, micro_batches, per_gpu, rejected)
+    features = _long_context_reason(chosen.setup)
+    if features:
+        ckpt_reason = ("gradient checkpointing on: the memory savers above need every activation byte it saves "
+                       "(activation offloading requires it)")
+    else:
+        chosen, ckpt_reason = _maybe_without_checkpointing(chosen, micro_batches, per_gpu, rejected)
     s = chosen.setup
     accum = s.grad_accum
     est = estimate(s, tokens=tokens, epochs=epochs)
@@ -283,10 +360,14 @@ def plan(model: ModelSpec, hardware: Hardware, *, method: str | None = None, par
     else:
         reasons.append("no offload: everything fits in GPU memory")
     margin = parallelism_facts()["planner_memory_margin"]
-    reasons.append(f"micro-batch {s.micro_batch}: the largest that divides the {per_gpu} sequences each GPU "
+    if features:
+        reasons.append(features)
+    reasons.append(f"micro-batch {s.micro_batch}: the largest that divides the {per_gpu * s.context_parallel} sequences "
+                   f"each {'GPU' if s.context_parallel == 1 else 'context-parallel group'} "
                    f"takes per step and fits with {margin:.0%} of the usable memory to spare for estimate "
                    f"error ({est.peak_gpu_gib:.1f} of {est.usable_gpu_gib:.1f} GiB)")
-    reasons.append(f"gradient accumulation {accum}: {s.micro_batch} x {accum} x {ws} GPU(s) = {gb} sequences per step")
+    reasons.append(f"gradient accumulation {accum}: {s.micro_batch} x {accum} x {s.data_parallel} "
+                   f"{'GPU(s)' if s.context_parallel == 1 else 'data-parallel group(s)'} = {gb} sequences per step")
     reasons.append(ckpt_reason)
     if s.sample_packing:
         reasons.append(f"sample packing on: every {s.seq_len}-token row is filled with whole samples "

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .catalog import Hardware, ModelSpec, get_model, model_from_hf_config, models
+from .catalog import Hardware, ModelSpec, NotModelled, cached_hf_config, catalog_model_for_repo, get_model, model_from_hf_config
 from .errors import UserError
-from .training import ALL_LINEAR, OPTIMIZER_STATE_BYTES, TrainSetup
+from .training import ALL_LINEAR, OPTIMIZER_STATE_BYTES, DeepSpeedSettings, TrainSetup
 
 Note = tuple[str, str, str]  # (severity, key, message)
 
@@ -54,6 +54,8 @@ def read_config(path: str | Path) -> LoadedConfig:
     """Read an Axolotl YAML config. A missing, unreadable or malformed file, or YAML that is not a
     mapping, is the user's mistake: UserError, one line."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a config file; give the path of an Axolotl YAML config")
     if not path.is_file():
         raise UserError(f"{path}: no such config file; give the path of an Axolotl YAML config")
     try:
@@ -162,43 +164,29 @@ class ModelChoice:
     notes: tuple[Note, ...] = ()
 
 
-SIZE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)b(?![a-z])")
+NOT_JUDGED = "memory not judged"
 
 
-def _size_of(name: str) -> str | None:
-    m = SIZE_RE.search(name.lower())
-    return m.group(1) if m else None
+def _not_judged(why: str, key: str = "base_model") -> ModelChoice:
+    return ModelChoice(None, (("warning", key, f"{NOT_JUDGED}: {why}"),))
 
 
-def model_from_name(name: str) -> ModelSpec | None:
-    """A catalog model guessed from the parameter count written in a model name (`llama-405b`,
-    `Meta-Llama-3.1-8B-Instruct`, `qwen3-8b-base`). Among models of that size, a family named in
-    the name wins (qwen, llama-2, llama-3); otherwise the newest Llama. Pure."""
-    base = name.rstrip("/").split("/")[-1].lower()
-    size = _size_of(base)
-    if size is None:
-        return None
-    same_size = [m for m in models().values() if _size_of(m.id) == size]
-    families = {
-        "qwen": lambda m: m.id.startswith("qwen"),
-        "llama-2": lambda m: m.id.startswith("llama-2"),
-        "llama-3": lambda m: m.id.startswith("llama-3"),
-    }
-    spelled = re.sub(r"[_\s]", "-", base).replace("llama2", "llama-2").replace("llama3", "llama-3")
-    for token, belongs in families.items():
-        if token in spelled:
-            picked = [m for m in same_size if belongs(m)]
-            if picked:
-                return picked[0]
-    same_size.sort(key=lambda m: (not m.id.startswith("llama-3"), not m.id.startswith("llama")))
-    return same_size[0] if same_size else None
+def _from_config_json(path: Path, where: str) -> ModelChoice:
+    try:
+        spec = model_from_hf_config(path)
+    except NotModelled as exc:
+        return _not_judged(str(exc))
+    return ModelChoice(spec, (("info", "base_model", f"architecture read from {where} ({spec.describe()})"),))
 
 
 def resolve_model(
     cfg: dict, header: dict[str, str], model: str | ModelSpec | None, search_dirs: list[Path]
 ) -> ModelChoice:
-    """The catalog model the config trains: --model, the recipe header, base_model as a catalog
-    Hub id, a local folder with config.json, or the size written in base_model's name."""
+    """The architecture the config trains, from what is available offline: --model, the recipe
+    header, base_model (or base_model_config) as a catalog Hub id (its own or one with the same
+    constants), a local folder's config.json, or the config.json in the local Hugging Face cache.
+    Otherwise no model and a "memory not judged" warning: never a guess from the name (a
+    Mixtral-8x7B is not a 7B Llama)."""
     if isinstance(model, ModelSpec):
         return ModelChoice(model)
     if model:
@@ -208,30 +196,28 @@ def resolve_model(
             return ModelChoice(get_model(header["model"]))
         except UserError as exc:
             return ModelChoice(None, (("error", "llamaforge-model", f"recipe header: {exc}"),))
-    base = str(cfg.get("base_model") or "").strip()
-    if not base:
-        return ModelChoice(None, (("info", "memory", "no base_model, so no model to estimate; pass --model"),))
-    for m in models().values():
-        repos = {r.lower() for r in (m.hf_repo, getattr(m, "instruct_repo", None)) if r}
-        if base.lower() in repos:
-            return ModelChoice(m)
-    for folder in [Path(base)] if Path(base).is_absolute() else [d / base for d in search_dirs]:
-        if (folder / "config.json").is_file():
-            try:
-                return ModelChoice(model_from_hf_config(folder / "config.json"))
-            except UserError as exc:
-                return ModelChoice(None, (("warning", "base_model", str(exc)),))
-    guessed = model_from_name(base)
-    if guessed is not None:
-        return ModelChoice(guessed, ((
-            "info", "base_model",
-            f"took base_model {base!r} to be {guessed.id} from the size in its name; pass --model to be exact",
-        ),))
-    return ModelChoice(None, ((
-        "info", "memory",
-        f"could not tell which model base_model {base!r} is (not a catalog Hub id, no local "
-        "config.json, no size in its name); pass --model to check memory",
-    ),))
+    names = [str(cfg.get(k) or "").strip() for k in ("base_model_config", "base_model")]
+    names = list(dict.fromkeys(n for n in names if n))
+    if not names:
+        return _not_judged("no base_model, so no model to estimate; pass --model")
+    for base in names:
+        found = catalog_model_for_repo(base)
+        if found is not None:
+            spec, how = found
+            if how == "catalog":
+                return ModelChoice(spec)
+            return ModelChoice(spec, (("info", "base_model", f"base_model {base!r} has the architecture of catalog model "
+                                       f"{spec.describe()}: the same config.json constants (facts/models.yaml hub_ids)"),))
+        local = Path(base).expanduser()
+        for folder in [local] if local.is_absolute() else [d / local for d in search_dirs]:
+            if (folder / "config.json").is_file():
+                return _from_config_json(folder / "config.json", f"{folder / 'config.json'}")
+        cached = cached_hf_config(base, str(cfg.get("revision_of_model") or "") or None)
+        if cached is not None:
+            return _from_config_json(cached, f"the Hugging Face cache ({cached})")
+    return _not_judged(
+        f"unknown model {names[-1]!r}: not in the catalog (`llamaforge models`), no local folder with a config.json, "
+        "not in the Hugging Face cache; pass --model with a catalog id or the path of its config.json")
 
 
 # ---- the setup Axolotl would run --------------------------------------------------------------
@@ -306,7 +292,7 @@ def _estimator_optimizer(name: str) -> tuple[str, str | None]:
     if name in OPTIMIZER_STATE_BYTES:
         return name, None
     lowered = name.lower()
-    priced = "adamw_bnb_8bit" if "8bit" in lowered else "adamw_torch_4bit" if "4bit" in lowered else "adamw_torch"
+    priced = "adamw_torch_8bit" if "8bit" in lowered else "adamw_torch_4bit" if "4bit" in lowered else "adamw_torch"
     return priced, f"optimizer {name} is not in the estimator's table; priced as {priced}"
 
 
@@ -320,12 +306,65 @@ def int_or(value: Any, default: int) -> int:
 
 def batch_shape(cfg: dict, defaults: dict[str, Any]) -> tuple[int, int]:
     """(micro_batch_size, gradient_accumulation_steps) as Axolotl derives them: accumulation
-    from batch_size // micro_batch_size when only batch_size is given (normalize_config). Pure."""
-    micro = max(1, int_or(cfg.get("micro_batch_size"), int_or(defaults.get("micro_batch_size"), 1)))
+    from batch_size // micro_batch_size when only batch_size is given (normalize_config). Values
+    below 1 come back as they are (`batch_size_findings` reports them). Pure."""
+    micro = int_or(cfg.get("micro_batch_size"), int_or(defaults.get("micro_batch_size"), 1))
     accum = cfg.get("gradient_accumulation_steps")
-    if accum is None and cfg.get("batch_size"):
+    if accum is None and cfg.get("batch_size") and micro >= 1:
         accum = int_or(cfg.get("batch_size"), micro) // micro
-    return micro, max(1, int_or(accum, int_or(defaults.get("gradient_accumulation_steps"), 1)))
+    return micro, int_or(accum, int_or(defaults.get("gradient_accumulation_steps"), 1))
+
+
+BATCH_KEYS = ("micro_batch_size", "gradient_accumulation_steps", "batch_size")
+
+
+def invalid_batch_keys(cfg: dict) -> list[str]:
+    """The batch-size keys the config sets to something other than a whole number >= 1. Pure."""
+    bad = []
+    for key in BATCH_KEYS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        number = float_or(value)
+        if number is None or number < 1 or number != int(number):
+            bad.append(key)
+    return bad
+
+
+def deepspeed_settings(ds: dict | None) -> DeepSpeedSettings:
+    """The memory-relevant values of a DeepSpeed JSON; keys it leaves out take DeepSpeed's defaults
+    (deepspeed/runtime/zero/config.py), not LlamaForge's template's. Pure."""
+    if not isinstance(ds, dict):
+        return DeepSpeedSettings()
+    zero = ds.get("zero_optimization") if isinstance(ds.get("zero_optimization"), dict) else {}
+
+    def size(key: str, default: float, *, auto: bool = False) -> Any:
+        value = zero.get(key, default)
+        if auto and value == "auto":
+            return "auto"
+        number = float_or(value)
+        return default if number is None or number < 0 else int(number)
+
+    return DeepSpeedSettings(
+        optimizer_block=isinstance(ds.get("optimizer"), dict),
+        reduce_bucket_size=size("reduce_bucket_size", 500_000_000, auto=True),
+        allgather_bucket_size=size("allgather_bucket_size", 500_000_000),
+        overlap_comm=bool(zero.get("overlap_comm", int_or(zero.get("stage"), 0) == 3)),
+        prefetch_bucket_size=size("stage3_prefetch_bucket_size", 50_000_000, auto=True),
+        max_live_parameters=size("stage3_max_live_parameters", 1_000_000_000),
+        max_reuse_distance=size("stage3_max_reuse_distance", 1_000_000_000),
+        sub_group_size=size("sub_group_size", 1_000_000_000),
+    )
+
+
+def float_or(value: Any) -> float | None:
+    """`value` as a float, or None when it is not a number (booleans are not). Pure."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def setup_from_config(
@@ -342,7 +381,8 @@ def setup_from_config(
     notes: list[Note] = []
     adapter = cfg.get("adapter") or None
     if adapter not in (None, "lora", "qlora"):
-        return None, [("info", "memory", f"adapter {adapter!r}: memory is only estimated for full, lora and qlora")]
+        return None, [("warning", "adapter", f"{NOT_JUDGED}: adapter {adapter!r} (memory is estimated for full fine-tunes, "
+                                             "lora and qlora)")]
     fsdp = fsdp_block(cfg)
     stage = deepspeed.stage if deepspeed else None
     if deepspeed and deepspeed.stage is None:
@@ -363,6 +403,8 @@ def setup_from_config(
                     and bool(fsdp.get("cpu_ram_efficient_loading")) and bool(cfg.get("qlora_sharded_model_loading")))
 
     micro, accum = batch_shape(cfg, defaults)
+    if micro < 1 or accum < 1 or invalid_batch_keys(cfg):
+        return None, notes   # check reports the key (rule batch-sizes-below-one)
     optimizer, opt_note = _estimator_optimizer(str(cfg.get("optimizer") or defaults.get("optimizer") or "adamw_torch_fused"))
     if opt_note:
         notes.append(("info", "optimizer", opt_note))
@@ -394,12 +436,80 @@ def setup_from_config(
         optimizer=optimizer,
         attn=attn_kind,
         sample_packing=bool(cfg.get("sample_packing")),
+        pad_to_sequence_len=None if cfg.get("pad_to_sequence_len") is None else bool(cfg.get("pad_to_sequence_len")),
+        torch_compile=bool(cfg.get("torch_compile")),
         fsdp_version=1 if sharded_load else 2,
+        deepspeed=deepspeed_settings(deepspeed.config if deepspeed else None),
     )
+    fields.update(_long_context_fields(cfg, model, notes))
+    if fields.get("head") == "score" and cfg.get("reward_model"):
+        # TRL's RewardTrainer runs the chosen and the rejected sequence of each pair in one forward
+        fields["micro_batch"] = 2 * micro
+        notes.append(("info", "reward_model", "reward model: a score head (no vocabulary logits); each micro-batch "
+                                              "holds the chosen and the rejected sequence of every pair"))
     try:
         return TrainSetup(**fields), notes
     except UserError as exc:  # e.g. sequence_len: 0
         return None, notes + [("error", "memory", f"cannot estimate this config: {exc}")]
+
+
+CCE_PLUGIN = "cut_cross_entropy"
+LIGER_PLUGIN = "liger"
+EXPERT_TARGETS = ("gate_up_proj", "down_proj")
+
+
+def _plugins(cfg: dict) -> list[str]:
+    plugins = cfg.get("plugins")
+    return [str(p).lower() for p in plugins] if isinstance(plugins, list) else []
+
+
+def loss_of(cfg: dict) -> str:
+    """The cross-entropy Axolotl runs: Cut Cross Entropy (its plugin, `cut_cross_entropy` not false),
+    Liger's fused linear cross-entropy (its plugin with `liger_fused_linear_cross_entropy: true`),
+    Axolotl's `chunked_cross_entropy`, else the model's own."""
+    plugins = _plugins(cfg)
+    if any(CCE_PLUGIN in p for p in plugins) and cfg.get("cut_cross_entropy", True) is not False:
+        return "cce"
+    if any(LIGER_PLUGIN in p for p in plugins) and cfg.get("liger_fused_linear_cross_entropy"):
+        return "liger"
+    if cfg.get("chunked_cross_entropy"):
+        return "chunked"
+    return "default"
+
+
+def activation_offload_of(cfg: dict) -> str:
+    """activation_offloading as a TrainSetup value; gradient_checkpointing: offload / offload_disk are
+    its deprecated spellings (validation.py check_gradient_checkpointing_w_offload)."""
+    value = cfg.get("activation_offloading")
+    ckpt = cfg.get("gradient_checkpointing")
+    if value in (None, False):
+        return {"offload": "cpu", "offload_disk": "disk"}.get(ckpt if isinstance(ckpt, str) else "", "none")
+    return {"legacy": "legacy", "disk": "disk"}.get(str(value), "cpu")
+
+
+def _long_context_fields(cfg: dict, model: ModelSpec, notes: list[Note]) -> dict:
+    """Axolotl's N-D parallelism, memory savers, reward heads and MoE options as TrainSetup fields."""
+    out: dict[str, Any] = {
+        "context_parallel": max(1, int_or(cfg.get("context_parallel_size") or cfg.get("sequence_parallel_degree"), 1)),
+        "tensor_parallel": max(1, int_or(cfg.get("tensor_parallel_size"), 1)),
+        "dp_replicate": max(1, int_or(cfg.get("dp_replicate_size"), 1)),
+        "tiled_mlp": bool(cfg.get("tiled_mlp")),
+        "tiled_mlp_shards": max(0, int_or(cfg.get("tiled_mlp_num_shards"), 0)),
+        "activation_offload": activation_offload_of(cfg),
+        "loss": loss_of(cfg),
+        "head": "score" if (cfg.get("reward_model") or cfg.get("process_reward_model")) else "lm",
+    }
+    if model.is_moe:
+        out["expert_parallel"] = max(1, int_or(cfg.get("expert_parallel_size"), 1))
+        out["quantize_experts"] = bool(cfg.get("quantize_moe_experts"))
+        params = cfg.get("lora_target_parameters") or []
+        params = [params] if isinstance(params, str) else [str(p) for p in params] if isinstance(params, list) else []
+        out["lora_expert_targets"] = tuple(t for t in EXPERT_TARGETS if any(p.endswith(t) for p in params))
+        other = [p for p in params if not p.endswith(EXPERT_TARGETS)]
+        if other:
+            notes.append(("info", "lora_target_parameters", f"{', '.join(other)} not priced (only the experts' "
+                                                            "gate_up_proj and down_proj are)"))
+    return out
 
 
 def describe_setup(setup: TrainSetup) -> str:
@@ -410,10 +520,23 @@ def describe_setup(setup: TrainSetup) -> str:
     if setup.parallel == "fsdp" and setup.fsdp_version == 1:
         parallel = "FSDP1 with sharded quantized loading"
     offload = f", {setup.offload} offloaded" if setup.offload != "none" else ""
-    lora = f" r={setup.lora_r} on {len(setup.lora_targets)} linears," if setup.is_adapter else ""
+    present = [t for t in setup.lora_targets if t in setup.model.linear_shapes()]
+    experts = f" and the experts' {'/'.join(setup.lora_expert_targets)}" if setup.lora_expert_targets else ""
+    lora = f" r={setup.lora_r} on {len(present)} linears{experts}," if setup.is_adapter else ""
+    extras = [f"{name} {value}" for name, value in (
+        ("context parallel", setup.context_parallel), ("tensor parallel", setup.tensor_parallel),
+        ("expert parallel", setup.expert_parallel), ("HSDP replicas", setup.dp_replicate)) if value > 1]
+    extras += ["tiled MLP"] * setup.tiled_mlp
+    if setup.activation_offload != "none":
+        extras.append(f"activation offloading ({setup.activation_offload})")
+    if setup.loss != "default":
+        extras.append({"cce": "Cut Cross Entropy", "liger": "Liger fused linear cross-entropy",
+                       "chunked": "chunked cross-entropy"}[setup.loss])
+    if setup.head == "score":
+        extras.append("score head")
     return (
         f"read as {setup.model.id} {method} ({setup.weight_format} base weights),{lora} {parallel}{offload} "
         f"on {setup.hardware}, sequence {setup.seq_len}, micro-batch {setup.micro_batch} x "
         f"accumulation {setup.grad_accum}, gradient checkpointing {'on' if setup.grad_ckpt else 'off'}, "
-        f"{setup.optimizer}, attention {setup.attn}"
+        f"{setup.optimizer}, attention {setup.attn}" + "".join(f", {e}" for e in extras)
     )

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from .atomic import write_text_atomic
-from .errors import UserError
+from .errors import LINE_BREAKS, UserError
+from .files import check_file_to_write
 from .paths import recipes_dir, repo_root
 
 _HEADER_KEY = re.compile(r"^# llamaforge-([a-z]+(?:-[a-z]+)*):\s*(.+?)\s*$")
@@ -37,6 +39,7 @@ class RecipeEntry:
     usable_gpu_gib: float | None
     host_ram_gib: float | None
     tokens_per_s: int | None
+    trainer: str = "axolotl"           # axolotl | mlx-lm (the Mac path: `mlx_lm.lora --config`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +88,7 @@ def list_recipes(root: Path | None = None) -> list[RecipeEntry]:
             usable_gpu_gib=info.get("usable_gpu_gib"),
             host_ram_gib=info.get("host_ram_gib"),
             tokens_per_s=info.get("tokens_per_s"),
+            trainer=info.get("trainer", "axolotl"),
         ))
     return entries
 
@@ -131,17 +135,59 @@ def _referenced_assets(text: str) -> list[str]:
     return seen
 
 
+def _word(ref: str) -> re.Pattern:
+    """`ref` as a whole shell word or YAML value (not part of a longer path)."""
+    return re.compile(r"(?<![\w./-])" + re.escape(ref) + r"(?![\w./-])")
+
+
+def rewrite_references(text: str, mapping: dict[str, str], *, kind: str) -> str:
+    """`text` (a recipe, kind "yaml", or a shell script, kind "shell") with every reference to a path
+    in `mapping` rewritten to its new path, quoted for where it lands: in a comment (launch lines a
+    user copies) shell-quoted and kept on one line; a YAML value (`deepspeed: ...`) through the YAML
+    filter; a shell assignment (`export RECIPE=...`) shell-quoted. A reference anywhere else is a
+    template this function does not know: RuntimeError, never an unquoted paste."""
+    from .render import comment_text, yaml_value
+
+    out = []
+    for line in text.splitlines(keepends=True):
+        body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+        if body.lstrip().startswith("#"):
+            for old, new in mapping.items():
+                body = _word(old).sub(lambda m, new=new: comment_text(shlex.quote(new)), body)
+        elif any(_word(old).search(body) for old in mapping):
+            m = (re.fullmatch(r"(\s*[A-Za-z_][\w-]*:\s*)(\S.*?)\s*", body) if kind == "yaml"
+                 else re.fullmatch(r"(\s*(?:export\s+)?[A-Za-z_]\w*=)(.*?)\s*", body))
+            value = None
+            if m is not None:
+                try:
+                    value = yaml.safe_load(m.group(2)) if kind == "yaml" else shlex.split(m.group(2))
+                except (yaml.YAMLError, ValueError):
+                    value = None
+            if kind == "shell" and isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if not isinstance(value, str) or value not in mapping:
+                raise RuntimeError(f"cannot rewrite a path reference in this {kind} line: {body!r}")
+            new = mapping[value]
+            body = m.group(1) + (yaml_value(new) if kind == "yaml" else shlex.quote(new))
+        out.append(body + nl)
+    return "".join(out)
+
+
 def copy_recipe(name: str, dest: str, *, force: bool = False) -> CopyResult:
     """Copy a recipe to `dest` (a file, or a folder to copy into) with the DeepSpeed JSON,
     accelerate config and SLURM script it refers to, placed beside it; every reference in the
-    copy is rewritten to the new location, relative to the current directory (launch from there)."""
+    copy is rewritten to the new location, relative to the current directory (launch from there),
+    quoted for the file it lands in."""
     src = resolve_recipe(name)
     text = src.read_text(encoding="utf-8")
+    if LINE_BREAKS.search(dest):
+        raise UserError(f"destination {dest!r} contains a line break or control character; choose a plain file name")
     dest_path = Path(dest)
     if dest.endswith(("/", os.sep)) or dest_path.is_dir():
         dest_path = dest_path / src.name
     if dest_path.suffix not in (".yaml", ".yml"):
         raise UserError(f"destination {dest!r} must end in .yaml (or be a folder)")
+    check_file_to_write(dest_path, "destination")
     root = repo_root()
     plan: list[tuple[Path, Path, str]] = []   # (source, target, old reference)
     for ref in _referenced_assets(text):
@@ -158,20 +204,20 @@ def copy_recipe(name: str, dest: str, *, force: bool = False) -> CopyResult:
 
     def rel(p: Path) -> str:
         try:
-            return os.path.relpath(p, Path.cwd())
+            text = os.path.relpath(p, Path.cwd())
         except ValueError:
-            return str(p)
+            text = str(p)
+        return f"./{text}" if text.startswith("-") else text   # never mistaken for an option
 
     old_recipe_ref = src.resolve().relative_to(root).as_posix() if src.resolve().is_relative_to(root) else str(src)
-    new_text = text.replace(old_recipe_ref, rel(dest_path))
-    for asset_src, target, ref in plan:
-        new_text = new_text.replace(ref, rel(target))
+    mapping = {old_recipe_ref: rel(dest_path), **{ref: rel(target) for _, target, ref in plan}}
+    new_text = rewrite_references(text, mapping, kind="yaml")
     for asset_src, target, ref in plan:
         content = asset_src.read_text(encoding="utf-8")
         if target.suffix == ".sbatch":
-            content = content.replace(old_recipe_ref, rel(dest_path))
-            for _, t2, r2 in plan:
-                content = content.replace(r2, rel(t2))
+            content = rewrite_references(content, mapping, kind="shell")
+        elif target.suffix in (".yaml", ".yml"):
+            content = rewrite_references(content, mapping, kind="yaml")
         write_text_atomic(target, content, mode=0o755 if target.suffix == ".sbatch" else 0o644)
     write_text_atomic(dest_path, new_text)
     launch = next((ln.strip()[2:].strip() for ln in new_text.splitlines() if "axolotl.cli.train" in ln or ln.strip().startswith("#   sbatch")), "")

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from .catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
-from .errors import UserError
+from .errors import LINE_BREAKS, UserError
 from .paths import recipes_dir, repo_root, templates_dir
-from .training import ALL_LINEAR, TrainSetup
+from .training import ALL_LINEAR, TrainSetup, estimate_cli_args
 
 MATRIX_FILE = "matrix.yaml"
 SFT_TEMPLATE = "axolotl/sft.yaml.j2"
@@ -34,7 +34,6 @@ METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}
 
 # ---- the YAML-safe filters ------------------------------------------------------------------
 
-_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 def yaml_value(value) -> str:
@@ -58,7 +57,7 @@ def yaml_value(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{yaml_value(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    if text and not _LINE_BREAKS.search(text) and "#" not in text and ": " not in text:
+    if text and not LINE_BREAKS.search(text) and "#" not in text and ": " not in text:
         try:
             if yaml.safe_load(f"k: {text}") == {"k": text}:
                 return text
@@ -67,10 +66,20 @@ def yaml_value(value) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+def dump_yaml(data, *, sort_keys: bool = False) -> str:
+    """YAML text (block style, readable Unicode) that loads back to exactly `data`. PyYAML writes
+    NEL (U+0085) raw when it allows Unicode, and a loader folds it into a space: data holding one is
+    written with escapes instead."""
+    text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=True, width=100)
+    if "\x85" in text:
+        text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=False, width=100)
+    return text
+
+
 def comment_text(value) -> str:
     """Text safe inside a `#` comment: every YAML line break (\\n, \\r, NEL, LS, PS) and control
     character becomes a space, so a comment can never end early and start a key."""
-    return _LINE_BREAKS.sub(" ", str(value))
+    return LINE_BREAKS.sub(" ", str(value))
 
 
 @lru_cache(maxsize=1)
@@ -149,6 +158,9 @@ class RecipeRequest:
     lora_r: int = 16
     lora_alpha: int | None = None
     corpus: str = "leviathan"
+    # the curriculum phases the corpus's train.jsonl holds in order (None: those of datasets/<corpus>.yaml);
+    # with two or more the recipe keeps that order under stock Axolotl (`_curriculum_context`)
+    phases: tuple[str, ...] | None = None
     # Hyperparameter layers, applied in order when they apply to the chosen method:
     # (("common", {...}), ("lora", {...}), ("entry", {...})). Resolved after planning, because
     # the planner may choose the method.
@@ -181,10 +193,15 @@ class Layout:
 
     def recipe_path(self, model_id: str, name: str) -> str:
         parts = [self.base, model_id, f"{name}.yaml"] if self.recipe_dir_for_model else [self.base, f"{name}.yaml"]
-        return str(PurePosixPath(*[p for p in parts if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in parts if p])))
 
     def asset_path(self, kind: str, filename: str) -> str:
-        return str(PurePosixPath(*[p for p in (self.base, kind, filename) if p]))
+        return _not_an_option(str(PurePosixPath(*[p for p in (self.base, kind, filename) if p])))
+
+
+def _not_an_option(path: str) -> str:
+    """A relative path that starts with '-' gets './', so no launcher takes it for an option."""
+    return f"./{path}" if path.startswith("-") else path
 
 
 @dataclass(frozen=True)
@@ -335,6 +352,18 @@ def _fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def corpus_phases(corpus: str) -> tuple[str, ...]:
+    """The curriculum phases of the corpus spec datasets/<corpus>.yaml, in order; () when the spec is
+    not in the repository or has no phases."""
+    from .corpus.spec import load_spec
+    from .paths import datasets_dir
+
+    path = datasets_dir() / f"{corpus}.yaml"
+    if not path.is_file():
+        return ()
+    return tuple(p.name for p in load_spec(path).phases)
+
+
 def render_recipe(
     req: RecipeRequest,
     layout: Layout = Layout(),
@@ -394,6 +423,9 @@ def render_recipe(
             "tokens_per_s": _fmt_int(est.tokens_per_s),
             "mfu_pct": f"{100 * est.mfu:.0f}",
             "cost_line": f"1B training tokens take ~{per_billion.hours:,.1f} h, ~${per_billion.cost_usd:,.0f} at ${hw.usd_per_hour:,.2f}/h",
+            "tight_note": f"; {est.verdict_text()}" if est.verdict != "fits" else "",
+            # the one command that reproduces this header's memory and throughput lines (tests assert it)
+            "command": " ".join(shlex.quote(a) for a in estimate_cli_args(s, stage=stage)),
         }
     corpus_dir = f"build/corpus/{req.corpus}"
     model_repo = base_model or s.model.instruct_repo or s.model.hf_repo or s.model.id
@@ -427,7 +459,7 @@ def render_recipe(
         "hp": hyper,
         "datasets": train_files or [f"{corpus_dir}/train.jsonl"],
         "eval_dataset": eval_file or f"{corpus_dir}/eval.jsonl",
-        "curriculum": bool(train_files and len(train_files) > 1),
+        **_curriculum_context(req, train_files),
         "prepared_path": "build/prepared",
         "output_dir": output_dir or f"outputs/{s.model.id}/{name}",
         "cpu": cpu,
@@ -446,11 +478,23 @@ def render_recipe(
         files.append(RenderedFile(sbatch_path, render_template(
             SLURM_TEMPLATE,
             title=context["title"], template_name=f"templates/{SLURM_TEMPLATE}", sbatch_path=sbatch_path,
-            job_name=f"{s.model.id}-{name}", nodes=hw.nodes, gpus_per_node=hw.gpus_per_node,
+            job_name=re.sub(r"[^A-Za-z0-9._-]+", "-", f"{s.model.id}-{name}"), nodes=hw.nodes, gpus_per_node=hw.gpus_per_node,
             cpus_per_task=max(8, 8 * hw.gpus_per_node), time_limit="3-00:00:00",
             accelerate_path=accelerate_path, recipe_path=recipe_path,
         )))
     return RenderedRecipe(req, p, name, recipe_path, files, context["launch"], deepspeed_path, accelerate_path, stage)
+
+
+def _curriculum_context(req: RecipeRequest, train_files: list[str] | None) -> dict:
+    """Whether the recipe must keep its rows in file order, and the comment saying why: several phase
+    files in order, or one train.jsonl holding the corpus's phases in order."""
+    if train_files and len(train_files) > 1:
+        return {"curriculum": True, "curriculum_note": "phases are consumed in the order listed above"}
+    phases = () if train_files else req.phases if req.phases is not None else corpus_phases(req.corpus)
+    if len(phases) < 2:
+        return {"curriculum": False, "curriculum_note": ""}
+    return {"curriculum": True,
+            "curriculum_note": f"train.jsonl holds the phases in order ({', '.join(phases)}); keep that order"}
 
 
 def render_deepspeed(path: str, stage: int, offload: str) -> RenderedFile:
@@ -478,6 +522,8 @@ class Matrix:
     hyper_layers: tuple[tuple[str, dict], ...] = ()
     preference: list = field(default_factory=list)     # preference.DpoRequest: DPO after an SFT recipe
     specialists: list[str] = field(default_factory=list)  # specialists specs (datasets/*.yaml), repo-relative
+    serving: list = field(default_factory=list)        # committed serving plans (llamaforge.serve_render)
+    mlx: list = field(default_factory=list)            # MLX-LM configs for Apple Silicon (llamaforge.mlx_recipe)
 
 
 def load_matrix(path: Path | None = None) -> Matrix:
@@ -492,10 +538,13 @@ def load_matrix(path: Path | None = None) -> Matrix:
         raise UserError(f"{path}: a matrix is a mapping with a `recipes:` list")
     corpus = str(data.get("corpus", "leviathan"))
     layers = hyperparameter_layers(data.get("hyperparameters"), path.name)
-    unknown_sections = sorted(set(data) - {"corpus", "hyperparameters", "recipes", "preference", "specialists"})
+    sections = ("corpus", "hyperparameters", "recipes", "preference", "specialists", "serving", "mlx")
+    unknown_sections = sorted(set(data) - set(sections))
     if unknown_sections:
-        raise UserError(f"{path.name}: unknown key(s) {', '.join(unknown_sections)}; "
-                        "known: corpus, hyperparameters, recipes, preference, specialists")
+        raise UserError(f"{path.name}: unknown key(s) {', '.join(unknown_sections)}; known: {', '.join(sections)}")
+    for section in ("serving", "mlx"):
+        if not isinstance(data.get(section) or [], list):
+            raise UserError(f"{path.name}: `{section}` must be a list of entries")
     requests = []
     allowed = {"model", "gpus", "nodes", "method", "seq_len", "global_batch", "lora_r", "lora_alpha", "hyperparameters"}
     for i, entry in enumerate(data["recipes"]):
@@ -527,7 +576,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
         by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
         preference = dpo_requests(preference, by_id, layers, path.name)
     return Matrix(corpus=corpus, requests=requests, hyper_layers=layers, preference=preference or [],
-                  specialists=list(specialists))
+                  specialists=list(specialists), serving=list(data.get("serving") or []), mlx=list(data.get("mlx") or []))
 
 
 def hyperparameter_layers(section, where: str) -> tuple[tuple[str, dict], ...]:
@@ -570,6 +619,19 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         set_files, set_recipes = render_specialists(sset, shared, layers=matrix.hyper_layers)
         recipes += set_recipes
         extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
+    extra_index: dict = {}
+    if matrix.serving and only is None:
+        from .serve_render import render_serving_plans
+
+        serving_files = render_serving_plans(matrix.serving, recipes)
+        extra_files += serving_files
+        extra_index["serving_rows"] = [f"`{PurePosixPath(f.path).relative_to('recipes')}`" for f in serving_files]
+    if matrix.mlx and only is None:
+        from .mlx_recipe import index_row, render_mlx_recipes
+
+        mlx_files = render_mlx_recipes(matrix.mlx, matrix)
+        extra_files += mlx_files
+        extra_index["mlx_rows"] = [index_row(f) for f in mlx_files]
     names = [f"{r.plan.setup.model.id}/{r.name}" for r in recipes]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -582,11 +644,11 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
     files = [f for r in recipes for f in r.files] + extra_files
     for stage, offload in STANDARD_DEEPSPEED:
         files.append(render_deepspeed(f"recipes/deepspeed/{deepspeed_filename(stage, offload)}", stage, offload))
-    files.append(RenderedFile("recipes/README.md", render_index(recipes)))
+    files.append(RenderedFile("recipes/README.md", render_index(recipes, **extra_index)))
     return _dedupe(files), recipes
 
 
-def render_index(recipes: list[RenderedRecipe]) -> str:
+def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=()) -> str:
     rows = []
     for r in sorted(recipes, key=lambda r: (r.plan.setup.model.parameter_count(), r.plan.setup.hardware.usd_per_hour)):
         s = r.summary()
@@ -597,18 +659,75 @@ def render_index(recipes: list[RenderedRecipe]) -> str:
             f"| {method} | {s['hardware']} | {par} | {s['seq_len']} | {s['global_batch']} "
             f"| {s['peak_gpu_gib']:.1f} / {s['usable_gpu_gib']:.1f} | {s['host_ram_gib']:.0f} | {s['tokens_per_s']:,} |"
         )
-    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes))
+    return render_template("recipes_index.md.j2", rows=rows, count=len(recipes), mlx_rows=list(mlx_rows),
+                           serving_rows=list(serving_rows))
 
 
 # ---- disk ------------------------------------------------------------------------------------
 
 
 def write_files(files: list[RenderedFile], root: Path) -> list[Path]:
-    """Write each file atomically (temp file in the same folder, then rename)."""
+    """Write each file atomically (temp file in the same folder, then rename), after proving each
+    one parses (parse_problem): nothing is written when one does not."""
     from .atomic import write_text_atomic
 
-    return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith(".sbatch") else 0o644)
+    check_files_parse(files)
+    return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith((".sbatch", ".sh")) else 0o644)
             for f in files]
+
+
+def parse_problem(f: RenderedFile) -> str | None:
+    """Why a rendered file does not parse as what its name says (None when it does): YAML must
+    load, JSON must load, a shell script must pass `bash -n`. Markdown is not checked."""
+    name = f.path.rsplit("/", 1)[-1]
+    try:
+        if name.endswith((".yaml", ".yml")):
+            yaml.safe_load(f.content)
+        elif name.endswith(".json"):
+            json.loads(f.content)
+    except (yaml.YAMLError, ValueError) as exc:
+        return " ".join(str(exc).split())
+    if name.endswith((".sh", ".sbatch")):
+        import shutil
+        import subprocess
+
+        bash = shutil.which("bash")
+        if bash is None:
+            return None
+        proc = subprocess.run([bash, "-n"], input=f.content, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return " ".join(proc.stderr.split()) or f"bash -n exited {proc.returncode}"
+    return None
+
+
+def check_files_parse(files: list[RenderedFile]) -> None:
+    """UserError naming the first rendered file that does not parse (a value the filters let through)."""
+    for f in files:
+        problem = parse_problem(f)
+        if problem:
+            raise UserError(f"{f.path}: the rendered file does not parse ({problem}); a value in its spec or matrix "
+                            "cannot be written there: change it")
+
+
+def overwrites(files: list[RenderedFile], root: Path) -> list[str]:
+    """The rendered files that would replace an existing, different file under `root`."""
+    out = []
+    for f in files:
+        target = Path(root) / f.path
+        if target.exists() and (not target.is_file() or target.read_text(encoding="utf-8", errors="replace") != f.content):
+            out.append(f.path)
+    return out
+
+
+def prune_extra(drift: Drift, root: Path | None = None) -> list[str]:
+    """Remove the files under recipes/ that the matrix does not produce (Drift.extra); return them."""
+    root = Path(root) if root else repo_root()
+    for rel in drift.extra:
+        (root / rel).unlink(missing_ok=True)
+    for folder in sorted({(root / rel).parent for rel in drift.extra}, key=lambda p: -len(p.parts)):
+        if folder.is_dir() and not any(folder.iterdir()) and folder != root / "recipes":
+            folder.rmdir()
+    return list(drift.extra)
 
 
 @dataclass
@@ -616,17 +735,21 @@ class Drift:
     changed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    unparsable: list[str] = field(default_factory=list)    # rendered files that do not parse (path (why))
 
     @property
     def clean(self) -> bool:
-        return not (self.changed or self.missing or self.extra)
+        return not (self.changed or self.missing or self.extra or self.unparsable)
 
     def to_dict(self) -> dict:
-        return {"clean": self.clean, "changed": self.changed, "missing": self.missing, "extra": self.extra}
+        return {"clean": self.clean, "changed": self.changed, "missing": self.missing, "extra": self.extra,
+                "unparsable": self.unparsable}
 
 
-def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, scope: str = "recipes") -> Drift:
-    """What differs between the rendered files and the committed tree under `scope`."""
+def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, scope: str | None = "recipes") -> Drift:
+    """What differs between the rendered files and the committed tree, and the rendered files that
+    do not parse. Files under `scope` that were not rendered are `extra` (scope None: not looked for,
+    e.g. when only one recipe was rendered)."""
     root = Path(root) if root else repo_root()
     drift = Drift()
     expected = {f.path for f in files}
@@ -636,8 +759,12 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
             drift.missing.append(f.path)
         elif target.read_text(encoding="utf-8") != f.content:
             drift.changed.append(f.path)
-    scope_dir = root / scope
-    if scope_dir.is_dir():
+    for f in files:
+        problem = parse_problem(f)
+        if problem:
+            drift.unparsable.append(f"{f.path} ({problem})")
+    scope_dir = root / scope if scope else None
+    if scope_dir is not None and scope_dir.is_dir():
         for p in sorted(scope_dir.rglob("*")):
             if p.is_file() and not p.name.startswith("."):
                 rel = p.relative_to(root).as_posix()
@@ -648,6 +775,7 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
 
 __all__ = [
     "Hyperparameters", "Layout", "Matrix", "RecipeRequest", "RenderedFile", "RenderedRecipe", "Drift",
-    "yaml_value", "comment_text", "render_recipe", "render_matrix", "load_matrix", "write_files",
-    "compare_with_disk", "recipe_name", "deepspeed_filename", "accelerate_filename", "recipes_dir",
+    "yaml_value", "comment_text", "dump_yaml", "render_recipe", "render_matrix", "load_matrix", "write_files",
+    "compare_with_disk", "prune_extra", "overwrites", "check_files_parse", "recipe_name", "deepspeed_filename",
+    "accelerate_filename", "recipes_dir",
 ]

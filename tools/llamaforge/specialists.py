@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,7 +31,8 @@ from .corpus.spec import NAME_RE, SpecReader, corpus_facts
 from .errors import UserError
 from .paths import repo_root
 from .render import (
-    Layout, RecipeRequest, RenderedFile, RenderedRecipe, plan_request, recipe_name, render_recipe, render_template,
+    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, dump_yaml, plan_request, recipe_name, render_recipe,
+    render_template,
 )
 
 SERVE_TEMPLATE = "serve/vllm_specialists.sh.j2"
@@ -60,6 +62,18 @@ class SpecialistBase:
 
 
 @dataclass(frozen=True)
+class ServeTarget:
+    """Where the set is served (the spec's `serve:`): the hardware, and what the serving plan must
+    honour; the planner chooses the rest (docs/serving.md)."""
+
+    gpus: str | None = None           # None: the base's training hardware
+    weights: str | None = None        # None: the most precise vLLM format that fits
+    context: int | None = None        # None: the base's seq_len
+    concurrency: int = 1              # sequences of `context` the KV cache must hold at once
+    reserve_gib: float = 0.0          # memory other processes hold on each GPU
+
+
+@dataclass(frozen=True)
 class SpecialistSet:
     name: str
     origin: str                       # the spec file as named (for messages and generated headers)
@@ -68,7 +82,7 @@ class SpecialistSet:
     specialists: tuple[Specialist, ...]
     keep_general: bool = True         # each slice also keeps the shared spec's general categories
     hyperparameters: dict = field(default_factory=dict)
-    tensor_parallel_size: int = 1
+    serve: ServeTarget = ServeTarget()
 
     def folder(self, base: str = "recipes") -> str:
         """<base>/<model>/<set>: the slices and the serve script (base: the layout's, recipes/ in the matrix)."""
@@ -94,11 +108,7 @@ def specialists_from_dict(data, *, origin: str, corpus: str) -> SpecialistSet:
     base = _base(r.get("base", dict, required=True), origin)
     keep_general = r.get("keep_general", bool, True)
     hyper = r.get("hyperparameters", dict, {})
-    serve = SpecReader(r.get("serve", dict, {}), "serve", origin)
-    tp = serve.get("tensor_parallel_size", int, 1)
-    serve.finish()
-    if tp < 1:
-        serve.fail("tensor_parallel_size", "must be 1 or more")
+    serve = _serve_target(r.get("serve", dict, {}), origin)
     items = r.get("specialists", list, required=True)
     r.finish()
     if not items:
@@ -109,7 +119,35 @@ def specialists_from_dict(data, *, origin: str, corpus: str) -> SpecialistSet:
     if dupes:
         raise UserError(f"{origin}: specialist {dupes[0]!r} is listed twice; names must be distinct")
     return SpecialistSet(name=name, origin=origin, base=base, corpus=corpus, specialists=specialists,
-                         keep_general=keep_general, hyperparameters=dict(hyper), tensor_parallel_size=tp)
+                         keep_general=keep_general, hyperparameters=dict(hyper), serve=serve)
+
+
+def _serve_target(data: dict, origin: str) -> ServeTarget:
+    from .catalog import parse_hardware
+
+    r = SpecReader(data, "serve", origin)
+    gpus = r.get("gpus", str)
+    weights = r.get("weights", str)
+    context = r.get("context", int)
+    concurrency = r.get("concurrency", int, 1)
+    reserve = r.get("reserve_gib", float, 0.0)
+    r.finish()
+    if gpus is not None:
+        try:
+            parse_hardware(gpus)
+        except UserError as exc:
+            r.fail("gpus", str(exc))
+    if weights is not None and weights not in serving_formats():
+        r.fail("weights", f"{weights!r}: use one of {', '.join(serving_formats())} (vLLM serves the set)")
+    if (context is not None and context < 1) or concurrency < 1 or reserve < 0:
+        r.fail("context", "context and concurrency must be 1 or more, reserve_gib 0 or more")
+    return ServeTarget(gpus=gpus, weights=weights, context=context, concurrency=concurrency, reserve_gib=float(reserve))
+
+
+def serving_formats() -> list[str]:
+    from .serve_estimate import engine_formats
+
+    return engine_formats("vllm")
 
 
 def _base(data: dict, origin: str) -> SpecialistBase:
@@ -135,7 +173,7 @@ def _specialist(data, i: int, origin: str) -> Specialist:
     if not SPECIALIST_NAME_RE.match(name):
         r.fail("name", f"{name!r}: lower-case letters, digits, '_' and '-', starting with a letter (it is the "
                        "model name requests use and part of file names)")
-    role = r.get("role", str, "")
+    role = " ".join(r.get("role", str, "").split())   # one line wherever it is shown (a `role: |` block folds)
     categories = tuple(r.get("categories", list, []))
     sources = tuple(r.get("sources", list, []))
     lora_r = r.get("lora_r", int, 16)
@@ -242,13 +280,14 @@ def slice_spec_data(sset: SpecialistSet, sp: Specialist, shared: dict) -> dict:
 def slice_spec_text(sset: SpecialistSet, sp: Specialist, shared: dict, path: str) -> str:
     data = slice_spec_data(sset, sp, shared)
     header = [
-        f"# The slice of specialist {sp.name} of {sset.name}" + (f" ({sp.role})" if sp.role else "")
+        f"The slice of specialist {sp.name} of {sset.name}" + (f" ({sp.role})" if sp.role else "")
         + f": {sset.corpus}, only categories {', '.join(data['keep_categories'])}.",
-        f"# Generated by LlamaForge from {sset.origin}; do not edit by hand (llamaforge render).",
-        f"# Build: llamaforge corpus build {path}   -> build/corpus/{data['name']}/",
-        "# Rows of other categories are read, validated and counted as filtered (`category`), never trained on.",
+        f"Generated by LlamaForge from {sset.origin}; do not edit by hand (llamaforge render).",
+        f"Build: llamaforge corpus build {shlex.quote(path)}   -> build/corpus/{data['name']}/",
+        "Rows of other categories are read, validated and counted as filtered (`category`), never trained on.",
     ]
-    return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    # every header line through the comment filter, every value through the YAML dumper
+    return "".join(f"# {comment_text(line)}\n" for line in header) + dump_yaml(data)
 
 
 # ---- recipes and the serve script ------------------------------------------------------------
@@ -256,9 +295,11 @@ def slice_spec_text(sset: SpecialistSet, sp: Specialist, shared: dict, path: str
 
 def specialist_request(sset: SpecialistSet, sp: Specialist, shared: dict, layers: tuple = ()) -> RecipeRequest:
     b = sset.base
+    phases = slice_spec_data(sset, sp, shared).get("phases") or []
     return RecipeRequest(
         model=b.model, gpus=b.gpus, nodes=b.nodes, method=b.method, seq_len=b.seq_len, global_batch=b.global_batch,
         lora_r=sp.lora_r, lora_alpha=sp.lora_alpha, corpus=slice_name(shared, sp),
+        phases=tuple(str(p.get("name")) for p in phases),
         hyper_layers=tuple(layers) + (("entry", dict(sset.hyperparameters)),),
     )
 
@@ -296,12 +337,35 @@ def render_specialists(sset: SpecialistSet, shared: dict, *, layers: tuple = (),
     return files, recipes
 
 
+def serve_plan_for(sset: SpecialistSet, max_rank: int):
+    """The serving plan of the set on its `serve:` hardware: one base, one LoRA slot per specialist of
+    the largest rank. UserError (naming the spec) when the plan says vLLM would not start."""
+    from .catalog import get_model, parse_hardware
+    from .errors import Infeasible
+    from .serve_plan import ServeRequest, plan_serving
+
+    target = sset.serve
+    if target.gpus is None and parse_hardware(sset.base.gpus, allow_cpu=True).gpu.id == "cpu":
+        return None                   # a demo set trained on the CPU: no GPU to plan serving on
+    hw = parse_hardware(target.gpus or sset.base.gpus)
+    req = ServeRequest(model=get_model(sset.base.model), device=hw.gpu, count=hw.gpus_per_node, engine="vllm",
+                       context=target.context or sset.base.seq_len, weights=target.weights,
+                       max_loras=len(sset.specialists), max_lora_rank=max_rank, min_concurrency=target.concurrency,
+                       reserve_gib=target.reserve_gib)
+    try:
+        return plan_serving(req)
+    except Infeasible as exc:
+        raise UserError(f"{sset.origin}: serve: {exc}") from None
+
+
 def serve_command(sset: SpecialistSet, recipes: list[RenderedRecipe]) -> dict:
     """The parts of the multi-LoRA `vllm serve` command (pure): the base, one adapter per specialist
     (its name, the environment variable that overrides its folder, the recipe's output_dir), and the
-    LoRA limits: --max-loras = every specialist in one batch, --max-lora-rank = the smallest value
-    vLLM accepts that holds the largest rank."""
+    flags of the serving plan on the spec's `serve:` hardware: --max-loras = every specialist in one
+    batch (fewer when they do not fit; the others wait in CPU memory), --max-lora-rank = the smallest
+    value vLLM accepts that holds the largest rank, the weight format, context, memory share."""
     from .export.serving import serving_facts, vllm_max_lora_rank
+    from .serve_plan import plan_summary, served_checkpoint, vllm_arguments
 
     facts = serving_facts()
     adapters = []
@@ -310,17 +374,30 @@ def serve_command(sset: SpecialistSet, recipes: list[RenderedRecipe]) -> dict:
         if not SAFE_PATH_RE.match(cfg["output_dir"]):
             raise UserError(f"{sset.origin}: {sp.name}: output_dir {cfg['output_dir']!r} is not a plain path the serve "
                             "script can default to (letters, digits, '._-/')")
-        adapters.append({"name": sp.name, "role": sp.role, "rank": rec.plan.setup.lora_r,
-                         "env": f"{sp.name.upper().replace('-', '_')}_ADAPTER",
+        env = f"{sp.name.upper().replace('-', '_')}_ADAPTER"
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):   # a shell variable name cannot be quoted
+            raise UserError(f"{sset.origin}: specialist {sp.name!r} does not make a shell variable name ({env})")
+        adapters.append({"name": sp.name, "role": sp.role, "rank": rec.plan.setup.lora_r, "env": env,
                          "default": cfg["output_dir"], "recipe": rec.recipe_path})
+    max_rank = vllm_max_lora_rank(max(a["rank"] for a in adapters), facts.max_lora_ranks)
+    plan = serve_plan_for(sset, max_rank)
+    trained_base = yaml.safe_load(recipes[0].files[0].content)["base_model"]
+    if plan is None:
+        args = [("--dtype", facts.vllm_dtype), ("--max-model-len", str(sset.base.seq_len)), ("--enable-lora", None),
+                ("--max-loras", str(len(adapters))), ("--max-lora-rank", str(max_rank))]
+        lines = ["no serving plan: the set trains on the CPU (a demo); give `serve: gpus:` to size its server"]
+    else:
+        args = vllm_arguments(plan)
+        lines = plan_summary(plan) + [f"why: {r}" for r in plan.reasons]
     return {
-        "model": yaml.safe_load(recipes[0].files[0].content)["base_model"],
+        "model": served_checkpoint(plan, trained_base) if plan else trained_base,
+        "trained_base": trained_base,
         "served_model_name": f"{sset.name}-base",
-        "dtype": facts.vllm_dtype,
-        "max_model_len": sset.base.seq_len,
-        "tensor_parallel_size": sset.tensor_parallel_size,
-        "max_loras": len(adapters),
-        "max_lora_rank": vllm_max_lora_rank(max(a["rank"] for a in adapters), facts.max_lora_ranks),
+        "args": args,
+        "plan": plan,
+        "plan_lines": lines,
+        "max_loras": plan.setup.max_loras if plan else len(adapters),
+        "max_lora_rank": max_rank,
         "adapters": adapters,
         "port": facts.vllm_port,
         "generation": json.dumps({"temperature": facts.temperature, "top_p": facts.top_p}),
@@ -333,6 +410,6 @@ def serve_script_text(sset: SpecialistSet, recipes: list[RenderedRecipe], path: 
                            template_name=f"templates/{SERVE_TEMPLATE}", example_model=cmd["adapters"][0]["name"])
 
 
-__all__ = ["Specialist", "SpecialistBase", "SpecialistSet", "specialists_from_dict", "load_specialists",
+__all__ = ["Specialist", "SpecialistBase", "SpecialistSet", "ServeTarget", "serve_plan_for", "specialists_from_dict", "load_specialists",
            "slice_spec_data", "slice_spec_text", "kept_categories", "specialist_request", "render_specialists",
            "serve_command", "serve_script_text"]

@@ -22,15 +22,26 @@
 #   curl http://localhost:${PORT:-8000}/v1/chat/completions -H 'Content-Type: application/json' \
 #     -d '{"model": "mnemosyne", "messages": [{"role": "user", "content": "..."}], "max_tokens": 256}'
 #
-# --max-loras 5: every specialist can be in the same batch; --max-lora-rank 32: the smallest
-# value vLLM accepts that holds the largest rank. --tensor-parallel-size 4: datasets/specialists.yaml `serve:`.
+# The flags are the serving plan's (llamaforge serve-plan; docs/serving.md) for datasets/specialists.yaml `serve:`:
+#   llama-3.1-70b served by vllm on 2xRTX3090-24GB: weights 18.52, lora slots 2.61, activation peak 0.31, non torch 0.20, kv cache 0.75 GiB per GPU of 22.40
+#   KV cache 4,928 tokens: 1.2 sequences of 4,096 at once; one sequence decodes at ~28 tokens/s
+#   why: weights awq: 4-bit AWQ (group 128): the most precise format that fits (more precise ones did not: see refused)
+#   why: awq needs a checkpoint quantized beforehand (hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 for the base)
+#   why: tensor parallelism 2: the weights split over 2 RTX3090-24GB
+#   why: 5 LoRA slot(s) of rank 32 on the GPU: every adapter can be in the same batch
+#   why: KV cache auto: 4,928 tokens, 1.2 sequences of 4,096 at once
+#   why: gpu_memory_utilization 0.95 with --enforce-eager (no CUDA graphs to fit outside vLLM's share; decoding is slower): 0.38 GiB per GPU left outside vLLM's share
+#   why: max_num_seqs 64: fewer sequences in flight shrink the profiling pass's sampler peak, leaving memory to the KV cache
+#   why: one sequence decodes at ~28 tokens/s (memory-bandwidth bound)
+# The adapters were trained on meta-llama/Llama-3.1-70B-Instruct; the plan serves them on hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4, a quantized copy of it.
+# --max-lora-rank 32: the smallest value vLLM accepts that holds the largest rank.
 # Sampling defaults (a request's own values win): {"temperature": 0.7, "top_p": 0.9}
 set -euo pipefail
-MNEMOSYNE_ADAPTER="${MNEMOSYNE_ADAPTER:-outputs/llama-3.1-70b/nyx-mnemosyne-lora-8xH100-80GB}"
-MOIRA_ADAPTER="${MOIRA_ADAPTER:-outputs/llama-3.1-70b/nyx-moira-lora-8xH100-80GB}"
-ALETHEIA_ADAPTER="${ALETHEIA_ADAPTER:-outputs/llama-3.1-70b/nyx-aletheia-lora-8xH100-80GB}"
-KAIROS_ADAPTER="${KAIROS_ADAPTER:-outputs/llama-3.1-70b/nyx-kairos-lora-8xH100-80GB}"
-ELEOS_ADAPTER="${ELEOS_ADAPTER:-outputs/llama-3.1-70b/nyx-eleos-lora-8xH100-80GB}"
+MNEMOSYNE_ADAPTER=${MNEMOSYNE_ADAPTER:-outputs/llama-3.1-70b/nyx-mnemosyne-lora-8xH100-80GB}
+MOIRA_ADAPTER=${MOIRA_ADAPTER:-outputs/llama-3.1-70b/nyx-moira-lora-8xH100-80GB}
+ALETHEIA_ADAPTER=${ALETHEIA_ADAPTER:-outputs/llama-3.1-70b/nyx-aletheia-lora-8xH100-80GB}
+KAIROS_ADAPTER=${KAIROS_ADAPTER:-outputs/llama-3.1-70b/nyx-kairos-lora-8xH100-80GB}
+ELEOS_ADAPTER=${ELEOS_ADAPTER:-outputs/llama-3.1-70b/nyx-eleos-lora-8xH100-80GB}
 
 need_adapter() {  # NAME FOLDER VARIABLE RECIPE
   case "$2" in *[=,]*)
@@ -48,16 +59,21 @@ need_adapter aletheia "$ALETHEIA_ADAPTER" ALETHEIA_ADAPTER recipes/llama-3.1-70b
 need_adapter kairos "$KAIROS_ADAPTER" KAIROS_ADAPTER recipes/llama-3.1-70b/nyx-kairos-lora-8xH100-80GB.yaml
 need_adapter eleos "$ELEOS_ADAPTER" ELEOS_ADAPTER recipes/llama-3.1-70b/nyx-eleos-lora-8xH100-80GB.yaml
 
-exec vllm serve meta-llama/Llama-3.1-70B-Instruct \
+exec vllm serve hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 \
   --served-model-name nyx-base \
-  --dtype bfloat16 \
+  --dtype float16 \
   --max-model-len 4096 \
-  --tensor-parallel-size 4 \
-  --generation-config auto \
-  --override-generation-config '{"temperature": 0.7, "top_p": 0.9}' \
+  --gpu-memory-utilization 0.95 \
+  --tensor-parallel-size 2 \
+  --quantization awq_marlin \
+  --kv-cache-dtype auto \
+  --max-num-seqs 64 \
+  --enforce-eager \
   --enable-lora \
   --max-loras 5 \
   --max-lora-rank 32 \
+  --generation-config auto \
+  --override-generation-config '{"temperature": 0.7, "top_p": 0.9}' \
   --lora-modules \
     mnemosyne="$MNEMOSYNE_ADAPTER" \
     moira="$MOIRA_ADAPTER" \

@@ -10,18 +10,19 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, fmt_gib, print_json
+from ._common import JsonOpt, bounded, console, fmt_gib, print_json
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 @app.command("check")
 def check_command(
-    configs: Annotated[list[Path], typer.Argument(help="Axolotl YAML config(s) to check.", show_default=False)],
+    configs: Annotated[list[Path], typer.Argument(
+        help="Axolotl YAML config(s), or folders of them: all are checked in one Axolotl process.", show_default=False)],
     gpus: Annotated[Optional[str], typer.Option(
         "--gpus", help="Target hardware, e.g. 8xH100-80GB (default: the recipe header's)."
     )] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", help="Nodes of --gpus each.")] = None,
+    nodes: Annotated[Optional[int], typer.Option("--nodes", help="Nodes of --gpus each.", callback=bounded(1))] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Catalog model or config.json path (default: header, then base_model)."
     )] = None,
@@ -32,9 +33,14 @@ def check_command(
 ) -> None:
     """Check Axolotl configs: Axolotl's own validation for the target GPUs, keys Axolotl would
     silently ignore, deprecated keys, known-bad combinations, and memory per GPU. Exit 1 on errors."""
-    from ..check import check_configs
+    from ..check import check_configs, expand_config_paths
+    from ..mlx_recipe import check_mlx_config, is_mlx_config
 
-    reports = check_configs(configs, hardware=gpus, model=model, schema=not no_schema, nodes=nodes)
+    configs = expand_config_paths(configs)
+    mlx = {c for c in configs if is_mlx_config(c)}     # the Mac's MLX-LM configs: their own check
+    axolotl = [c for c in configs if c not in mlx]
+    checked = iter(check_configs(axolotl, hardware=gpus, model=model, schema=not no_schema, nodes=nodes) if axolotl else [])
+    reports = [check_mlx_config(c) if c in mlx else next(checked) for c in configs]
     ok = all(r.ok for r in reports)
     if json_out:
         if len(reports) == 1:

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, err_console, print_json
+from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file
+from ._common import JsonOpt, bounded, checked_path, console, err_console, one_line, print_json
 
 corpus_app = typer.Typer(
     help="Build the training corpus (streaming, validated, deduplicated, mixed, split) and elicit teacher data.",
@@ -131,12 +132,15 @@ def _print_summary(s: dict) -> None:
 
 @corpus_app.command("build")
 def build_command(
-    spec: Annotated[Path, typer.Argument(help="Corpus spec YAML, e.g. datasets/leviathan.yaml.")],
+    spec: Annotated[Path, typer.Argument(help="Corpus spec YAML, e.g. datasets/leviathan.yaml.",
+                                         callback=checked_path(check_input_file))],
     limit: Annotated[int | None, typer.Option("--limit", help="Keep only the first N train rows (stratified; "
-                                              "a larger N extends a smaller one).")] = None,
+                                              "a larger N extends a smaller one).", callback=bounded(0, JSON_SAFE_INT))] = None,
     add: Annotated[int | None, typer.Option("--add", help="Extend the previous --limit build in the output "
-                                            "folder by N train rows (the documents' '500, then +500').")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: CPU count).")] = None,
+                                            "folder by N train rows (the documents' '500, then +500').",
+                                            callback=bounded(1, JSON_SAFE_INT))] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: CPU count).",
+                                                callback=bounded(1))] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -204,13 +208,18 @@ def templates_command(json_out: JsonOpt = False) -> None:
 
 @corpus_app.command("elicit")
 def elicit_command(
-    passages: Annotated[Path, typer.Argument(help='JSONL of passages: {"passage": ..., "id": ..., "work": ...}.')],
+    passages: Annotated[Path, typer.Argument(help='JSONL of passages: {"passage": ..., "id": ..., "work": ...}.',
+                                             callback=checked_path(check_input_file))],
     template: Annotated[str, typer.Option("--template", "-t", help="Template name (see `corpus templates`).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Batch request file to write.")] = None,
-    model: Annotated[str, typer.Option("--model", help="Teacher model of the requests.")] = "gpt-4o",
-    persona: Annotated[str | None, typer.Option("--persona", help="Name of the persona the examples speak as.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1500,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Batch request file to write.",
+                                             callback=checked_path(check_file_to_write))] = None,
+    model: Annotated[str, typer.Option("--model", help="Teacher model of the requests.", callback=one_line)] = "gpt-4o",
+    persona: Annotated[str | None, typer.Option("--persona", help="Name of the persona the examples speak as.",
+                                                callback=one_line)] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest answer per request.",
+                                            callback=bounded(1, JSON_SAFE_INT))] = 1500,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature, 0 to 2.",
+                                               callback=bounded(0, 2))] = 0.8,
     json_out: JsonOpt = False,
 ) -> None:
     """Write teacher requests in the OpenAI Batch API JSONL format, one per passage."""
@@ -225,9 +234,10 @@ def elicit_command(
 
 @corpus_app.command("collect")
 def collect_command(
-    results: Annotated[Path, typer.Argument(help="The OpenAI batch output JSONL.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="messages JSONL source to write.")],
-    category: Annotated[str | None, typer.Option("--category", help="_category of every row.")] = None,
+    results: Annotated[Path, typer.Argument(help="The OpenAI batch output JSONL.", callback=checked_path(check_input_file))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="messages JSONL source to write.",
+                                      callback=checked_path(check_file_to_write))],
+    category: Annotated[str | None, typer.Option("--category", help="_category of every row.", callback=one_line)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn teacher answers (OpenAI batch output) into a `messages` source for a corpus spec."""

@@ -8,13 +8,16 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, print_json
+from ..files import check_folder_to_write
+from ._common import JsonOpt, checked_path, console, print_json
 
 
 @app.command("demo")
 def demo_command(
-    workdir: Annotated[str, typer.Option("--workdir", help="Where the demo's model, recipe and export go.")] = "build/demo",
-    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where the run folders go.")] = "runs",
+    workdir: Annotated[str, typer.Option("--workdir", help="Where the demo's model, recipe and export go.",
+                                         callback=checked_path(check_folder_to_write))] = "build/demo",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where the run folders go.",
+                                          callback=checked_path(check_folder_to_write))] = "runs",
     json_out: JsonOpt = False,
 ) -> None:
     """Build the demo corpus, bring SmolLM2-135M, validate (health + gates), run in full (health +

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, err_console, print_json
+from ..files import check_folder_to_write, check_input_folder
+from ._common import JsonOpt, bounded, checked_path, console, err_console, print_json
+from .estimate_cmd import MAX_EPOCHS
 
 
 def _size(n: int) -> str:
@@ -22,20 +24,26 @@ def _size(n: int) -> str:
 
 @app.command("export")
 def export_command(
-    run_dir: Annotated[str, typer.Argument(help="The run folder (runs/<name>) or its full stage (runs/<name>/full).")],
+    run_dir: Annotated[str, typer.Argument(help="The run folder (runs/<name>) or its full stage (runs/<name>/full).",
+                                           callback=checked_path(check_input_folder))],
     merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into its base and verify the merged model's logits.")] = False,
     quantize: Annotated[str | None, typer.Option("--quantize", help="nf4: also write the merged model in 4-bit NF4 (bitsandbytes; needs a CUDA GPU).")] = None,
     ollama: Annotated[bool, typer.Option("--ollama", help="Write an Ollama Modelfile (persona SYSTEM prompt, temperature 0.7, top_p 0.9).")] = False,
     vllm: Annotated[bool, typer.Option("--vllm", help="Write serve_vllm.sh (vLLM's OpenAI-compatible server; --enable-lora when not merged).")] = False,
     push: Annotated[str | None, typer.Option("--push", help="Upload the export to this Hugging Face repo (owner/name); without a token, list what would be uploaded.")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Export folder (default: RUN_DIR/export).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Export folder (default: RUN_DIR/export).",
+                                               callback=checked_path(check_folder_to_write))] = None,
     force: Annotated[bool, typer.Option("--force", help="Export a run whose health or gates did not pass (recorded in the model card).")] = False,
+    serve_gpus: Annotated[str | None, typer.Option("--serve-gpus", help="Plan --vllm / --ollama for this hardware (e.g. 1xRTX4070S-12GB, 1xM3Ultra-512GB): their flags come from the serving plan, and an export whose server would not start is refused.")] = None,
+    serve_context: Annotated[int | None, typer.Option("--serve-context", help="Context to serve with --serve-gpus (default: the stage's sequence_len).", callback=bounded(1))] = None,
+    serve_reserve_gib: Annotated[float, typer.Option("--serve-reserve-gib", help="GiB of each serving GPU other processes hold (a desktop).", callback=bounded(0))] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a gated full run: the adapter (or merged model), serving files, a model card, a report with hashes."""
     from ..export import ExportOptions, export_run
 
-    opts = ExportOptions(merge=merge, quantize=quantize, ollama=ollama, vllm=vllm, push=push, output=output, force=force)
+    opts = ExportOptions(merge=merge, quantize=quantize, ollama=ollama, vllm=vllm, push=push, output=output, force=force,
+                         serve_gpus=serve_gpus, serve_context=serve_context, serve_reserve_gib=serve_reserve_gib)
     step = None if json_out else (lambda text: err_console.print(f"[dim]{text}...[/]", soft_wrap=True, highlight=False))
     warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}", soft_wrap=True, highlight=False)  # noqa: E731
     result = export_run(run_dir, opts, on_step=step, on_warning=warn)
@@ -77,7 +85,8 @@ def export_command(
 def ladder_command(
     corpus: Annotated[str, typer.Option("--corpus", help="The built corpus: its folder or manifest.json.")],
     gpus: Annotated[list[str] | None, typer.Option("--gpus", "-g", help="Hardware (NxGPU): once for every rung, or once per rung in order. Default: each rung's committed recipe.")] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Passes over the corpus (default: facts/ladder.yaml, 3).")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Passes over the corpus (default: facts/ladder.yaml, 3).",
+                                                 callback=bounded(above=0, high=MAX_EPOCHS))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The scaling ladder for a corpus: per rung the recipe, hours and cost, and the gate before the next rung."""

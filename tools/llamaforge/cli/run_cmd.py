@@ -8,18 +8,22 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import JsonOpt, console, print_json
+from ..files import check_folder_to_write, check_input_file
+from ._common import JsonOpt, checked_path, console, one_line, print_json
 
 STATUS_STYLE = {"pass": "green", "fail": "red", "not_measured": "yellow"}
 
 
 @app.command("run")
 def run_command(
-    recipe: Annotated[str, typer.Argument(help="The recipe (an Axolotl YAML rendered by LlamaForge, or your copy of one).")],
+    recipe: Annotated[str, typer.Argument(help="The recipe (an Axolotl YAML rendered by LlamaForge, or your copy of one).",
+                                          callback=checked_path(check_input_file))],
     stage: Annotated[str, typer.Option("--stage", help="validate (the 10% sample, then the health gate) or full.")],
     corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus folder or manifest.json (default: beside the recipe's dataset).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name>/ (default: the recipe's file name).")] = None,
-    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where run folders live.")] = "runs",
+    name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name>/ (default: the recipe's file name).",
+                                             callback=one_line)] = None,
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Where run folders live.",
+                                          callback=checked_path(check_folder_to_write))] = "runs",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stage recipe and the exact command; run nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the stage's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run `full` without a passing validation (recorded in the report).")] = False,
@@ -58,6 +62,8 @@ def run_command(
         print_json(result.report)
     else:
         print_stage_result(result)
+    if result.interrupted_by:
+        raise typer.Exit(128 + result.interrupted_by)   # the shell's convention for a process a signal stopped
     raise typer.Exit(0 if result.passed else 1)
 
 
@@ -76,6 +82,10 @@ def print_stage_result(result) -> None:
             console.print(render_gate_table_from_dict(gates))
         else:
             console.print(f"gates: {'passed' if gates.get('passed') else 'FAILED'} — {gates.get('skipped') or gates.get('error') or ''}")
+    if report.get("interrupted"):
+        i = report["interrupted"]
+        console.print(f"[yellow]interrupted[/] by {i['signal']} during the {i['during']}: the training process group "
+                      "was stopped; rerun the stage, or continue it with --resume", soft_wrap=True)
     if report.get("oom_advice"):
         console.print(f"[yellow]out of memory:[/] {report['oom_advice']}", soft_wrap=True)
     if report.get("forced"):

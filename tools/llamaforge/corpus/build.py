@@ -30,6 +30,8 @@ import orjson
 
 from ..atomic import write_bytes_atomic
 from ..errors import UserError
+from ..files import JSON_SAFE_INT, check_folder_to_write, sha256_file
+from ..lock import acquire_lock
 from ..paths import display_path
 from .dedup import lsh_bands, repeat_keys
 from .lengths import length_stats, resolve_tokenizer
@@ -45,7 +47,7 @@ from .scan import RECORD, ScanConfig, ScanResult, SourceRead, init_worker, scan_
 from .selection import DUP_EXACT, DUP_NEAR, EVAL, FILTER_REASONS, FILTERED, STATE_COUNT, TRAIN, select_rows
 from .spec import CorpusSpec, ResolvedSource, corpus_facts, load_spec, resolve_sources
 from .split import phase_of_categories
-from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, sha256_file, write_bucket
+from .writer import QC_REVIEW, QC_SAMPLE, Region, WriteTask, commit_dir, copy_range, write_bucket
 
 OUTPUT_FILES = ("train", "eval", "sample")
 REPEAT_SUFFIX = len(b',"_repeat":')
@@ -299,17 +301,36 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
     rules = qc_rules(spec.qc, facts)
     length = resolve_tokenizer(spec.lengths, _catalog_repos)
     out_dir = spec.output_dir(cwd)
-    limit, previous = options.limit, None
-    if options.limit is not None and options.limit < 0:
-        raise UserError("--limit takes a number of train rows, 0 or more")
+    check_folder_to_write(out_dir, f"{spec.origin}: output folder")
+    limit = options.limit
+    for flag, value, low in (("--limit", options.limit, 0), ("--add", options.add, 1)):
+        if value is not None and not low <= value <= JSON_SAFE_INT:
+            raise UserError(f"{flag} {value}: give a number of train rows from {low} to {JSON_SAFE_INT:,}")
+    if options.workers is not None and options.workers < 1:
+        raise UserError(f"--workers {options.workers}: give 1 or more worker processes")
     if options.add is not None:
         if options.limit is not None:
             raise UserError("give --limit N or --add N, not both")
-        previous, limit = _previous_build(spec, out_dir, options.add)
+        _previous_build(spec, out_dir, options.add)
     for src in sources:
         if src.kind == "hf":
             load_hf_dataset(src.path, src.spec.hf_config, src.spec.hf_split)  # UserError when unavailable
+    with lock_corpus_output(out_dir):
+        previous = None
+        if options.add is not None:   # read again under the lock: another build may have just replaced it
+            previous, limit = _previous_build(spec, out_dir, options.add)
+        return _build_locked(spec, sources, rules, length, out_dir, limit, previous, options, progress, facts, t0)
 
+
+def lock_corpus_output(out_dir: Path):
+    """The exclusive lock of a corpus output folder (see llamaforge.lock), beside it (the folder itself
+    is replaced when a build commits): a second build into it is refused, naming the holder."""
+    return acquire_lock(out_dir.parent / f".{out_dir.name}.lock", f"corpus output {display_path(out_dir)}",
+                        "wait for that build to finish (a second build into the same folder would replace it)")
+
+
+def _build_locked(spec, sources, rules, length, out_dir: Path, limit, previous, options: BuildOptions, progress,
+                  facts, t0: float) -> BuildResult:
     chunk_bytes = options.chunk_bytes or facts["build"]["chunk_bytes"]
     bucket_bytes = options.bucket_bytes or facts["build"]["bucket_bytes"]
     input_bytes = sum(s.size for s in sources)
@@ -360,6 +381,7 @@ def build_corpus(spec_path: str | Path, options: BuildOptions | None = None, pro
         t = time.perf_counter()
         plan = _decide(spec, collector, work, near, limit, facts)
         timings["decide"] = time.perf_counter() - t
+        _refuse_empty(spec, plan, collector)
 
         t = time.perf_counter()
         written = _write_outputs(spec, plan, collector, runner, tmp, spool_dir, bucket_bits, progress)
@@ -473,6 +495,24 @@ def _decide(spec: CorpusSpec, collector: _Collector, work: Path, near, limit, fa
     return _Plan(categories=categories, state=selection.state, selection=selection, phase_of=phase_of,
                  phase_names=phase_names, c_row=c_row, c_file=c_file, c_phase=c_phase, c_repeat=c_repeat,
                  c_key=c_key, c_qc=c_qc, c_size=c_size)
+
+
+def _refuse_empty(spec: CorpusSpec, plan: _Plan, collector: _Collector) -> None:
+    """A build that keeps no row is a failure, not an empty corpus: UserError with the counts that
+    explain it (the quarantine reasons, duplicates, filters), before anything is written."""
+    states = np.bincount(plan.state, minlength=STATE_COUNT)
+    if int(states[TRAIN] + states[EVAL]):
+        return
+    counts = _count_block(states, sum(collector.quarantined.values()))
+    parts = [f"quarantined {counts['quarantined']:,}"]
+    if collector.quarantine_reasons:
+        parts[0] += " (" + ", ".join(f"{r} {n:,}" for r, n in collector.quarantine_reasons.most_common(3)) + ")"
+    parts.append(f"duplicates {counts['duplicates']['total']:,}")
+    parts.append(f"filtered {counts['filtered']['total']:,}" + (
+        " (" + ", ".join(f"{r} {n:,}" for r, n in counts["filtered"]["by_reason"].items()) + ")"
+        if counts["filtered"]["by_reason"] else ""))
+    raise UserError(f"{spec.origin}: the build keeps no row: read {counts['read']:,} = {', '.join(parts)}; nothing "
+                    "was written. Fix the sources (or the spec's filters: keep_categories, qc.drop, lengths)")
 
 
 # ---- pass 2: writing -------------------------------------------------------------------------

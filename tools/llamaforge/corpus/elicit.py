@@ -6,6 +6,7 @@ OpenAI Batch API requests (`corpus elicit`), and turn the batch's answers back i
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import orjson
 
 from ..atomic import write_bytes_atomic
-from ..errors import UserError
+from ..errors import UserError, clip, require_one_line
+from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file, same_file
 from ..paths import templates_dir
 from .normalize import RowProblem, normalize_row
 from .qc import load_phrase_lists
@@ -101,9 +103,18 @@ def elicit_requests(passages: str | Path, template: str, out: str | Path | None 
                     max_tokens: int = 1500, temperature: float = 0.8, persona: str | None = None) -> ElicitResult:
     """Write one OpenAI Batch API request per good passage. A passage row is
     {"passage" or "text": str, "id": str (optional), "work": str (optional)}."""
-    passages = Path(passages)
-    render_prompt(template, "probe", persona=persona)  # unknown template: UserError before any work
+    passages = check_input_file(passages, "passages file")
     out = Path(out) if out else passages.with_name(f"{passages.stem}.{template}.batch.jsonl")
+    check_output(out, passages, "-o")
+    if not model.strip() or any(c.isspace() for c in model):
+        raise UserError(f"--model {model!r}: give the teacher model's name (e.g. gpt-4o)")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= JSON_SAFE_INT:
+        raise UserError(f"--max-tokens {max_tokens}: give a positive number of tokens (e.g. 1500)")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise UserError(f"--temperature {temperature}: give a number from 0 to 2 (the Batch API's range), e.g. 0.8")
+    if persona is not None:
+        require_one_line(persona, "--persona")
+    render_prompt(template, "probe", persona=persona)  # unknown template: UserError before any work
     lists = load_phrase_lists()
     cliches = lists["cliches"] + lists["persona_breaks"]
     lines, rejected, seen = [], [], set()
@@ -134,6 +145,14 @@ def elicit_requests(passages: str | Path, template: str, out: str | Path | None 
     return ElicitResult(out=out, requests=len(lines), rejected=len(rejected), rejected_path=rejected_path)
 
 
+def check_output(out: Path, source: Path, option: str) -> None:
+    """An output file (and its .rejected.jsonl beside it) that can be written and is not the input."""
+    check_file_to_write(out, option)
+    for path in (out, rejected_path_of(out)):
+        if same_file(path, source):
+            raise UserError(f"{option} {out} would overwrite the input {source}; give another output file")
+
+
 def _passage_problem(obj) -> tuple[str, str] | None:
     if not isinstance(obj, dict):
         return "not_an_object", "a passage row must be an object"
@@ -150,8 +169,12 @@ def _passage_problem(obj) -> tuple[str, str] | None:
     return None
 
 
+def rejected_path_of(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
+
+
 def _write_rejected(out: Path, rejected: list[dict]) -> Path | None:
-    path = out.with_name(out.name.removesuffix(".jsonl") + ".rejected.jsonl")
+    path = rejected_path_of(out)
     if not rejected:
         path.unlink(missing_ok=True)
         return None
@@ -171,7 +194,10 @@ def collect_answers(results: str | Path, out: str | Path, *, category: str | Non
     """Turn an OpenAI Batch API output file into a `messages` JSONL source: one row per answer whose
     content is a JSON object with a valid conversation ({"messages": [...]} ending with the
     assistant's turn). Each row keeps its custom_id (and template) under `_elicit`."""
-    results, out = Path(results), Path(out)
+    results, out = check_input_file(results, "batch results file"), Path(out)
+    check_output(out, results, "-o")
+    if category is not None:
+        require_one_line(category, "--category")
     rows, rejected = [], []
     for line, obj, raw in _jsonl_rows(results, "batch results file"):
         if isinstance(obj, tuple):
@@ -199,7 +225,7 @@ def _answer_messages(obj) -> tuple[str, list[dict]]:
     if not isinstance(custom_id, str):
         raise RowProblem("missing_field", "no 'custom_id'")
     if obj.get("error"):
-        raise RowProblem("teacher_error", f"the request failed: {str(obj['error'])[:200]}")
+        raise RowProblem("teacher_error", f"the request failed: {clip(str(obj['error']))}")
     try:
         response = obj["response"]
         if response.get("status_code", 200) != 200:

@@ -116,7 +116,7 @@ def load_manifest(path: str | Path, *, verify: str = "size") -> dict:
             raise UserError(f"corpus {base}: {entry['path']} has {size} bytes, the manifest says {entry['bytes']}; "
                             "it changed after the build: rebuild the corpus")
         if verify == "sha256":
-            from .writer import sha256_file
+            from ..files import sha256_file
 
             if sha256_file(f) != entry["sha256"]:
                 raise UserError(f"corpus {base}: {entry['path']} does not match its sha256 in the manifest; "

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 
 BOM = codecs.BOM_UTF8
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -186,7 +186,7 @@ def load_hf_dataset(name: str, config: str | None, split: str):
     try:
         return datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for the same problem
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = exception_line(exc)
         raise UserError(
             f"hf: {name}: the dataset is not available ({type(exc).__name__}: {first}); offline, it must be in "
             "the local Hugging Face cache (run once with network, or point `path:` at local files)"

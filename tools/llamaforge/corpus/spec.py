@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import LINE_BREAKS, UserError, clip
 from ..paths import display_path, read_facts, repo_root
 
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "text", "preference")
@@ -169,14 +169,15 @@ class _Reader:
         self.used.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                self.fail(key, "is required")
+                typo = difflib.get_close_matches(key, [k for k in self.data if isinstance(k, str) and k not in self.used], n=1)
+                self.fail(key, f"is required; did you mean `{key}` instead of `{typo[0]}`?" if typo else "is required")
             return default
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.fail(key, f"expected {_KIND_NAMES.get(names, names)}, got {_kind(value)} {value!r:.60}")
+            self.fail(key, f"expected {_KIND_NAMES.get(names, names)}, got {_kind(value)} {clip(repr(value), 60)}")
         return value
 
     def finish(self):
@@ -215,7 +216,7 @@ def _str_list(r: _Reader, key: str, default=()) -> tuple[str, ...]:
         return tuple(default)
     for item in value:
         if not isinstance(item, str) or not item:
-            r.fail(key, f"every entry must be non-empty text, got {item!r:.60}")
+            r.fail(key, f"every entry must be non-empty text, got {clip(repr(item), 60)}")
     return tuple(value)
 
 
@@ -251,7 +252,7 @@ def load_spec(path: str | Path) -> CorpusSpec:
 def _extended_spec(value: Any, spec_path: Path, origin: str) -> Path:
     """The file an `extends:` names: next to the spec, in the working directory, or in the repository."""
     if not isinstance(value, str) or not value.strip():
-        raise UserError(f"{origin}: extends: expected the path of a corpus spec, got {value!r:.60}")
+        raise UserError(f"{origin}: extends: expected the path of a corpus spec, got {clip(repr(value), 60)}")
     bases = [spec_path.resolve().parent, Path.cwd()]
     try:
         bases.append(repo_root())
@@ -468,6 +469,8 @@ def _persona(data: dict, origin: str) -> PersonaSpec:
     prompt = r.get("system_prompt", str)
     add = r.get("add_system_prompt", str, "never")
     r.finish()
+    if name is not None and (not name.strip() or LINE_BREAKS.search(name)):
+        r.fail("name", f"{name!r}: the persona's name is one line of text (the identity gate looks for it in answers)")
     if add not in ("never", "missing"):
         r.fail("add_system_prompt", f"{add!r}: choose never (rows as they are) or missing (add the persona's "
                                     "system prompt to rows without a system turn)")

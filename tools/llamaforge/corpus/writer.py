@@ -8,7 +8,6 @@ Also here: the atomic commit of the output folder, and file hashing."""
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import shutil
@@ -144,19 +143,6 @@ def _write_lines(fd: int, lines: list, offset: int) -> None:
 
 
 # ---- files -----------------------------------------------------------------------------------
-
-def sha256_file(path: str | Path, progress=None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 23)
-            if not block:
-                break
-            h.update(block)
-            if progress is not None:
-                progress(len(block))
-    return h.hexdigest()
-
 
 def commit_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Put a finished build folder in place: the old folder (if any) is moved aside first and

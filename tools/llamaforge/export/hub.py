@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 
 
 @dataclass
@@ -64,7 +64,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = True) -> PushResu
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                           commit_message="Upload export from llamaforge")
     except Exception as exc:  # noqa: BLE001 - any failure of the upload is reported on one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = exception_line(exc)
         offline = " (HF_HUB_OFFLINE is set: unset it to upload)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
         raise UserError(_scrub(f"upload to {repo_id} failed: {first}{offline}", token)) from None
     url = str(getattr(repo, "url", None) or f"https://huggingface.co/{repo_id}")

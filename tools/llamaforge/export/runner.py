@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
 from .hub import PushResult
 from .serving import ServeSpec, ServingFacts, served_name
 
@@ -41,6 +41,9 @@ class ExportOptions:
     push: str | None = None
     output: str | Path | None = None
     force: bool = False
+    serve_gpus: str | None = None       # plan the Modelfile / serve script for this hardware
+    serve_context: int | None = None    # the context to serve (default: the stage's sequence_len)
+    serve_reserve_gib: float = 0.0      # memory other processes hold on each serving GPU
 
 
 @dataclass
@@ -89,30 +92,40 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _copy_adapter(out_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+def _take_weights(src, dest: Path) -> list[dict]:
+    """Copy the adapter's files (or hard-link the full model's) from the run's output folder into
+    `dest`. load_run_source proved the sources are the files the run recorded; a copy is hashed
+    again (a file changed since, or a bad copy, refuses the export), a hard link is the same file.
+    Returns the records of what is in `dest` (path relative to it)."""
+    from ..files import file_record, record_problems
+
     dest.mkdir(parents=True)
-    copied = []
-    for name in names:
-        if (out_dir / name).is_file():
-            shutil.copy2(out_dir / name, dest / name)
-            copied.append(name)
-    return copied
+    checked = {r["path"]: r for r in src.taken}
+    records = []
+    for name in sorted(checked):
+        if src.is_adapter:
+            shutil.copy2(src.out_dir / name, dest / name)
+        else:
+            _link_or_copy(src.out_dir / name, dest / name)
+        linked = os.path.samefile(src.out_dir / name, dest / name)
+        records.append(checked[name] if linked else file_record(dest / name, dest))
+    problems = record_problems(src.record, records, str(src.out_dir))
+    if problems:
+        raise UserError(f"export refused: {'; '.join(problems)}; the weights changed after the run, so they are not "
+                        "the ones its report gated: restore them or rerun the full stage")
+    return records
 
 
-def _link_model(out_dir: Path, dest: Path) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in out_dir.iterdir() if p.is_file() and (
-        p.suffix in (".safetensors", ".json", ".jinja", ".model") and not p.name.startswith(("trainer_", "training_"))))
-    for name in names:
-        _link_or_copy(out_dir / name, dest / name)
-    return names
+def _file_records(folder: Path, skip: str, known: dict[str, dict]) -> list[dict]:
+    """Every file of the export with its sha256; `known` holds records already computed (by path)."""
+    from ..files import file_record
 
-
-def _file_records(folder: Path, skip: str) -> list[dict]:
-    from ..corpus.writer import sha256_file
-
-    return [{"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    return [known.get(p.relative_to(folder).as_posix()) or file_record(p, folder)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != skip]
+
+
+def _report_command(cmd: dict) -> dict:
+    return {**{k: v for k, v in cmd.items() if k != "args"}, "args": [[f, v] for f, v in cmd["args"]]}
 
 
 def _check_output(output: Path) -> None:
@@ -148,6 +161,55 @@ def base_unavailable_reason(src) -> str | None:
     return (f"--merge needs the base model {src.base_model!r}: it is not a folder here (relative to {src.root}) "
             "nor in the Hugging Face cache, and HF_HUB_OFFLINE is set; download it (`hf download "
             f"{src.base_model}`) or run the export where the base is")
+
+
+def _base_spec(src):
+    """The base model's architecture (its local config.json, or the catalog entry of its Hub id)."""
+    from ..catalog import model_from_hf_config, models
+
+    if src.base_path is not None and (src.base_path / "config.json").is_file():
+        return model_from_hf_config(src.base_path / "config.json")
+    for spec in models().values():
+        if src.base_model in (spec.hf_repo, spec.instruct_repo):
+            return spec
+    raise UserError(f"--serve-gpus needs the base model's architecture: {src.base_model!r} is neither a local folder "
+                    "with a config.json nor a catalog model; export without --serve-gpus")
+
+
+def serving_plans(src, spec: ServeSpec, opts: ExportOptions) -> dict:
+    """The serving plans of the export on --serve-gpus (pure but for reading the base's config):
+    {"vllm": ServePlan, "ollama": ServePlan} for the files asked. UserError, before anything is
+    written, when a plan says the server would not start."""
+    from ..catalog import is_apple_hardware, parse_apple_machine, parse_hardware
+    from ..errors import Infeasible
+    from ..serve_plan import ServeRequest, plan_serving
+    from .serving import serving_facts as file_facts, vllm_max_lora_rank
+
+    if is_apple_hardware(opts.serve_gpus):
+        device, count = parse_apple_machine(opts.serve_gpus), 1
+    else:
+        hw = parse_hardware(opts.serve_gpus)
+        device, count = hw.gpu, hw.gpus_per_node
+    model = _base_spec(src)
+    context = opts.serve_context or spec.sequence_len
+    plans = {}
+    wanted = [e for e, on in (("vllm", opts.vllm), ("ollama", opts.ollama)) if on]
+    if not wanted:
+        raise UserError("--serve-gpus plans the serving files: add --vllm and/or --ollama")
+    for engine in wanted:
+        if engine == "vllm" and is_apple_hardware(opts.serve_gpus):
+            raise UserError(f"--vllm: vLLM needs CUDA GPUs, {opts.serve_gpus} is a Mac; serve it with --ollama")
+        adapter = engine == "vllm" and not spec.model_folder
+        req = ServeRequest(model=model, device=device, count=count, engine=engine, context=context,
+                           max_loras=1 if adapter else 0,
+                           max_lora_rank=vllm_max_lora_rank(int(spec.lora_rank or 0), file_facts().max_lora_ranks) if adapter else 0,
+                           reserve_gib=opts.serve_reserve_gib,
+                           in_flight_only=bool(spec.model_folder) or spec.base_is_local)
+        try:
+            plans[engine] = plan_serving(req)
+        except Infeasible as exc:
+            raise UserError(f"export refused: the {engine} serving plan says the server would not start: {exc}") from None
+    return plans
 
 
 def serve_spec(src, *, model_folder: str | None) -> ServeSpec:
@@ -305,14 +367,19 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     say = on_step or (lambda text: None)
     warn = on_warning or (lambda text: None)
     check_options(opts)
-    src = load_run_source(run_dir)
+    facts: ServingFacts = serving_facts()
+    src = load_run_source(run_dir, adapter_files=facts.adapter_files)
     problems = refusals(src, opts)
 
-    facts: ServingFacts = serving_facts()
     model_folder = "merged" if opts.merge else (None if src.is_adapter else "model")
     spec = serve_spec(src, model_folder=model_folder)
-    modelfile = modelfile_text(spec, facts) if opts.ollama else None     # refusals (quoting, rank) happen here,
-    script = vllm_script_text(spec, facts) if opts.vllm else None         # before anything is written
+    plans = serving_plans(src, spec, opts) if opts.serve_gpus else {}
+    ollama_plan = plans.get("ollama")
+    quantize = ollama_plan.estimate.flags["quantization"] if ollama_plan else "f16"
+    create = f"ollama create {spec.name}" + (f" -q {quantize}" if quantize != "f16" else "") + " -f Modelfile"
+    modelfile = modelfile_text(spec, facts, plans.get("ollama")) if opts.ollama else None   # refusals (quoting, rank,
+    script = vllm_script_text(spec, facts, plans.get("vllm")) if opts.vllm else None         # plan) happen here, before
+                                                                                              # anything is written
     output = Path(opts.output) if opts.output else src.run_dir / "export"
     _check_output(output)
 
@@ -338,13 +405,12 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     merge = nf4 = None
     contents: list[dict] = []
     try:
-        if src.is_adapter:
-            say(f"copying the adapter from {src.out_dir}")
-            _copy_adapter(src.out_dir, tmp / "adapter", facts.adapter_files)
-            contents.append({"path": "adapter/", "what": f"the adapter ({_method_line(src)}) for `{src.base_model}`"})
-        else:
-            _link_model(src.out_dir, tmp / "model")
-            contents.append({"path": "model/", "what": "the fine-tuned model"})
+        folder = "adapter" if src.is_adapter else "model"
+        say(f"copying the {'adapter' if src.is_adapter else 'model'} from {src.out_dir} and checking it against the "
+            "run's record")
+        known = {f"{folder}/{r['path']}": {**r, "path": f"{folder}/{r['path']}"} for r in _take_weights(src, tmp / folder)}
+        contents.append({"path": "adapter/", "what": f"the adapter ({_method_line(src)}) for `{src.base_model}`"}
+                        if src.is_adapter else {"path": "model/", "what": "the fine-tuned model"})
         if opts.merge:
             dtype = merge_dtype(src.config)
             base = str(src.base_path) if src.base_path else src.base_model
@@ -353,7 +419,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
                 with contextlib.redirect_stdout(sys.stderr):   # libraries' chatter must not break --json
                     rep = merge_adapter(base, tmp / "adapter", tmp / "merged", dtype=dtype)
             except OSError as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = exception_line(exc)
                 raise UserError(f"cannot load the base model {base} to merge ({first}); run the export where the base "
                                 "is available (a local folder or the Hugging Face cache)") from None
             # the report names where the files end up, not the temporary folder they were made in
@@ -377,7 +443,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
             contents.append({"path": "nf4/", "what": "the merged model in 4-bit NF4 (bitsandbytes, double quantization)"})
         if modelfile is not None:
             write_text_atomic(tmp / "Modelfile", modelfile)
-            contents.append({"path": "Modelfile", "what": f"Ollama: `ollama create {spec.name} -f Modelfile`"})
+            contents.append({"path": "Modelfile", "what": f"Ollama: `{create}`"})
         if script is not None:
             write_text_atomic(tmp / "serve_vllm.sh", script, mode=0o755)
             contents.append({"path": "serve_vllm.sh", "what": "vLLM's OpenAI-compatible server: `bash serve_vllm.sh`"})
@@ -398,10 +464,12 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
             "run_forced": bool(src.report.get("forced")),
             "merge": merge,
             "nf4": nf4,
-            "ollama": {"modelfile": "Modelfile", "create": f"ollama create {spec.name} -f Modelfile"} if modelfile else None,
-            "vllm": {"script": "serve_vllm.sh", "command": vllm_command(spec, facts)} if script else None,
+            "ollama": {"modelfile": "Modelfile", "create": create} if modelfile else None,
+            "vllm": {"script": "serve_vllm.sh", "command": _report_command(vllm_command(spec, facts, plans.get("vllm")))}
+            if script else None,
+            "serving_plans": {e: p.to_dict() for e, p in plans.items()} or None,
             "warnings": warnings,
-            "files": _file_records(tmp, EXPORT_REPORT),
+            "files": _file_records(tmp, EXPORT_REPORT, known),
         }
         write_text_atomic(tmp / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
         output.parent.mkdir(parents=True, exist_ok=True)

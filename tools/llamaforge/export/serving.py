@@ -98,12 +98,16 @@ def stop_sequences(chat_template: str | None, eos_token: str | None, facts: Serv
     return stops
 
 
-def modelfile_text(spec: ServeSpec, facts: ServingFacts) -> str:
+def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None) -> str:
+    """The Modelfile; with an Ollama serving `plan` (serve_plan.ServePlan) its num_ctx, and its
+    quantization and server settings in the header. `generated_by` names what wrote it (default:
+    `llamaforge export` from the run)."""
     from ..render import render_template
 
     known = facts.chat_templates.get(spec.chat_template or "")
     if spec.model_folder:
-        from_line, adapter_line, base_download = f"./{spec.model_folder}", None, None
+        relative = spec.model_folder.startswith(("../", "/"))
+        from_line, adapter_line, base_download = spec.model_folder if relative else f"./{spec.model_folder}", None, None
     elif spec.base_is_local:
         from_line, adapter_line, base_download = ollama_value(spec.base_ref, "the base model path"), f"./{spec.adapter_folder}", None
     else:
@@ -115,32 +119,62 @@ def modelfile_text(spec: ServeSpec, facts: ServingFacts) -> str:
         temperature=facts.temperature, top_p=facts.top_p,
         stops=[ollama_value(s, "a stop sequence", quoted=True)
                for s in stop_sequences(spec.chat_template, spec.eos_token, facts)],
+        num_ctx=plan.setup.context if plan else spec.sequence_len, plan=ollama_plan_context(plan),
+        generated_by=generated_by or f"`llamaforge export` from {spec.run}",
     )
 
 
-def vllm_command(spec: ServeSpec, facts: ServingFacts) -> dict:
-    """The parts of the `vllm serve` command (for the script and the export report)."""
+def ollama_plan_context(plan) -> dict | None:
+    """What the Modelfile's header says about an Ollama serving plan (None without one)."""
+    if plan is None:
+        return None
+    from ..serve_plan import plan_summary
+
+    fl = plan.estimate.flags
+    env = [f"OLLAMA_NUM_PARALLEL={fl['num_parallel']}"]
+    if fl["flash_attention"]:
+        env += ["OLLAMA_FLASH_ATTENTION=1", f"OLLAMA_KV_CACHE_TYPE={fl['kv_cache_type']}"]
+    return {"hardware": plan.setup.label, "quantize": None if fl["quantization"] == "f16" else fl["quantization"],
+            "server_env": " ".join(env), "lines": plan_summary(plan)}
+
+
+def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
+    """The parts of the `vllm serve` command (for the script and the export report). With a vLLM
+    serving `plan` (serve_plan.ServePlan) its flags replace the defaults."""
+    from ..serve_plan import plan_summary, served_checkpoint, vllm_arguments
+
     generation = json.dumps({"temperature": facts.temperature, "top_p": facts.top_p})
-    if spec.model_folder:
-        return {"model": f"$HERE/{spec.model_folder}", "served_model_name": spec.name, "lora": None,
-                "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
-    return {"model": spec.base_ref, "served_model_name": f"{spec.name}-base",
-            "lora": {"name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
-                     "max_lora_rank": vllm_max_lora_rank(int(spec.lora_rank or 0), facts.max_lora_ranks)},
-            "max_model_len": spec.sequence_len, "dtype": facts.vllm_dtype, "generation": generation}
+    lora = None if spec.model_folder else {
+        "name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
+        "max_lora_rank": vllm_max_lora_rank(int(spec.lora_rank or 0), facts.max_lora_ranks)}
+    model = f"$HERE/{spec.model_folder}" if spec.model_folder else spec.base_ref
+    if plan is not None:
+        args = vllm_arguments(plan)
+        model = served_checkpoint(plan, model)     # a merged model is planned in in-flight formats only
+    else:
+        args = [("--dtype", facts.vllm_dtype), ("--max-model-len", str(spec.sequence_len))]
+        if lora:
+            args += [("--enable-lora", None), ("--max-lora-rank", str(lora["max_lora_rank"]))]
+    return {"model": model, "served_model_name": spec.name if spec.model_folder else f"{spec.name}-base", "lora": lora,
+            "max_model_len": plan.setup.context if plan else spec.sequence_len, "dtype": dict(args)["--dtype"],
+            "generation": generation, "args": args,
+            "plan": {"hardware": plan.setup.label, "lines": plan_summary(plan)} if plan else None}
 
 
-def vllm_script_text(spec: ServeSpec, facts: ServingFacts) -> str:
+def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None,
+                     before: list[str] | None = None) -> str:
+    """The serve script; `before` lists the commands (comments) that make its model folder."""
     from ..render import render_template
 
-    cmd = vllm_command(spec, facts)
+    cmd = vllm_command(spec, facts, plan)
     request = {"model": spec.name, "messages": ([{"role": "system", "content": spec.system_prompt}]
                                                 if spec.system_prompt else []) + [{"role": "user", "content": "Who are you?"}],
                "max_tokens": 256}
     model = cmd["model"]
     model_arg = f'"{model}"' if model.startswith("$HERE/") else shlex.quote(model)
     return render_template(VLLM_TEMPLATE, spec=spec, cmd=cmd, model_arg=model_arg, port=facts.vllm_port,
-                           request=json.dumps(request, ensure_ascii=False))
+                           request=json.dumps(request, ensure_ascii=False), before=before or [],
+                           generated_by=generated_by or f"`llamaforge export` from {spec.run}")
 
 
 def model_card_text(**context) -> str:

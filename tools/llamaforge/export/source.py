@@ -14,6 +14,7 @@ from ..errors import UserError
 
 STAGE = "full"
 STAGE_RECIPE = "stage.yaml"
+OUTPUT = "out"                  # the stage's output folder, inside the stage folder
 
 
 @dataclass
@@ -35,11 +36,19 @@ class RunSource:
     manifest: dict
     manifest_path: Path
     manifest_changed: bool               # the manifest's sha256 differs from the one the run consumed
+    record: list[dict] = field(default_factory=list)       # the output files the run recorded (path, bytes, sha256)
+    taken: list[dict] = field(default_factory=list)        # the files the export takes, checked against `record`
+    adapter_files: tuple[str, ...] = ()  # the names an adapter export takes (facts/export.yaml)
     notes: list[str] = field(default_factory=list)
 
     @property
     def is_adapter(self) -> bool:
         return self.adapter_config is not None
+
+    def exported_names(self) -> list[str]:
+        """The files of out_dir the export takes, sorted."""
+        return sorted(p.name for p in self.out_dir.iterdir() if p.is_file() and exported_file(
+            p.name, adapter=self.is_adapter, adapter_files=self.adapter_files))
 
     @property
     def sequence_len(self) -> int:
@@ -153,16 +162,28 @@ def locate_stage(path: str | Path) -> tuple[Path, Path]:
     raise UserError(f"{p} is not a run folder (no full/ stage inside); give runs/<name>")
 
 
-def launch_root(stage_dir: Path, recorded_stage_recipe: str | None) -> Path:
-    """The folder the run was launched from: the report records the stage recipe's path relative
-    to it (runs/<name>/full/stage.yaml), so strip those parts from the real path."""
+def launch_root(stage_dir: Path, report: dict) -> tuple[Path, str | None]:
+    """The folder the run was launched from, which the stage config's and the report's relative
+    paths (base model, corpus manifest) are relative to, and a note when it had to be guessed.
+    The report records the stage recipe as <runs>/<name>/full/stage.yaml relative to it: strip
+    those parts from the real path (a run folder copied or renamed beside the original keeps its
+    <runs> folder); else the launch folder the report recorded; else the working directory."""
     target = (stage_dir / STAGE_RECIPE).resolve()
-    rec = Path(recorded_stage_recipe) if recorded_stage_recipe else None
-    if rec is not None and not rec.is_absolute() and len(rec.parts) <= len(target.parts) - 1:
+    recorded = report.get("stage_recipe")
+    rec = Path(recorded) if recorded else None
+    cand = None
+    if rec is not None and not rec.is_absolute() and 3 <= len(rec.parts) <= len(target.parts) - 1:
         cand = target.parents[len(rec.parts) - 1]
         if (cand / rec).resolve() == target:
-            return cand
-    return Path.cwd().resolve()
+            return cand, None
+    launched = report.get("launch_dir")
+    if isinstance(launched, str) and Path(launched).is_dir():
+        return Path(launched), None
+    if cand is not None and (cand / rec).resolve().parents[2] == target.parents[2]:
+        return cand, None
+    return Path.cwd().resolve(), (f"relative paths of the run (base model, corpus manifest) were resolved against the "
+                                  f"working directory {Path.cwd().resolve()}: the report does not say where the run "
+                                  "was launched from")
 
 
 def _resolve(root: Path, text: str) -> Path:
@@ -197,10 +218,7 @@ def _check_adapter(src: RunSource) -> None:
     weights = src.out_dir / "adapter_model.safetensors"
     shapes = mismatch = None
     if weights.is_file():
-        try:
-            shapes = read_safetensors_shapes(weights)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{weights} is not a readable safetensors file ({exc}); the run's output is damaged") from None
+        shapes = read_safetensors_shapes(weights)   # whole and readable: final_output_problem checked it
         if src.base_path is not None and (src.base_path / "config.json").is_file():
             try:
                 spec = model_from_hf_config(src.base_path / "config.json")
@@ -215,17 +233,62 @@ def _check_adapter(src: RunSource) -> None:
         raise UserError(f"the adapter in {src.out_dir} is not this run's adapter for its base: {'; '.join(problems)}")
 
 
-def load_run_source(path: str | Path) -> RunSource:
-    """Read and check a run's full stage. UserError (one line) for a folder with no full stage,
-    no report, no adapter, an adapter for another base, or no corpus manifest."""
+def exported_file(name: str, *, adapter: bool, adapter_files: tuple[str, ...]) -> bool:
+    """Whether the export takes the file `name` of the run's output folder: the adapter's files (facts/export.yaml
+    adapter_files), or a full model's weights, configs and tokenizer (not the trainer's own state)."""
+    if adapter:
+        return name in adapter_files
+    return (Path(name).suffix in (".safetensors", ".json", ".jinja", ".model")
+            and not name.startswith(("trainer_", "training_")))
+
+
+def recorded_output(report: dict, stage_dir: Path) -> list[dict]:
+    """The files (path, bytes, sha256) the run recorded in its output folder when it ended."""
+    out = report.get("output")
+    files = out.get("files") if isinstance(out, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, dict) and f.get("path") and f.get("sha256") for f in files):
+        raise UserError(f"{stage_dir}/report.json records no hashes of the run's weights (a report written before "
+                        "llamaforge recorded them): nothing proves the files in out/ are the ones the run trained and "
+                        "gated; rerun the full stage")
+    return files
+
+
+def output_problems(src: RunSource, record: list[dict], names: list[str]) -> tuple[list[str], list[dict]]:
+    """What is wrong with the files the export would take (`names`, in src.out_dir) against the run's
+    record: missing, unrecorded, another size, another sha256. Returns (problems, their records)."""
+    from ..files import file_record, record_problems
+
+    recorded_taken = [r for r in record if exported_file(r["path"], adapter=src.is_adapter,
+                                                          adapter_files=src.adapter_files)]
+    problems = [f"{src.out_dir}/{r['path']} is missing (the run wrote it)" for r in recorded_taken
+                if r["path"] not in set(names)]
+    sizes = [{"path": n, "bytes": (src.out_dir / n).stat().st_size, "sha256": None} for n in names]
+    problems += record_problems(record, sizes, str(src.out_dir))
+    if problems:           # no need to hash what is already known to differ
+        return problems, []
+    actual = [file_record(src.out_dir / n, src.out_dir) for n in names]
+    return record_problems(record, actual, str(src.out_dir)), actual
+
+
+def load_run_source(path: str | Path, *, adapter_files: tuple[str, ...] | None = None) -> RunSource:
+    """Read and check a run's full stage. The weights are always the ones inside the run folder given
+    (<run>/full/out), never a path its config records elsewhere, and they must be the files the run
+    recorded when it ended (present, same size and sha256; the export checks its copies again).
+    UserError (one line) for a folder with no full stage, no report, no adapter, damaged or changed
+    weights, an adapter for another base, or no corpus manifest."""
     from ..corpus.manifest import load_manifest, manifest_hash
+    from ..run.health import final_output_problem
     from ..run.report import read_stage_report
 
+    if adapter_files is None:
+        from .serving import serving_facts
+
+        adapter_files = serving_facts().adapter_files
     run_dir, stage_dir = locate_stage(path)
     report = read_stage_report(stage_dir)
     if report.get("stage") != STAGE:
         raise UserError(f"{stage_dir}/report.json is a {report.get('stage')} stage report, not the full stage's")
-    root = launch_root(stage_dir, report.get("stage_recipe"))
+    root, root_note = launch_root(stage_dir, report)
     stage_recipe = stage_dir / STAGE_RECIPE
     try:
         config = yaml.safe_load(stage_recipe.read_text(encoding="utf-8"))
@@ -233,9 +296,15 @@ def load_run_source(path: str | Path) -> RunSource:
         raise UserError(f"{stage_recipe} (the config the run used) is missing or unreadable ({exc})") from None
     if not isinstance(config, dict) or not config.get("base_model"):
         raise UserError(f"{stage_recipe} has no base_model; it is not a stage config `llamaforge run` wrote")
-    out_dir = _resolve(root, str(config.get("output_dir") or stage_dir / "out"))
+    out_dir = stage_dir / OUTPUT
+    notes = [root_note] if root_note else []
+    recorded_out = config.get("output_dir")
+    if recorded_out and _resolve(root, str(recorded_out)).resolve() != out_dir.resolve():
+        notes.append(f"the stage config's output_dir is {recorded_out} (this run folder was copied or moved); the "
+                     f"export takes the weights in {out_dir}, checked against this run's report")
     if not out_dir.is_dir():
-        out_dir = stage_dir / "out"
+        raise UserError(f"{out_dir} not found: the full stage's output folder is missing; rerun the full stage")
+    record = recorded_output(report, stage_dir)
     base_model = str(config["base_model"])
     base_path = _resolve(root, base_model)
     base_path = base_path if base_path.is_dir() else None
@@ -251,6 +320,11 @@ def load_run_source(path: str | Path) -> RunSource:
         adapter_config = _read_json(cfg_path, "adapter config")
     elif not (out_dir / "config.json").is_file() or not any(out_dir.glob("*.safetensors")):
         raise UserError(f"{out_dir} holds no adapter and no model (config.json + *.safetensors): nothing to export")
+    if adapter_config is None or (out_dir / "adapter_model.safetensors").is_file():
+        damage = final_output_problem(out_dir, adapter=adapter_config is not None)
+        if damage:
+            raise UserError(f"the {'adapter' if adapter_config is not None else 'model'} in {out_dir} is damaged "
+                            f"({damage}); nothing was exported")
 
     recorded = (report.get("corpus") or {}).get("manifest")
     if not recorded:
@@ -262,8 +336,13 @@ def load_run_source(path: str | Path) -> RunSource:
     src = RunSource(
         name=run_dir.resolve().name, run_dir=run_dir, stage_dir=stage_dir, root=root, report=report, config=config,
         out_dir=out_dir, adapter_config=adapter_config, base_model=base_model, base_path=base_path,
-        manifest=manifest, manifest_path=manifest_path, manifest_changed=changed,
+        manifest=manifest, manifest_path=manifest_path, manifest_changed=changed, record=record,
+        adapter_files=tuple(adapter_files), notes=notes,
     )
+    problems, src.taken = output_problems(src, record, src.exported_names())
+    if problems:
+        raise UserError(f"export refused: {'; '.join(problems)}; the weights changed after the run, so they are not "
+                        "the ones its report gated: restore them or rerun the full stage")
     if src.is_adapter:
         _check_adapter(src)
     return src

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .verdict import FAIL, PASS, GateReport, GateResult
 from ..atomic import write_text_atomic
+from ..errors import clip
 
 _VERDICT_STYLE = {PASS: "bold green", FAIL: "bold red"}
 
@@ -106,7 +107,7 @@ def render_markdown(report: GateReport, answers: dict[str, dict[str, list[dict]]
                 answer = s["answer"] if isinstance(s["answer"], str) else str(s["answer"])
                 score = (s.get("metrics") or {}).get("acc")
                 mark = "✓" if score == 1.0 else "✗"
-                lines.append(f"- {mark} `{s.get('id')}`: {_md_cell(answer.strip()[:160]) or '(empty)'}")
+                lines.append(f"- {mark} `{s.get('id')}`: {_md_cell(clip(answer, 160)) or '(empty)'}")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

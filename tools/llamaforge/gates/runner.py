@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, exception_line
+from ..files import check_folder_to_write
 from .code_execution import CODE_EVAL_ENV
 from .identity import DEFAULT_PERSONA, validate_persona
 from .profiles import GateProfile, get_gate_profile
@@ -86,6 +87,10 @@ def inspect_model(path: str, option: str = "--model") -> ModelInfo:
             raise UserError(f"{option} {path}: config.json is not readable JSON ({exc})") from None
         if not any(next(p.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
             raise UserError(f"{option} {path} has a config.json but no weights (*.safetensors or pytorch_model*.bin)")
+        if (p / "model.safetensors").is_file() or (p / "model.safetensors.index.json").is_file():
+            damage = _weights_problem(p, adapter=False)
+            if damage:
+                raise UserError(f"{option} {path}: the model does not load ({damage}); its files are damaged or incomplete")
         return ModelInfo(path, True, config if isinstance(config, dict) else {}, p / "config.json")
     if _HUB_ID.match(path):
         try:
@@ -94,7 +99,7 @@ def inspect_model(path: str, option: str = "--model") -> ModelInfo:
             cfg_file = Path(hf_hub_download(path, "config.json"))
             return ModelInfo(path, False, json.loads(cfg_file.read_text(encoding="utf-8")), cfg_file)
         except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            first = exception_line(exc, 160)
             raise UserError(
                 f"{option} {path}: no such folder, and not a Hugging Face model id that can be fetched here ({first}); "
                 "give a local model folder"
@@ -144,6 +149,8 @@ def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     from ..catalog import model_from_hf_config
 
     a = Path(adapter).expanduser()
+    if a.exists() and not a.is_dir():
+        raise UserError(f"--adapter {adapter} is a file, not a folder; give the folder with adapter_config.json")
     if not a.is_dir():
         raise UserError(f"--adapter {adapter}: no such folder; give the folder with adapter_config.json")
     if not (a / "adapter_config.json").is_file():
@@ -157,6 +164,12 @@ def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     declared = str(acfg.get("base_model_name_or_path") or "")
     notes: list[str] = []
     weights = a / "adapter_model.safetensors"
+    if not weights.is_file() and not (a / "adapter_model.bin").is_file():
+        raise UserError(f"--adapter {adapter} has adapter_config.json but no weights (adapter_model.safetensors); "
+                        "the run did not finish saving it")
+    damage = _weights_problem(a, adapter=True) if weights.is_file() else None
+    if damage:
+        raise UserError(f"--adapter {adapter}: the adapter does not load ({damage}); its files are damaged or incomplete")
     try:
         spec = model_from_hf_config(model.config_path) if model.config_path else None
     except UserError:
@@ -203,7 +216,7 @@ def classify_load_error(exc: BaseException) -> tuple[str, str]:
     while cur is not None and cur not in chain and len(chain) < 10:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first_line = exception_line(exc, 300)
     for e in chain:
         names = {t.__name__ for t in type(e).__mro__}
         text = str(e).lower()
@@ -241,6 +254,9 @@ def _code_execution_env(allowed: bool) -> Iterator[None]:
 
 
 def _quiet_libraries() -> None:
+    from ..libraries import quiet_optional_kernels
+
+    quiet_optional_kernels()
     for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -479,7 +495,7 @@ def evaluate_variant(
                 lm = get_model("hf").create_from_arg_obj({"pretrained": model_path, "dtype": "auto"},
                                                          {"batch_size": batch_size, "device": device})
     except Exception as exc:  # noqa: BLE001 - the model failing to load fails every gate, with the reason
-        reason = f"model could not load: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        reason = f"model could not load: {type(exc).__name__}: {exception_line(exc, 300)}"
         run.outcomes = {name: TaskOutcome(name, EVAL_FAILED, reason=reason) for name in tasks}
         return run
     has_template = bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
@@ -497,7 +513,7 @@ def evaluate_variant(
                     bootstrap_iters=1000,
                 )
         except Exception as exc:  # noqa: BLE001 - recorded as the gate's reason
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = exception_line(exc, 300)
             run.outcomes[name] = TaskOutcome(name, EVAL_FAILED, reason=f"evaluation failed: {type(exc).__name__}: {first}",
                                              chat_template=chat)
             continue
@@ -528,6 +544,33 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:\d+)?)")
+
+
+def check_device(device: str) -> str:
+    """A torch device lm-eval can use here: cpu, cuda, cuda:N, mps, xpu[:N], and available."""
+    if not _DEVICE.fullmatch(device):
+        raise UserError(f"--device {device!r}: give cpu, cuda, cuda:N or mps")
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and (not torch.cuda.is_available() or (index and int(index) >= torch.cuda.device_count())):
+        raise UserError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible); "
+                        "use cpu or another index")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: Apple's MPS backend is not available here; use cpu")
+    if kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise UserError(f"--device {device}: no Intel XPU here; use cpu")
+    return device
+
+
+def _weights_problem(folder: Path, *, adapter: bool) -> str | None:
+    # the safetensors/JSON integrity check the run's health check uses (no torch needed)
+    from ..run.health import final_output_problem
+
+    return final_output_problem(folder, adapter=adapter)
 
 
 def default_output_dir(model: ModelInfo, adapter: str | None, profile: str) -> Path:
@@ -583,11 +626,14 @@ def run_gates(
     if base_model:
         inspect_model(base_ref, "--base")
     out_dir = Path(output_dir).expanduser() if output_dir else default_output_dir(model, adapter_ref, gate_profile.name)
+    check_folder_to_write(out_dir, "--output")
+    if batch_size is not None and batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"--batch-size must be a positive number or auto, not {batch_size!r}")
+    device = check_device(device) if device else _default_device()
 
     _quiet_libraries()
     tasks = gate_profile.tasks()
     manager = build_task_manager(tasks, persona, evals_dir() / "tasks")
-    device = device or _default_device()
     batch = batch_size if batch_size is not None else ("auto" if device.startswith("cuda") else CPU_BATCH_SIZE)
     runs = task_runs(gate_profile, limit=limit, max_gen_toks=max_gen_toks)
     common = dict(device=device, batch_size=batch, allow_code_execution=allow_code_execution, persona=persona)

@@ -165,7 +165,10 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def check_process(exit_code: int | None, error: str | None) -> Check:
+def check_process(exit_code: int | None, error: str | None, interrupted: str | None = None) -> Check:
+    if interrupted:
+        return Check("process", FAIL, interrupted, 0,
+                     f"interrupted by {interrupted}: the training process group was stopped before it finished")
     if exit_code is None:
         return Check("process", NOT_MEASURED, None, 0, "the process had not exited (no exit code)")
     if exit_code == 0:
@@ -176,11 +179,13 @@ def check_process(exit_code: int | None, error: str | None) -> Check:
     return Check("process", FAIL, exit_code, 0, f"exited with code {exit_code}{signal}{why}")
 
 
-def check_oom(oom: str | None, exit_code: int | None) -> Check:
+def check_oom(oom: str | None, exit_code: int | None, interrupted: str | None = None) -> Check:
     cause = describe_oom(oom, exit_code)
     if cause:
         where = "host RAM" if cause.startswith("host RAM") else "GPU memory"
         return Check("no_oom", FAIL, where, None, cause)
+    if interrupted:
+        return Check("no_oom", NOT_MEASURED, None, None, f"the run was interrupted ({interrupted}); its log ends early")
     if exit_code is None:
         return Check("no_oom", NOT_MEASURED, None, None, "the process had not exited; its log is incomplete")
     return Check("no_oom", PASS, None, None, "no out-of-memory line in the log and no SIGKILL exit")
@@ -384,12 +389,14 @@ def check_checkpoint(facts: CheckpointFacts | None) -> Check:
 
 
 def evaluate_health(curve: Curve, thresholds: Thresholds, *, oom: str | None, exit_code: int | None,
-                    checkpoint: CheckpointFacts | None, error: str | None = None) -> HealthReport:
-    """All checks, in the order a person reads them."""
+                    checkpoint: CheckpointFacts | None, error: str | None = None,
+                    interrupted: str | None = None) -> HealthReport:
+    """All checks, in the order a person reads them. `interrupted`: the signal that stopped the run
+    (SIGINT, SIGTERM, SIGHUP), when one did."""
     t = thresholds
     return HealthReport([
-        check_process(exit_code, error),
-        check_oom(oom, exit_code),
+        check_process(exit_code, error, interrupted),
+        check_oom(oom, exit_code, interrupted),
         check_nan(curve),
         check_loss_falls(curve, t),
         check_final_train_loss(curve, t),
@@ -527,6 +534,22 @@ def verify_model(folder: Path) -> str:
         if name.endswith("embed_tokens.weight") and vocab and hidden and info["shape"] != [vocab, hidden]:
             raise _BadFile(f"{name} has shape {info['shape']}, config.json says [{vocab}, {hidden}]")
     return f"{config.get('model_type') or config['architectures'][0]} model, {len(tensors)} tensors"
+
+
+def final_output_problem(folder: Path, *, adapter: bool) -> str | None:
+    """Why the adapter (adapter=True) or full model saved in `folder` cannot load: a config that is
+    not a JSON object, a safetensors file that is truncated or inconsistent with its header (None
+    when it loads). Whether an adapter fits its run is the caller's question."""
+    folder = Path(folder)
+    try:
+        if adapter:
+            _read_json(folder / "adapter_config.json")
+            read_safetensors_header(folder / "adapter_model.safetensors")
+        else:
+            verify_model(folder)
+    except _BadFile as exc:
+        return str(exc)
+    return None
 
 
 def _kind_of(folder: Path) -> str | None:

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, clip
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
 from .metrics import Curve, health_facts, json_safe, read_json
 from ..atomic import write_bytes_atomic
@@ -88,7 +88,7 @@ def report_shape_problem(record) -> str | None:
         return "no `health` section with `passed` and `checks`"
     for check in health["checks"]:
         if not isinstance(check, dict) or not isinstance(check.get("name"), str) or check.get("status") not in _STATUSES:
-            return f"malformed check {str(check)[:80]}"
+            return f"malformed check {clip(str(check), 80)}"
     all_pass = bool(health["checks"]) and all(c["status"] == PASS for c in health["checks"])
     if health["passed"] != all_pass:
         return f"health.passed is {health['passed']} but its checks say {all_pass}"
@@ -190,7 +190,9 @@ def _advice_for(check: dict) -> str | None:
     entry = table.get(name) or next((v for k, v in table.items() if k in name), None)
     if not entry:
         return None
-    if check["status"] == NOT_MEASURED:
+    if name == "process" and str(check.get("value") or "").startswith("SIG"):
+        text = entry.get("interrupted")
+    elif check["status"] == NOT_MEASURED:
         text = entry.get("not_measured")
     elif name == "no_oom" and check.get("value") == "host RAM":
         text = entry.get("host")

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..errors import UserError
+from ..errors import UserError, require_one_line
+from ..files import check_folder_to_write, top_level_records
+from ..lock import HeldLock, acquire_lock
 from .stage import (
     Recipe,
     StagePlan,
@@ -32,6 +38,8 @@ from .stage import (
 
 RUN_RECORD = "run.json"
 BASE_ANSWERS = "base-answers"   # the base model's gate answers, shared by the stages of a run (gates.BaseAnswerCache)
+RUN_LOCK = ".lock"     # held by the process running a stage of the run (and by its training child)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)   # like Ctrl-C (SIGINT): stop the child, write the report
 
 
 class RunRefused(UserError):
@@ -40,12 +48,52 @@ class RunRefused(UserError):
     exit_code = 1
 
 
+class StageInterrupted(Exception):
+    """SIGTERM or SIGHUP arrived: raised in the main thread, as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass
 class StageResult:
     plan: StagePlan
     report: dict
     passed: bool
     report_paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def interrupted_by(self) -> int | None:
+        """The signal number that interrupted the stage (the CLI exits 128 + it), or None."""
+        name = (self.report.get("interrupted") or {}).get("signal")
+        return int(signal.Signals[name]) if name else None
+
+
+def lock_run_folder(run_dir: Path) -> HeldLock:
+    """The run folder's exclusive lock (see llamaforge.lock): a second `llamaforge run` (or an
+    export) on the same folder is refused, naming the holder, for as long as a stage runs."""
+    return acquire_lock(Path(run_dir) / RUN_LOCK, f"run folder {run_dir}",
+                        "wait for it to finish, or pass another --name for a separate run")
+
+
+@contextmanager
+def signals_interrupt():
+    """Within the block, SIGTERM and SIGHUP raise StageInterrupted (Ctrl-C already raises
+    KeyboardInterrupt), so a stopped run can stop its child and still write its report."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise StageInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -116,6 +164,10 @@ def plan_stage(
     files = corpus_files(manifest)
 
     name = name or recipe.name
+    require_one_line(name, "run name (--name)")
+    if "/" in name or os.sep in name or name in (".", ".."):
+        raise UserError(f"run name (--name) {name!r} is a path; give a plain name: the run folder is {runs_root}/NAME")
+    check_folder_to_write(runs_root, "--runs-dir")
     run_dir = Path(runs_root) / name
     _check_run_folder(run_dir, recipe)
     stage_dir = run_dir / stage
@@ -149,7 +201,7 @@ def plan_stage(
 
 
 def stage_recipe_text(plan: StagePlan) -> str:
-    import yaml
+    from ..render import comment_text, dump_yaml
 
     lines = [
         f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
@@ -158,8 +210,8 @@ def stage_recipe_text(plan: StagePlan) -> str:
         *[f"#   - {c}" for c in plan.changes],
         "",
     ]
-    header = "\n".join(line.replace("\n", " ") for line in lines)
-    return header + "\n" + yaml.safe_dump(plan.config, sort_keys=False, allow_unicode=True, width=100)
+    header = "\n".join(comment_text(line) for line in lines)
+    return header + "\n" + dump_yaml(plan.config)
 
 
 def _prepare_stage_dir(plan: StagePlan) -> Path | None:
@@ -249,23 +301,58 @@ def _fmt_s(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def launch_and_watch(plan: StagePlan, console, *, live: bool = True) -> tuple[int | None, object, float]:
-    """Run the child, tee its output to the stage log, feed the watcher. Returns (exit code,
-    watcher, seconds). Ctrl-C stops the whole child process group."""
-    from .metrics import LogWatcher
+def _stop_process_group(proc: subprocess.Popen, signum: int, grace: float) -> None:
+    """Send `signum` to the child's whole process group, wait up to `grace` seconds for every
+    process of the group to exit, then SIGKILL what is left. A second interrupt while waiting
+    kills at once."""
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    try:
+        proc.wait(timeout=grace)
+        while group_alive() and time.monotonic() < deadline:   # the leader is gone; its children may not be
+            time.sleep(0.05)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, StageInterrupted):
+        pass
+    if group_alive():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def launch_and_watch(plan: StagePlan, console, *, live: bool = True, lock: HeldLock | None = None,
+                     ) -> tuple[int | None, object, float, str | None]:
+    """Run the child in its own process group, tee its output to the stage log, feed the watcher.
+    Returns (exit code, watcher, seconds, the name of the signal that interrupted it or None).
+    Ctrl-C, SIGTERM and SIGHUP (under signals_interrupt) are forwarded to the child's process
+    group, which gets facts/health.yaml stop_grace_seconds to exit. The child inherits the run
+    folder's `lock`, so the folder stays locked while any of its processes lives."""
+    from .metrics import LogWatcher, health_facts
 
     env = dict(os.environ)
     env.update(plan.env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     watcher = LogWatcher()
     started = time.monotonic()
+    interrupted = None
     with open(plan.log_path, "w", encoding="utf-8") as log, LiveView(plan, console, enabled=live) as view:
         log.write(f"$ {plan.command_line()}\n")
         log.flush()
         try:
             proc = subprocess.Popen(
                 plan.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, bufsize=0,
+                start_new_session=True, bufsize=0, pass_fds=(lock.fileno(),) if lock is not None else (),
             )
         except OSError as exc:
             raise UserError(f"cannot start {plan.command[0]} ({exc.strerror}); is Axolotl installed in this environment?") from None
@@ -280,16 +367,23 @@ def launch_and_watch(plan: StagePlan, console, *, live: bool = True) -> tuple[in
                 view.update(watcher, watcher.feed(text))
             view.update(watcher, watcher.finish())
             code = proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.write("\n[llamaforge] interrupted by the user (Ctrl-C): the child was stopped\n")
+        except (KeyboardInterrupt, StageInterrupted) as exc:
+            signum = exc.signum if isinstance(exc, StageInterrupted) else signal.SIGINT
+            interrupted = signal.Signals(signum).name
+            grace = float(health_facts().get("stop_grace_seconds", 30))
+            log.write(f"\n[llamaforge] interrupted by {interrupted}: sent it to the training process group, "
+                      f"waiting up to {grace:g} s for it to exit\n")
+            log.flush()
+            _stop_process_group(proc, signum, grace)
+            rest = proc.stdout.read()
+            if rest:
+                text = rest.decode("utf-8", errors="replace")
+                log.write(text)
+                watcher.feed(text)
+            watcher.finish()
+            log.write(f"\n[llamaforge] the training process group has exited (code {proc.returncode})\n")
             code = None
-    return code, watcher, time.monotonic() - started
+    return code, watcher, time.monotonic() - started, interrupted
 
 
 def oom_advice(plan: StagePlan) -> str | None:
@@ -331,17 +425,31 @@ def run_stage(
     console=None,
     live: bool = True,
 ) -> StageResult | StagePlan:
+    """Plan the stage (refusals first), then, holding the run folder's lock, launch and judge it.
+    Ctrl-C, SIGTERM or SIGHUP stop the training process group and the report says the stage was
+    interrupted (StageResult.interrupted_by)."""
     from rich.console import Console
 
-    from .health import Thresholds, evaluate_health, inspect_checkpoint
-    from .metrics import run_curve
-    from .report import write_stage_report
+    from .health import Thresholds
 
     console = console or Console()
-    plan, gate = plan_stage(recipe_path, stage, corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
+    options = dict(corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
+    plan, gate = plan_stage(recipe_path, stage, **options)
     thresholds = Thresholds.load(plan.recipe.health_overrides(), stage=stage)
     if dry_run:
         return plan
+    with lock_run_folder(plan.run_dir) as lock, signals_interrupt():
+        # decided again under the lock: a run that held the folder may have just written its report
+        plan, gate = plan_stage(recipe_path, stage, **options)
+        return _run_locked(plan, gate, thresholds, stage, gates=gates, allow_code_execution=allow_code_execution,
+                           console=console, live=live, lock=lock)
+
+
+def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, allow_code_execution: bool,
+                console, live: bool, lock: HeldLock) -> StageResult | StagePlan:
+    from .health import evaluate_health, inspect_checkpoint
+    from .metrics import run_curve
+    from .report import write_stage_report
 
     moved = _prepare_stage_dir(plan)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +465,7 @@ def run_stage(
                    "hardware": plan.recipe.header.get("hardware")},
         "corpus": {"manifest": str(plan.manifest_path), "manifest_hash": plan.manifest_hash},
         "stage_recipe": str(plan.stage_recipe_path),
+        "launch_dir": str(Path.cwd().resolve()),
         "changes": plan.changes,
         "command": plan.command_line(),
         "launcher": plan.launcher,
@@ -369,20 +478,31 @@ def run_stage(
     }
     if plan.launcher == "slurm":
         sbatch = copy_stage_recipe_for_slurm(plan)
+        if sbatch is None:
+            console.print(f"multi-node stage: {plan.recipe.path} names no SLURM script (`#   sbatch PATH`) and none is "
+                          f"beside it; launch {plan.stage_recipe_path} on every node with the recipe's accelerate "
+                          "command. LlamaForge does not watch remote nodes: no report is written for this stage.",
+                          soft_wrap=True)
+            return plan
         console.print(
-            f"multi-node stage: submit `sbatch {sbatch}` (the recipe's SLURM script pointed at {plan.stage_recipe_path}). "
-            "LlamaForge does not watch remote nodes: no report is written for this stage.", soft_wrap=True)
+            f"multi-node stage: submit `sbatch {shlex.quote(str(sbatch))}` (the recipe's SLURM script pointed at "
+            f"{plan.stage_recipe_path}). LlamaForge does not watch remote nodes: no report is written for this stage.",
+            soft_wrap=True)
         return plan
 
     console.print(f"[bold]{stage}[/] {plan.name}: {plan.command_line()}", soft_wrap=True)
-    code, watcher, seconds = launch_and_watch(plan, console, live=live)
+    code, watcher, seconds, interrupted = launch_and_watch(plan, console, live=live, lock=lock)
     report["exit_code"] = code
     report["seconds"] = round(seconds, 1)
+    if interrupted:
+        report["interrupted"] = {"signal": interrupted, "during": "training"}
+    # what the run left in its output folder, with hashes: `llamaforge export` takes exactly these files
+    report["output"] = {"dir": plan.output_dir.name, "files": top_level_records(plan.output_dir)}
 
     curve = run_curve(watcher.curve, plan.output_dir)   # trainer_state.json when sound, else the log; never raises
     checkpoint = inspect_checkpoint(plan.output_dir)
     health = evaluate_health(curve, thresholds, oom=watcher.oom, exit_code=code, checkpoint=checkpoint,
-                             error=watcher.last_error)
+                             error=watcher.last_error, interrupted=interrupted)
     report["health"] = health.to_dict()
     if watcher.oom:
         report["oom_advice"] = oom_advice(plan)
@@ -392,9 +512,17 @@ def run_stage(
     if not gates:
         report["gates"] = {"passed": False, "profile": profile, "skipped": "--no-gates: the gates were not run"}
         passed = passed and stage == "full"   # an ungated validation unlocks nothing
+    elif interrupted:
+        report["gates"] = {"passed": False, "profile": profile,
+                           "skipped": f"the run was interrupted ({interrupted}); gates were not run"}
     elif passed:
         started = time.monotonic()
-        report["gates"] = _run_gates(plan, gate.get("persona"), profile, allow_code_execution=allow_code_execution)
+        try:
+            report["gates"] = _run_gates(plan, gate.get("persona"), profile, allow_code_execution=allow_code_execution)
+        except (KeyboardInterrupt, StageInterrupted) as exc:
+            name = exc.args[0] if isinstance(exc, StageInterrupted) else "SIGINT"
+            report["interrupted"] = {"signal": name, "during": "gates"}
+            report["gates"] = {"passed": False, "profile": profile, "skipped": f"interrupted by {name} during the gates"}
         report["gates_seconds"] = round(time.monotonic() - started, 1)
         passed = passed and bool(report["gates"].get("passed"))
     else:
@@ -422,12 +550,34 @@ def _run_gates(plan: StagePlan, persona: str | None, profile: str, *, allow_code
     return result.to_dict()
 
 
+def recipe_sbatch(recipe: Recipe) -> Path | None:
+    """The SLURM script a multi-node recipe names in its launch lines (`#   sbatch PATH`, relative to
+    the launch folder), else the one beside it with its name."""
+    for line in recipe.text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line.lstrip("#").strip()
+        if body.startswith("sbatch "):
+            words = shlex.split(body)
+            if len(words) == 2 and Path(words[1]).is_file():
+                return Path(words[1])
+    beside = recipe.path.with_suffix(".sbatch")
+    return beside if beside.is_file() else None
+
+
 def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
-    sbatch = plan.recipe.path.with_suffix(".sbatch")
-    if not sbatch.is_file():
+    sbatch = recipe_sbatch(plan.recipe)
+    if sbatch is None:
         return None
+    from ..recipe_registry import rewrite_references
+
     target = plan.stage_dir / "launch.sbatch"
-    text = sbatch.read_text(encoding="utf-8").replace(str(plan.recipe.path), str(plan.stage_recipe_path))
+    text = sbatch.read_text(encoding="utf-8")
+    m = re.search(r"^export RECIPE=(.*)$", text, flags=re.M)   # the recipe the script launches, as it names it
+    named = shlex.split(m.group(1)) if m else []
+    if len(named) != 1:
+        raise UserError(f"{sbatch}: no `export RECIPE=...` line naming one recipe; re-render or re-copy the recipe")
+    text = rewrite_references(text, {named[0]: str(plan.stage_recipe_path)}, kind="shell")
     write_text_atomic(target, text)
     shutil.copymode(sbatch, target)
     return target
