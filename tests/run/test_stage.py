@@ -203,11 +203,17 @@ def test_cli_dry_run_prints_and_runs_nothing(workspace, cli, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_preference_recipes_are_refused_with_the_reason(cli):
+def test_preference_methods_without_health_checks_are_refused_with_the_reason(cli, tmp_path):
     from llamaforge.paths import recipes_dir
 
+    dpo = (recipes_dir() / "llama-3.1-8b/dpo-lora-1xH100-80GB.yaml").read_text(encoding="utf-8")
+    kto = tmp_path / "kto.yaml"
+    kto.write_text(dpo.replace("rl: dpo", "rl: kto"), encoding="utf-8")
+    res = cli("run", str(kto), "--stage", "validate")
+    assert res.code == 2 and "rl: kto" in res.err and "dpo" in res.err and "\n" not in res.err.strip()
+    # a DPO recipe is staged: it gets as far as its corpus
     res = cli("run", str(recipes_dir() / "llama-3.1-8b/dpo-lora-1xH100-80GB.yaml"), "--stage", "validate")
-    assert res.code == 2 and "rl: dpo" in res.err and "\n" not in res.err.strip()
+    assert res.code == 2 and "corpus is not built" in res.err
 
 
 def test_cli_bad_input(cli, tmp_path):

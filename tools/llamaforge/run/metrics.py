@@ -44,6 +44,8 @@ class TrainPoint:
     grad_norm: float | None = None
     learning_rate: float | None = None
     tokens_per_s: float | None = None  # trainable tokens/s per GPU, as Axolotl reports it
+    # a preference run's (TRL DPO) step metrics: rewards/margins, rewards/accuracies, logps/chosen ...
+    prefs: dict[str, float] | None = None
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Curve:
 
         return cls(
             train=[TrainPoint(int(p["step"]), num(p.get("epoch")), float(p["loss"]), num(p.get("grad_norm")),
-                              num(p.get("learning_rate")), num(p.get("tokens_per_s"))) for p in data.get("train", [])],
+                              num(p.get("learning_rate")), num(p.get("tokens_per_s")),
+                              {k: float(v) for k, v in p["prefs"].items()} if p.get("prefs") else None)
+                   for p in data.get("train", [])],
             eval=[EvalPoint(None if p.get("step") is None else int(p["step"]), num(p.get("epoch")),
                             float(p["loss"]), num(p.get("perplexity"))) for p in data.get("eval", [])],
             total_steps=data.get("total_steps"),
@@ -420,10 +424,14 @@ class LogWatcher:
             events.append({"kind": "eval", **asdict(point)})
 
 
+PREFERENCE_PREFIXES = ("rewards/", "logps/", "logits/")   # what TRL's DPOTrainer logs beside the loss
+
+
 def train_point(metrics: dict[str, float], step: int) -> TrainPoint:
+    prefs = {k: v for k, v in metrics.items() if k.startswith(PREFERENCE_PREFIXES)}
     return TrainPoint(step=step, epoch=metrics.get("epoch"), loss=metrics["loss"],
                       grad_norm=metrics.get("grad_norm"), learning_rate=metrics.get("learning_rate"),
-                      tokens_per_s=metrics.get("tokens/train_per_sec_per_gpu"))
+                      tokens_per_s=metrics.get("tokens/train_per_sec_per_gpu"), prefs=prefs or None)
 
 
 def eval_point(metrics: dict[str, float], step: int | None) -> EvalPoint:

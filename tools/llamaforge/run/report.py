@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError, clip
+from .adapter_chain import chain_lines
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
 from .metrics import Curve, health_facts, json_safe, read_json
 from ..atomic import write_bytes_atomic
@@ -211,6 +212,8 @@ def render_markdown(record: dict, thresholds: Thresholds, *, has_plot: bool) -> 
     if record.get("passed") is False and health["passed"]:
         lines.append("The health checks passed; the stage failed on the gates below.")
     lines += ["", "## Run", ""] + (_run_lines(record) or ["- (no run details recorded)"])
+    if record.get("starts_from"):
+        lines += ["", "## Starts from (lora_model_dir; newest first)", ""] + chain_lines(record["starts_from"])
     lines += ["", "## Health checks", ""] + _checks_table(health["checks"])
     if gate_checks or gates_note:
         gates = record.get("gates") or {}
@@ -244,7 +247,7 @@ def render_markdown(record: dict, thresholds: Thresholds, *, has_plot: bool) -> 
     else:
         lines.append("- no plot: matplotlib is not installed (`pip install matplotlib`)")
     lines += ["", f"## Thresholds ({thresholds.stage})", "", "| threshold | value | source |", "| --- | --- | --- |"]
-    for name in Thresholds.names():
+    for name in type(thresholds).names():
         lines.append(f"| {name} | {_cell(getattr(thresholds, name))} | {_cell(thresholds.source(name))} |")
     return "\n".join(lines) + "\n"
 
@@ -281,11 +284,15 @@ def plot_loss_curve(curve: Curve, thresholds: Thresholds, path: Path, *, title: 
             ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.2)
         if evals:
             ax.plot(*zip(*evals), label="eval loss", color="tab:orange", marker="o", linewidth=1.2)
-        eval_limit = math.log(thresholds.eval_ppl_max)
-        ax.axhline(thresholds.final_train_loss_max, color="tab:blue", linestyle="--", linewidth=0.9,
-                   label=f"final train loss limit {thresholds.final_train_loss_max:g}")
-        ax.axhline(eval_limit, color="tab:orange", linestyle="--", linewidth=0.9,
-                   label=f"eval ppl limit {thresholds.eval_ppl_max:g} (loss {eval_limit:.3g})")
+        if isinstance(thresholds, Thresholds):
+            eval_limit = math.log(thresholds.eval_ppl_max)
+            ax.axhline(thresholds.final_train_loss_max, color="tab:blue", linestyle="--", linewidth=0.9,
+                       label=f"final train loss limit {thresholds.final_train_loss_max:g}")
+            ax.axhline(eval_limit, color="tab:orange", linestyle="--", linewidth=0.9,
+                       label=f"eval ppl limit {thresholds.eval_ppl_max:g} (loss {eval_limit:.3g})")
+        else:   # a preference run: its loss limit (below ln 2, where DPO starts)
+            ax.axhline(thresholds.loss_max, color="tab:blue", linestyle="--", linewidth=0.9,
+                       label=f"DPO loss limit {thresholds.loss_max:g} (ln 2 = 0.693 at the start)")
         for k, step in epoch_boundaries(curve):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
             ax.annotate(f"epoch {k}", (step, 0.02), xycoords=("data", "axes fraction"), fontsize=7,

@@ -150,6 +150,7 @@ def plan_stage(
     """Everything short of launching: validation of the request, the refusal of `full`, the
     derived config and the command. Returns the plan and the gatekeeping facts for the report."""
     from ..corpus.manifest import load_manifest, manifest_hash
+    from .adapter_chain import check_start_adapter
 
     recipe = load_recipe(recipe_path)
     hardware = recipe.hardware()
@@ -186,6 +187,7 @@ def plan_stage(
             raise UserError(f"nothing to resume: no checkpoint-N folder in {output_dir}")
         resume_from = str(ckpt)
 
+    check_start_adapter(recipe.config, f"recipe {recipe.path}")
     world = hardware.world_size if hardware else 1
     key = prepared_dataset_key(mhash, recipe.config.get("base_model"))
     config, changes = derive_stage_config(recipe, stage, files, output_dir, world_size=world, resume_from=resume_from,
@@ -431,11 +433,13 @@ def run_stage(
     from rich.console import Console
 
     from .health import Thresholds
+    from .preference_health import PreferenceThresholds, is_preference_config
 
     console = console or Console()
     options = dict(corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
     plan, gate = plan_stage(recipe_path, stage, **options)
-    thresholds = Thresholds.load(plan.recipe.health_overrides(), stage=stage)
+    kind = PreferenceThresholds if is_preference_config(plan.recipe.config) else Thresholds
+    thresholds = kind.load(plan.recipe.health_overrides(), stage=stage)
     if dry_run:
         return plan
     with lock_run_folder(plan.run_dir) as lock, signals_interrupt():
@@ -447,8 +451,10 @@ def run_stage(
 
 def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, allow_code_execution: bool,
                 console, live: bool, lock: HeldLock) -> StageResult | StagePlan:
+    from .adapter_chain import chain_record
     from .health import evaluate_health, inspect_checkpoint
     from .metrics import run_curve
+    from .preference_health import DEFAULT_BETA, evaluate_preference_health, is_preference_config
     from .report import write_stage_report
 
     moved = _prepare_stage_dir(plan)
@@ -476,6 +482,10 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
         "gate_profile": plan.recipe.gate_profile_for(stage),
         "allow_code_execution": allow_code_execution,
     }
+    if is_preference_config(plan.config):
+        report["preference"] = {"method": str(plan.config["rl"]), "beta": plan.config.get("rl_beta", DEFAULT_BETA)}
+    if plan.config.get("lora_model_dir"):
+        report["starts_from"] = chain_record(Path(plan.config["lora_model_dir"]))
     if plan.launcher == "slurm":
         sbatch = copy_stage_recipe_for_slurm(plan)
         if sbatch is None:
@@ -501,8 +511,13 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
 
     curve = run_curve(watcher.curve, plan.output_dir)   # trainer_state.json when sound, else the log; never raises
     checkpoint = inspect_checkpoint(plan.output_dir)
-    health = evaluate_health(curve, thresholds, oom=watcher.oom, exit_code=code, checkpoint=checkpoint,
-                             error=watcher.last_error, interrupted=interrupted)
+    facts = dict(oom=watcher.oom, exit_code=code, checkpoint=checkpoint, error=watcher.last_error,
+                 interrupted=interrupted)
+    if is_preference_config(plan.config):
+        health = evaluate_preference_health(curve, thresholds, beta=float(plan.config.get("rl_beta", DEFAULT_BETA)),
+                                            **facts)
+    else:
+        health = evaluate_health(curve, thresholds, **facts)
     report["health"] = health.to_dict()
     if watcher.oom:
         report["oom_advice"] = oom_advice(plan)

@@ -22,6 +22,7 @@ import yaml
 from ..catalog import Hardware, parse_hardware
 from ..errors import UserError
 from ..recipe_registry import read_header
+from .preference_health import PREFERENCE_METHODS
 
 STAGES = ("validate", "full")
 EVALS_PER_VALIDATION = 20     # evaluations over a validation run: enough points to judge the eval curve
@@ -106,10 +107,12 @@ def load_recipe(path: str | Path) -> Recipe:
         raise UserError(f"recipe {p}: an Axolotl recipe is a YAML mapping")
     if not config.get("datasets"):
         raise UserError(f"recipe {p}: has no `datasets:`; a staged run needs the corpus it trains on")
-    if config.get("rl"):
+    rl = config.get("rl")
+    if rl and str(rl).lower() not in PREFERENCE_METHODS:
         raise UserError(
-            f"recipe {p}: `rl: {config['rl']}` — staged runs judge supervised fine-tunes by their loss curve, which "
-            "a preference run does not follow; launch it with the command in its header (docs/specialists.md)"
+            f"recipe {p}: `rl: {rl}` — staged runs judge supervised fine-tunes and preference runs "
+            f"({', '.join(PREFERENCE_METHODS)}) by the metrics their trainers log; launch this one with the "
+            "command in its header"
         )
     return Recipe(p, text, config, read_header(text))
 

@@ -1,0 +1,124 @@
+"""The health checks of a preference (DPO) stage, on logged-metric fixtures: a healthy run and
+each failure the checks exist for."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llamaforge.errors import UserError
+from llamaforge.run.metrics import Curve, TrainPoint, parse_log
+from llamaforge.run.preference_health import PreferenceThresholds, evaluate_preference_health
+
+T = PreferenceThresholds.load({}, stage="validate")
+N = 20
+
+
+def dpo_curve(*, margins=None, accuracies=None, chosen=None, logps_rejected=None, loss=None) -> Curve:
+    """N logged DPO steps. Defaults: a healthy run, margins 0 -> 1.0, accuracies 0.5 -> 1, chosen
+    rewards slightly up, rejected logps falling 20 nats, loss = -log sigmoid(margin)."""
+    margins = margins or [i / (N - 1) for i in range(N)]
+    accuracies = accuracies or [min(1.0, 0.5 + i / N) for i in range(N)]
+    chosen = chosen or [0.1 * m for m in margins]
+    logps_rejected = logps_rejected or [-90.0 - 20 * i / (N - 1) for i in range(N)]
+    loss = loss or [math.log1p(math.exp(-m)) for m in margins]
+    pts = []
+    for i in range(N):
+        prefs = {"rewards/margins": margins[i], "rewards/accuracies": accuracies[i], "rewards/chosen": chosen[i],
+                 "rewards/rejected": chosen[i] - margins[i], "logps/chosen": -80.0 + chosen[i] * 10,
+                 "logps/rejected": logps_rejected[i]}
+        pts.append(TrainPoint(step=i + 1, epoch=(i + 1) / N, loss=loss[i], grad_norm=1.0, prefs=prefs))
+    return Curve(train=pts, total_steps=N, epochs=1.0)
+
+
+def verdicts(curve: Curve, t: PreferenceThresholds = T, **facts) -> dict[str, str]:
+    facts = {"oom": None, "exit_code": 0, "checkpoint": None, **facts}
+    report = evaluate_preference_health(curve, t, beta=0.1, **facts)
+    return {c.name: c.status for c in report.checks}
+
+
+def test_a_healthy_dpo_run_passes_every_preference_check():
+    v = verdicts(dpo_curve())
+    assert {k: s for k, s in v.items() if k != "checkpoint"} == dict.fromkeys(
+        ["process", "no_oom", "no_nan", "margins_positive", "margins_rising", "accuracies_above_chance",
+         "dpo_loss_below_ln2", "chosen_not_collapsing", "logps_bounded"], "pass")
+
+
+def test_margins_at_zero_fail_positive_and_rising():
+    v = verdicts(dpo_curve(margins=[0.0] * N, accuracies=[0.5] * N))
+    assert v["margins_positive"] == v["margins_rising"] == v["accuracies_above_chance"] == "fail"
+    assert v["dpo_loss_below_ln2"] == "fail"        # loss stays at ln 2
+
+
+def test_margins_falling_back_fail_rising_even_when_positive():
+    falling = [0.5 - 0.4 * i / (N - 1) for i in range(N)]
+    v = verdicts(dpo_curve(margins=falling))
+    assert v["margins_positive"] == "pass" and v["margins_rising"] == "fail"
+
+
+def test_accuracies_at_chance_or_falling_fail():
+    assert verdicts(dpo_curve(accuracies=[0.5] * N))["accuracies_above_chance"] == "fail"
+    falling = [1.0 - 0.3 * i / (N - 1) for i in range(N)]   # ends at 0.7 >= 0.6, but it fell
+    assert verdicts(dpo_curve(accuracies=falling))["accuracies_above_chance"] == "fail"
+
+
+def test_loss_not_below_ln2_fails():
+    assert verdicts(dpo_curve(loss=[math.log(2)] * N))["dpo_loss_below_ln2"] == "fail"
+
+
+def test_chosen_rewards_collapsing_fail():
+    # margins grow only because the rejected answers fall faster: chosen down 30 nats (beta 0.1)
+    v = verdicts(dpo_curve(chosen=[-3.0 * i / (N - 1) for i in range(N)]))
+    assert v["chosen_not_collapsing"] == "fail" and v["margins_positive"] == "pass"
+
+
+def test_logps_running_away_fail():
+    runaway = [-90.0 - 400 * i / (N - 1) for i in range(N)]
+    assert verdicts(dpo_curve(logps_rejected=runaway))["logps_bounded"] == "fail"
+
+
+def test_a_nan_in_a_preference_metric_fails_no_nan():
+    curve = dpo_curve()
+    curve.train[5].prefs["rewards/margins"] = float("nan")
+    assert verdicts(curve)["no_nan"] == "fail"
+
+
+def test_too_few_points_are_not_measured_and_fail_the_stage():
+    curve = dpo_curve()
+    curve.train = curve.train[:3]
+    report = evaluate_preference_health(curve, T, oom=None, exit_code=0, checkpoint=None)
+    assert report.check("margins_positive").status == "not_measured" and not report.passed
+
+
+def test_an_sft_curve_is_not_judged_as_a_preference_run():
+    curve = dpo_curve()
+    for p in curve.train:
+        p.prefs = None
+    v = verdicts(curve)
+    assert v["margins_positive"] == v["accuracies_above_chance"] == "not_measured"
+
+
+def test_thresholds_per_stage_and_overrides():
+    assert PreferenceThresholds.load(stage="full").accuracy_min > T.accuracy_min
+    assert PreferenceThresholds.load({"margin_min": 0.5}).margin_min == 0.5
+    assert verdicts(dpo_curve(), PreferenceThresholds.load({"margin_min": 5.0}))["margins_positive"] == "fail"
+    with pytest.raises(UserError, match="did you mean margin_min"):
+        PreferenceThresholds.load({"margin_mn": 1})
+    assert T.source("loss_max").startswith("project choice")
+
+
+def test_trl_log_lines_keep_the_preference_metrics_through_the_report_round_trip():
+    lines = [
+        "{'loss': 0.6931, 'grad_norm': 1.2, 'learning_rate': 0.0005, 'rewards/chosen': 0.0, 'rewards/rejected': 0.0, "
+        "'rewards/accuracies': 0.0, 'rewards/margins': 0.0, 'logps/chosen': -81.5, 'logps/rejected': -97.2, "
+        "'logits/chosen': -1.1, 'logits/rejected': -1.2, 'epoch': 0.1}",
+        "{'loss': 0.52, 'grad_norm': 1.0, 'learning_rate': 0.0004, 'rewards/chosen': 0.12, 'rewards/rejected': -0.31, "
+        "'rewards/accuracies': 0.75, 'rewards/margins': 0.43, 'logps/chosen': -80.3, 'logps/rejected': -100.3, "
+        "'logits/chosen': -1.0, 'logits/rejected': -1.3, 'epoch': 0.2}",
+    ]
+    curve = parse_log("\n".join(lines) + "\n").curve
+    assert [p.prefs["rewards/margins"] for p in curve.train] == [0.0, 0.43]
+    assert curve.train[1].prefs["logps/rejected"] == -100.3
+    again = Curve.from_dict(curve.to_dict())
+    assert again.train[1].prefs == curve.train[1].prefs
