@@ -26,10 +26,19 @@ def adapter_sha256(folder: Path) -> tuple[str, str]:
 
 
 def check_start_adapter(config: dict, where: str) -> None:
-    """UserError, before any compute, when `lora_model_dir` names no adapter or one made for another base."""
+    """UserError, before any compute, when `lora_model_dir` names no adapter or one made for another
+    base, or when a preference stage names one: Axolotl 0.19 builds a DPO/IPO/KTO LoRA from the
+    adapter's config only (loaders/model.py `_load_adapters`, config_only=True), so the earlier
+    adapter's weights would be silently dropped, and its reference model would be the bare base."""
     folder = config.get("lora_model_dir")
     if not folder:
         return
+    if config.get("rl"):
+        raise UserError(
+            f"{where}: `lora_model_dir` with `rl: {config['rl']}` — Axolotl 0.19 starts a preference stage from a "
+            "fresh adapter (it reads only the earlier adapter's config) and would use the bare base as the reference; "
+            "merge the earlier stage (`llamaforge export runs/NAME --merge`) and set base_model to its merged/ "
+            "folder instead (docs/preference.md)")
     folder = Path(str(folder))
     adapter_sha256(folder)
     try:
@@ -79,6 +88,31 @@ def chain_record(folder: Path, _depth: int = 0) -> dict:
     return record
 
 
+def merged_base_record(base_model: str) -> dict | None:
+    """When base_model is the merged/ folder of a `llamaforge export --merge`, the stage it was
+    merged from and that stage's own chain: {"merged_model", "export", "adapter", "sha256", "stage",
+    "starts_from"}. None for any other base (a hub id, a plain folder)."""
+    folder = Path(base_model)
+    record_path = folder.parent / "export_report.json"
+    if not folder.is_dir() or not record_path.is_file():
+        return None
+    try:
+        export = json.loads(record_path.read_text(encoding="utf-8"))
+        stage = json.loads(Path(export["stage_report"]).read_text(encoding="utf-8"))
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return {"merged_model": str(folder), "export": str(record_path), "stage": None,
+                "note": "its export record or the stage report it names is unreadable"}
+    adapter = next((f for f in export.get("files") or [] if isinstance(f, dict)
+                    and str(f.get("path", "")).endswith(ADAPTER_WEIGHTS)), {})
+    return {
+        "merged_model": str(folder), "export": str(record_path),
+        "adapter": adapter.get("path"), "sha256": adapter.get("sha256"),
+        "stage": {"name": stage.get("name"), "stage": stage.get("stage"), "recipe": stage.get("recipe"),
+                  "corpus": stage.get("corpus"), "passed": stage.get("passed"), "preference": stage.get("preference")},
+        "starts_from": stage.get("starts_from"),
+    }
+
+
 def chain_lines(record: dict | None) -> list[str]:
     """Markdown lines: the chain, newest first."""
     lines = []
@@ -87,7 +121,8 @@ def chain_lines(record: dict | None) -> list[str]:
         recipe = (stage.get("recipe") or {}).get("path", "?")
         corpus = (stage.get("corpus") or {}).get("manifest", "?")
         what = f"stage `{stage.get('name')}/{stage.get('stage')}` of {recipe}, corpus {corpus}" if stage else "no stage report"
-        lines.append(f"- adapter {record.get('adapter')} (sha256 {str(record.get('sha256'))[:16]}…): {what}"
+        merged = f"merged model {record['merged_model']} from " if record.get("merged_model") else ""
+        lines.append(f"- {merged}adapter {record.get('adapter')} (sha256 {str(record.get('sha256'))[:16]}…): {what}"
                      + (f"; {record['note']}" if record.get("note") else ""))
         record = record.get("starts_from")
     return lines

@@ -451,7 +451,7 @@ def run_stage(
 
 def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, allow_code_execution: bool,
                 console, live: bool, lock: HeldLock) -> StageResult | StagePlan:
-    from .adapter_chain import chain_record
+    from .adapter_chain import chain_record, merged_base_record
     from .health import evaluate_health, inspect_checkpoint
     from .metrics import run_curve
     from .preference_health import DEFAULT_BETA, evaluate_preference_health, is_preference_config
@@ -486,6 +486,8 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
         report["preference"] = {"method": str(plan.config["rl"]), "beta": plan.config.get("rl_beta", DEFAULT_BETA)}
     if plan.config.get("lora_model_dir"):
         report["starts_from"] = chain_record(Path(plan.config["lora_model_dir"]))
+    elif (merged := merged_base_record(str(plan.config.get("base_model") or ""))) is not None:
+        report["starts_from"] = merged
     if plan.launcher == "slurm":
         sbatch = copy_stage_recipe_for_slurm(plan)
         if sbatch is None:
