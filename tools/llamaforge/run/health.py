@@ -67,19 +67,7 @@ class Thresholds:
     def load(cls, overrides: dict | None = None, stage: str = "validate") -> Thresholds:
         """The stage's defaults with `overrides` (e.g. a recipe's `# llamaforge-health:` header)
         applied. UserError on an unknown stage, an unknown key or a value out of range."""
-        if stage not in STAGES:
-            raise UserError(f"unknown stage {stage!r}; use one of: {', '.join(STAGES)}")
-        table = health_facts()["thresholds"]
-        values: dict = {}
-        for name in cls.names():
-            entry = table[name]
-            values[name] = entry[stage] if stage in entry else entry["value"]
-        for key, value in (overrides or {}).items():
-            if key not in values:
-                close = difflib.get_close_matches(str(key), values, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise UserError(f"unknown health threshold {key!r}{hint}; known: {', '.join(values)}")
-            values[key] = _checked_threshold(key, value, int_valued=isinstance(values[key], int))
+        values = stage_threshold_values("thresholds", cls.names(), overrides, stage)
         return cls(stage=stage, **values)
 
     def source(self, name: str) -> str:
@@ -87,6 +75,25 @@ class Thresholds:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stage_threshold_values(table_key: str, names: list[str], overrides: dict | None, stage: str) -> dict:
+    """The values of facts/health.yaml `table_key` for `stage` with `overrides` applied; UserError on
+    an unknown stage, an unknown key or a value out of range."""
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}; use one of: {', '.join(STAGES)}")
+    table = health_facts()[table_key]
+    values: dict = {}
+    for name in names:
+        entry = table[name]
+        values[name] = entry[stage] if stage in entry else entry["value"]
+    for key, value in (overrides or {}).items():
+        if key not in values:
+            close = difflib.get_close_matches(str(key), values, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"unknown health threshold {key!r}{hint}; known: {', '.join(values)}")
+        values[key] = _checked_threshold(key, value, int_valued=isinstance(values[key], int))
+    return values
 
 
 _FRACTIONS = {"plateau_min_rel_drop", "plateau_edge_fraction", "loss_window_fraction", "loss_falls_min_rel_drop"}

@@ -6,7 +6,6 @@ facts/health.yaml `preference_thresholds`, each with its reason."""
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -15,17 +14,16 @@ from .health import (
     FAIL,
     NOT_MEASURED,
     PASS,
-    STAGES,
     Check,
     CheckpointFacts,
     HealthReport,
-    _checked_threshold,
     _fmt,
     _mean,
     check_checkpoint,
     check_nan,
     check_oom,
     check_process,
+    stage_threshold_values,
 )
 from .metrics import Curve, TrainPoint, health_facts
 
@@ -54,20 +52,7 @@ class PreferenceThresholds:
 
     @classmethod
     def load(cls, overrides: dict | None = None, stage: str = "validate") -> PreferenceThresholds:
-        if stage not in STAGES:
-            raise UserError(f"unknown stage {stage!r}; use one of: {', '.join(STAGES)}")
-        table = health_facts()["preference_thresholds"]
-        values: dict = {}
-        for name in cls.names():
-            entry = table[name]
-            values[name] = entry[stage] if stage in entry else entry["value"]
-        for key, value in (overrides or {}).items():
-            if key not in values:
-                close = difflib.get_close_matches(str(key), values, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise UserError(f"unknown preference health threshold {key!r}{hint}; a DPO recipe knows: "
-                                f"{', '.join(values)}")
-            values[key] = _checked_threshold(key, value, int_valued=isinstance(values[key], int))
+        values = stage_threshold_values("preference_thresholds", cls.names(), overrides, stage)
         if not 0 < values["window_fraction"] <= 0.5:
             raise UserError(f"preference health threshold window_fraction={values['window_fraction']} must be in (0, 0.5]")
         return cls(stage=stage, **values)
