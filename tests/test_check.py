@@ -717,3 +717,10 @@ def test_deepspeed_optimizer_block_and_buffers_are_read_from_the_json(tmp_path):
     # DeepSpeed's FusedAdam has no foreach temporary; torch's foreach AdamW has one of a state's size
     assert "optimizer_temporaries" not in fused.breakdown
     assert foreach.phases_gib["step"] > fused.phases_gib["step"] + 1
+
+
+def test_a_preference_stage_on_an_earlier_adapter_is_an_error(table, rules):
+    # Axolotl 0.19 reads only that adapter's config for DPO/IPO/KTO: its weights would be dropped
+    assert keys_of(combos(base_lora(rl="dpo", lora_model_dir="runs/sft/full/out"), table, rules), "error") == {"lora_model_dir"}
+    assert combos(base_lora(lora_model_dir="runs/sft/full/out"), table, rules) == []   # SFT continues it
+    assert combos(base_lora(rl="dpo", lora_model_dir="x", merge_lora=True), table, rules) == []
