@@ -31,7 +31,7 @@ def _headers(gates: str, evals: int, health: str | None) -> str:
 
 
 def write_dpo_recipe(path: Path, model: Path, corpus: Path, *, output_dir: str, lora_model_dir: Path | None = None,
-                     epochs: int = 2, learning_rate: float = 5e-4, gates: str = "cue") -> Path:
+                     epochs: int = 3, learning_rate: float = 1e-3, gates: str = "cue") -> Path:
     pair = {"type": "chat_template.default", "field_messages": "prompt", "field_chosen": "chosen",
             "field_rejected": "rejected"}
     config = {

@@ -122,3 +122,19 @@ def test_trl_log_lines_keep_the_preference_metrics_through_the_report_round_trip
     assert curve.train[1].prefs["logps/rejected"] == -100.3
     again = Curve.from_dict(curve.to_dict())
     assert again.train[1].prefs == curve.train[1].prefs
+
+
+def test_a_real_demo_dpo_validation_log_is_judged_too_close_to_chance():
+    """tests/fixtures/logs/axolotl_cpu_dpo_smollm2_validate.log: the metric lines of a real validation
+    run (SmolLM2-135M, 24 cue pairs, 4 per step, 2 epochs, lr 5e-4). The margins rose (0 -> 0.24)
+    but the last three steps' accuracies average 0.58: too close to chance for the full run."""
+    from pathlib import Path
+
+    log = Path(__file__).parent.parent / "fixtures/logs/axolotl_cpu_dpo_smollm2_validate.log"
+    curve = parse_log(log.read_text(encoding="utf-8")).curve
+    assert len(curve.train) == 12 and curve.train[0].loss == pytest.approx(math.log(2), abs=1e-3)
+    report = evaluate_preference_health(curve, T, beta=0.1, oom=None, exit_code=0, checkpoint=None)
+    status = {c.name: c.status for c in report.checks}
+    assert status["margins_positive"] == status["margins_rising"] == status["dpo_loss_below_ln2"] == "pass"
+    assert status["accuracies_above_chance"] == "fail"
+    assert report.check("accuracies_above_chance").value == pytest.approx(0.5833, abs=1e-3)
