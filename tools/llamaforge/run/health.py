@@ -17,6 +17,7 @@ import re
 import statistics
 import struct
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 from pathlib import Path
 
 from ..errors import UserError
@@ -38,10 +39,28 @@ PASS, FAIL, NOT_MEASURED = "pass", "fail", "not_measured"
 # ---- thresholds -------------------------------------------------------------------------------
 
 
+class StageThresholds:
+    """What a table of stage thresholds (a frozen dataclass with `stage` and one field per threshold)
+    shares: its names, each one's source in facts/health.yaml `FACTS_KEY`, its JSON form."""
+
+    FACTS_KEY: ClassVar[str]
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "stage"]
+
+    def source(self, name: str) -> str:
+        return " ".join(str(health_facts()[self.FACTS_KEY][name]["source"]).split())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(StageThresholds):
     """Every number the checks use. Defaults: facts/health.yaml for the stage."""
 
+    FACTS_KEY: ClassVar[str] = "thresholds"
     stage: str
     final_train_loss_max: float
     eval_ppl_max: float
@@ -60,21 +79,11 @@ class Thresholds:
     final_loss_points: int
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "stage"]
-
-    @classmethod
     def load(cls, overrides: dict | None = None, stage: str = "validate") -> Thresholds:
         """The stage's defaults with `overrides` (e.g. a recipe's `# llamaforge-health:` header)
         applied. UserError on an unknown stage, an unknown key or a value out of range."""
-        values = stage_threshold_values("thresholds", cls.names(), overrides, stage)
+        values = stage_threshold_values(cls.FACTS_KEY, cls.names(), overrides, stage)
         return cls(stage=stage, **values)
-
-    def source(self, name: str) -> str:
-        return " ".join(str(health_facts()["thresholds"][name]["source"]).split())
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def stage_threshold_values(table_key: str, names: list[str], overrides: dict | None, stage: str) -> dict:

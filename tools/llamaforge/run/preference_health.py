@@ -7,13 +7,15 @@ facts/health.yaml `preference_thresholds`, each with its reason."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import UserError
 from .health import (
     FAIL,
     NOT_MEASURED,
     PASS,
+    StageThresholds,
     Check,
     CheckpointFacts,
     HealthReport,
@@ -25,7 +27,7 @@ from .health import (
     check_process,
     stage_threshold_values,
 )
-from .metrics import Curve, TrainPoint, health_facts
+from .metrics import Curve, TrainPoint
 
 LN2 = math.log(2)
 PREFERENCE_METHODS = ("dpo", "ipo")   # rl: methods whose TRL trainer logs rewards/margins and friends
@@ -33,9 +35,10 @@ DEFAULT_BETA = 0.1                    # TRL's and Axolotl's default rl_beta
 
 
 @dataclass(frozen=True)
-class PreferenceThresholds:
+class PreferenceThresholds(StageThresholds):
     """Every number the preference checks use; defaults from facts/health.yaml for the stage."""
 
+    FACTS_KEY: ClassVar[str] = "preference_thresholds"
     stage: str
     min_points: int
     window_fraction: float
@@ -47,21 +50,11 @@ class PreferenceThresholds:
     logps_drift_max: float
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "stage"]
-
-    @classmethod
     def load(cls, overrides: dict | None = None, stage: str = "validate") -> PreferenceThresholds:
-        values = stage_threshold_values("preference_thresholds", cls.names(), overrides, stage)
+        values = stage_threshold_values(cls.FACTS_KEY, cls.names(), overrides, stage)
         if not 0 < values["window_fraction"] <= 0.5:
             raise UserError(f"preference health threshold window_fraction={values['window_fraction']} must be in (0, 0.5]")
         return cls(stage=stage, **values)
-
-    def source(self, name: str) -> str:
-        return " ".join(str(health_facts()["preference_thresholds"][name]["source"]).split())
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def is_preference_config(config: dict) -> bool:
