@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from llamaforge.render import comment_text, deepspeed_filename, render_template, yaml_value
+from llamaforge.recipe.render import comment_text, deepspeed_filename, render_template, yaml_value
 
 NASTY = [
     "meta-llama/Llama-3.1-8B-Instruct",

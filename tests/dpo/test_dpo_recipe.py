@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from llamaforge.errors import Infeasible, UserError
-from llamaforge.estimate import estimate, matmul_params
+from llamaforge.planning.estimate import estimate, matmul_params
 from llamaforge.paths import repo_root
-from llamaforge.preference import dpo_requests, estimate_dpo, plan_dpo, sft_equivalent
-from llamaforge.recipe_registry import read_header
-from llamaforge.render import RecipeRequest, load_matrix
+from llamaforge.recipe.dpo import dpo_requests, estimate_dpo, plan_dpo, sft_equivalent
+from llamaforge.recipe.registry import read_header
+from llamaforge.recipe.render import RecipeRequest, load_matrix
 
 DPO_RECIPE = repo_root() / "recipes/llama-3.1-8b/dpo-lora-1xH100-80GB.yaml"
 
@@ -106,9 +106,9 @@ def test_a_dpo_after_a_full_fine_tune_starts_from_its_output_dir():
 
 
 def test_the_ladder_prices_the_sft_recipe_not_the_dpo_one_on_the_same_hardware():
-    from llamaforge.catalog import parse_hardware
-    from llamaforge.ladder import CorpusTokens, load_ladder_facts, rung_result
-    from llamaforge.recipe_registry import list_recipes
+    from llamaforge.planning.catalog import parse_hardware
+    from llamaforge.planning.ladder import CorpusTokens, load_ladder_facts, rung_result
+    from llamaforge.recipe.registry import list_recipes
 
     rung = next(r for r in load_ladder_facts().rungs if r.model == "llama-3.1-8b")
     tokens = CorpusTokens(tokens_per_epoch=10**9, exact=False, method="test", approximation="test")

@@ -13,13 +13,8 @@ import subprocess
 import pytest
 
 from llamaforge.errors import UserError
-from llamaforge.export.serving import (
-    ServeSpec,
-    modelfile_text,
-    ollama_value,
-    served_name,
-    serving_facts,
-    vllm_max_lora_rank,
+from llamaforge.recipe.serving import (
+    ServeSpec, modelfile_text, ollama_value, served_name, serving_facts, vllm_max_lora_rank,
 )
 
 from .run_folder import PERSONA_PROMPT, lora_shapes, make_run, record_output, write_safetensors

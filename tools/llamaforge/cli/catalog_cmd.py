@@ -11,7 +11,7 @@ from ._common import JsonOpt, console, print_json
 @app.command("models")
 def models_command(json_out: JsonOpt = False) -> None:
     """List the models of the catalog with their derived parameter counts."""
-    from ..catalog import models
+    from ..planning.catalog import models
 
     rows = [m.to_dict() for m in models().values()]
     if json_out:
@@ -32,7 +32,7 @@ def models_command(json_out: JsonOpt = False) -> None:
 @app.command("gpus")
 def gpus_command(json_out: JsonOpt = False) -> None:
     """List the GPUs of the catalog: memory, bf16 throughput, typical price."""
-    from ..catalog import gpus
+    from ..planning.catalog import gpus
 
     rows = [g.to_dict() for g in gpus().values()]
     if json_out:

@@ -1,6 +1,6 @@
 """`llamaforge estimate` (memory, throughput and cost of one configuration) and `llamaforge plan`
-(the fastest configuration that fits given hardware). The logic lives in llamaforge.estimate and
-llamaforge.plan; this module parses arguments and prints."""
+(the fastest configuration that fits given hardware). The logic lives in llamaforge.planning.estimate and
+llamaforge.planning.plan; this module parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def parse_token_count(text: str | None) -> int | None:
 
 
 def _hardware(gpus: str, nodes: int | None):
-    from ..catalog import parse_hardware
+    from ..planning.catalog import parse_hardware
 
     return parse_hardware(gpus, nodes=nodes)
 
@@ -152,9 +152,9 @@ def estimate_command(
     """Peak GPU memory, host RAM, throughput, hours and cost of one fine-tuning configuration.
     Exit 0 when it fits (also when tight: within 5% of the usable memory), 1 when it does not. On a Mac
     (--gpus 1xM3Ultra-512GB): MLX-LM's plan."""
-    from ..catalog import get_model, is_apple_hardware
-    from ..estimate import estimate
-    from ..training import TrainSetup, parse_lora_targets
+    from ..planning.catalog import get_model, is_apple_hardware
+    from ..planning.estimate import estimate
+    from ..planning.train_setup import TrainSetup, parse_lora_targets
 
     if is_apple_hardware(gpus):
         from .mac_cmd import estimate_on_mac
@@ -186,7 +186,7 @@ def estimate_command(
         lora_expert_targets=tuple(t.strip() for t in lora_expert_targets.split(",") if t.strip()),
     )
     if stage == "dpo":
-        from ..preference import estimate_dpo as price
+        from ..recipe.dpo import estimate_dpo as price
     else:
         price = estimate
     est = price(setup, tokens=parse_token_count(tokens), epochs=epochs)
@@ -221,10 +221,10 @@ def plan_command(
 ) -> None:
     """The fastest configuration that fits the hardware, with the reasons for every choice and the
     alternatives refused. Exit 1, with the reason and the smallest hardware that fits, when none does."""
-    from ..catalog import get_model
+    from ..planning.catalog import get_model
     from ..errors import Infeasible
-    from ..plan import plan
-    from ..training import parse_lora_targets
+    from ..planning.plan import plan
+    from ..planning.train_setup import parse_lora_targets
 
     hw = _hardware(gpus, nodes)
     spec = get_model(model)
@@ -258,7 +258,7 @@ def _long_context_words(s) -> list[str]:
 def _print_plan(p) -> None:
     from rich.table import Table
 
-    from ..training import estimate_cli_args
+    from ..planning.train_setup import estimate_cli_args
 
     s, est = p.setup, p.estimate
     t = Table(title=f"Plan: {s.model.id} on {s.hardware}", title_justify="left", show_header=False)

@@ -1,5 +1,5 @@
 """`llamaforge estimate --gpus 1x<Mac>`: the Mac path. Axolotl does not run on Apple Silicon, so on a
-Mac `estimate` plans MLX-LM fine-tuning (llamaforge.mlx_estimate) instead: with --model, the plan for
+Mac `estimate` plans MLX-LM fine-tuning (llamaforge.planning.mlx_estimate) instead: with --model, the plan for
 that model; without, what every catalog model needs on this Mac and how long it takes."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ def estimate_on_mac(gpus: str, *, model: str | None, method: str | None, seq_len
                     tokens: int | None, epochs: float, json_out: bool, wired_limit_gib: float | None = None,
                     bits: int | None = None, tokens_per_row: int | None = None) -> int:
     """Print the MLX plan(s); return the exit code (0: fits, 1: does not)."""
-    from ..catalog import get_model, models, parse_apple_machine
+    from ..planning.catalog import get_model, models, parse_apple_machine
     from ..errors import Infeasible, UserError
-    from ..mlx_estimate import plan_mlx
+    from ..planning.mlx_estimate import plan_mlx
 
     machine = parse_apple_machine(gpus)
     if method == "full":

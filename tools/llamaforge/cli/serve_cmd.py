@@ -1,7 +1,7 @@
 """`llamaforge serve-plan`: where the model will run after training — the vLLM or Ollama / llama.cpp
 configuration that serves it on given hardware, its memory per GPU, how many sequences of the
-context run at once, and the flags. The logic lives in llamaforge.serve_plan and
-llamaforge.serve_estimate; this module parses arguments and prints."""
+context run at once, and the flags. The logic lives in llamaforge.planning.serve_plan and
+llamaforge.planning.serve_estimate; this module parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware: <N>x<GPU> 
 
 def serve_request(model: str, gpus: str, engine: str | None, **kw):
     """A ServeRequest from command-line values (a Mac serves with Ollama unless told otherwise)."""
-    from ..catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
-    from ..serve_plan import ServeRequest
+    from ..planning.catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
+    from ..planning.serve_plan import ServeRequest
 
     if is_apple_hardware(gpus):
         device, count = parse_apple_machine(gpus), 1
@@ -37,7 +37,7 @@ def serve_request(model: str, gpus: str, engine: str | None, **kw):
 
 def flags_line(plan) -> str:
     """The plan as the engine's command line (vLLM) or settings (Ollama / llama.cpp)."""
-    from ..serve_plan import vllm_arguments
+    from ..planning.serve_plan import vllm_arguments
 
     s, fl = plan.setup, plan.estimate.flags
     if s.engine == "vllm":
@@ -82,7 +82,7 @@ def serve_plan_command(
                         min_concurrency=concurrency, gpu_memory_utilization=gpu_memory_utilization,
                         max_num_seqs=max_num_seqs, num_parallel=parallel, reserve_gib=reserve_gib,
                         wired_limit_gib=wired_limit_gib)
-    from ..serve_plan import plan_serving
+    from ..planning.serve_plan import plan_serving
 
     try:
         plan = plan_serving(req)

@@ -236,7 +236,7 @@ class _Collector:
 # ---- the build -------------------------------------------------------------------------------
 
 def _catalog_repos(name: str) -> list[str]:
-    from ..catalog import get_model
+    from ..planning.catalog import get_model
 
     try:
         model = get_model(name)

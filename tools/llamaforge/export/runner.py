@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import UserError, exception_line
 from .hub import PushResult
-from .serving import ServeSpec, ServingFacts, served_name
+from ..recipe.serving import ServeSpec, ServingFacts, served_name
 
 EXPORT_REPORT = "export_report.json"
 SCHEMA = "llamaforge-export-report/1"
@@ -71,7 +71,7 @@ def _eos_token(folder: Path) -> str | None:
 
 
 def _base_parameters(src) -> int | None:
-    from ..catalog import model_from_hf_config, models
+    from ..planning.catalog import model_from_hf_config, models
 
     if src.base_path is not None and (src.base_path / "config.json").is_file():
         try:
@@ -165,7 +165,7 @@ def base_unavailable_reason(src) -> str | None:
 
 def _base_spec(src):
     """The base model's architecture (its local config.json, or the catalog entry of its Hub id)."""
-    from ..catalog import model_from_hf_config, models
+    from ..planning.catalog import model_from_hf_config, models
 
     if src.base_path is not None and (src.base_path / "config.json").is_file():
         return model_from_hf_config(src.base_path / "config.json")
@@ -180,10 +180,10 @@ def serving_plans(src, spec: ServeSpec, opts: ExportOptions) -> dict:
     """The serving plans of the export on --serve-gpus (pure but for reading the base's config):
     {"vllm": ServePlan, "ollama": ServePlan} for the files asked. UserError, before anything is
     written, when a plan says the server would not start."""
-    from ..catalog import is_apple_hardware, parse_apple_machine, parse_hardware
+    from ..planning.catalog import is_apple_hardware, parse_apple_machine, parse_hardware
     from ..errors import Infeasible
-    from ..serve_plan import ServeRequest, plan_serving
-    from .serving import serving_facts as file_facts, vllm_max_lora_rank
+    from ..planning.serve_plan import ServeRequest, plan_serving
+    from ..recipe.serving import serving_facts as file_facts, vllm_max_lora_rank
 
     if is_apple_hardware(opts.serve_gpus):
         device, count = parse_apple_machine(opts.serve_gpus), 1
@@ -267,7 +267,7 @@ def _python_snippet(src, spec: ServeSpec, merged: bool) -> str:
 def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str], merge: dict | None,
               nf4: dict | None, warnings: list[str], contents: list[dict]) -> str:
     from ..run.report import gate_rows
-    from .serving import model_card_text
+    from ..recipe.serving import model_card_text
 
     report, cfg, manifest = src.report, src.config, src.manifest
     persona = src.persona.get("name") or "the persona"
@@ -358,10 +358,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     being done (merging takes a while on large models), `on_warning(text)` each warning as soon as
     it is known (they are also in the report and the card)."""
     from ..atomic import write_text_atomic
-    from ..merge import merge_adapter, merge_dtype
+    from .merge import merge_adapter, merge_dtype
     from .hub import push_folder
     from .nf4 import quantize_nf4
-    from .serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
+    from ..recipe.serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
     from .source import load_run_source
 
     say = on_step or (lambda text: None)

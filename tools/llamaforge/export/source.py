@@ -210,7 +210,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _check_adapter(src: RunSource) -> None:
-    from ..catalog import model_from_hf_config
+    from ..planning.catalog import model_from_hf_config
     from ..gates.runner import lora_shape_mismatch, read_safetensors_shapes
 
     declared = src.adapter_config.get("base_model_name_or_path")
@@ -281,7 +281,7 @@ def load_run_source(path: str | Path, *, adapter_files: tuple[str, ...] | None =
     from ..run.report import read_stage_report
 
     if adapter_files is None:
-        from .serving import serving_facts
+        from ..recipe.serving import serving_facts
 
         adapter_files = serving_facts().adapter_files
     run_dir, stage_dir = locate_stage(path)

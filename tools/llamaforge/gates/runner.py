@@ -146,7 +146,7 @@ def _same_ref(a: str, b: str) -> bool:
 
 def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     """Notes for the report; a UserError when `adapter` is not an adapter or was made for another base."""
-    from ..catalog import model_from_hf_config
+    from ..planning.catalog import model_from_hf_config
 
     a = Path(adapter).expanduser()
     if a.exists() and not a.is_dir():

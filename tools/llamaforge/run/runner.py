@@ -201,7 +201,7 @@ def plan_stage(
 
 
 def stage_recipe_text(plan: StagePlan) -> str:
-    from ..render import comment_text, dump_yaml
+    from ..recipe.render import comment_text, dump_yaml
 
     lines = [
         f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
@@ -388,8 +388,8 @@ def launch_and_watch(plan: StagePlan, console, *, live: bool = True, lock: HeldL
 
 def oom_advice(plan: StagePlan) -> str | None:
     """A configuration that would fit, from the planner, for a run that ran out of memory."""
-    from ..catalog import get_model
-    from ..plan import plan as plan_training
+    from ..planning.catalog import get_model
+    from ..planning.plan import plan as plan_training
 
     hw = plan.recipe.hardware()
     model_id = plan.recipe.header.get("model")
@@ -569,7 +569,7 @@ def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
     sbatch = recipe_sbatch(plan.recipe)
     if sbatch is None:
         return None
-    from ..recipe_registry import rewrite_references
+    from ..recipe.registry import rewrite_references
 
     target = plan.stage_dir / "launch.sbatch"
     text = sbatch.read_text(encoding="utf-8")

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import get_model, parse_hardware
-from .errors import UserError
-from .paths import datasets_dir, read_facts
+from ..planning.catalog import get_model, parse_hardware
+from ..errors import UserError
+from ..paths import datasets_dir, read_facts
 
 DEMO_SPEC = "demo.yaml"
 DEMO_FACTS = "demo.yaml"
@@ -149,9 +149,9 @@ def _texts_for_tokenizer(corpus_dir: Path) -> list[str]:
 
 def demo_recipe_request(model_dir: Path, corpus_dir: Path, out_path: Path, settings: DemoSettings | None = None):
     """The demo's recipe (facts/demo.yaml), on the CPU, planned by hand (the planner prices GPUs)."""
-    from .plan import Plan
-    from .render import Hyperparameters, Layout, RecipeRequest, render_recipe
-    from .training import TrainSetup
+    from ..planning.plan import Plan
+    from ..recipe.render import Hyperparameters, Layout, RecipeRequest, render_recipe
+    from ..planning.train_setup import TrainSetup
 
     s = settings or demo_settings()
     setup = TrainSetup(
@@ -181,10 +181,10 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
              live: bool = True, settings: DemoSettings | None = None) -> DemoResult:
     from rich.console import Console
 
-    from .corpus.build import BuildOptions, build_corpus
-    from .pretrained import ensure_pretrained, link_model_folder
-    from .render import write_files
-    from .run.runner import BASE_ANSWERS, run_stage
+    from ..corpus.build import BuildOptions, build_corpus
+    from ..models.pretrained import ensure_pretrained, link_model_folder
+    from ..recipe.render import write_files
+    from ..run.runner import BASE_ANSWERS, run_stage
 
     s = settings or demo_settings()
     console = console or Console()
@@ -214,7 +214,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
 
     def model():
         if s.model == "tiny":
-            from .tinymodel import create_tiny_model
+            from ..models.tiny import create_tiny_model
 
             create_tiny_model(model_dir, _texts_for_tokenizer(corpus_dir))
             return True, f"{get_model('tiny').parameter_count():,}-parameter random Llama in {model_dir}", model_dir
@@ -260,7 +260,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
     export_dir = workdir / "export"
 
     def export():
-        from .export.runner import ExportOptions, export_run
+        from ..export.runner import ExportOptions, export_run
 
         res = export_run(full.plan.run_dir, ExportOptions(merge=True, ollama=True, vllm=True, output=export_dir))
         merge = res.report["merge"]
@@ -277,7 +277,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
         return _finish(result, workdir)
 
     def gates():
-        from .gates import run_gates
+        from ..gates import run_gates
 
         rep = run_gates(str(merged_dir), profile=s.gates, persona=s.persona, base_model=str(model_dir),
                         output_dir=run_dir / "merged-gates", allow_code_execution=True,
@@ -291,7 +291,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
 
 
 def _finish(result: DemoResult, workdir: Path) -> DemoResult:
-    from .atomic import write_text_atomic
+    from ..atomic import write_text_atomic
 
     write_text_atomic(workdir / "demo_report.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     write_text_atomic(workdir / "demo_report.md", demo_report_markdown(result))

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
 from .catalog import ModelSpec
-from .errors import UserError
-from .paths import read_facts
-from .training import OPTIMIZER_STATE_BYTES, TrainSetup
+from ..errors import UserError
+from ..paths import read_facts
+from .train_setup import OPTIMIZER_STATE_BYTES, TrainSetup
 
 GIB = float(2**30)
 MOMENTS = ("loss", "backward", "step")

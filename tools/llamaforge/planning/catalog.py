@@ -13,8 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 
 
-from .errors import UserError
-from .paths import read_facts
+from ..errors import UserError
+from ..paths import read_facts
 
 
 @dataclass(frozen=True)

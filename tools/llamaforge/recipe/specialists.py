@@ -27,12 +27,12 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from .corpus.spec import NAME_RE, SpecReader, corpus_facts
-from .errors import UserError
-from .paths import repo_root
+from ..corpus.spec import NAME_RE, SpecReader, corpus_facts
+from ..errors import UserError
+from ..paths import repo_root
 from .render import (
-    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, dump_yaml, plan_request, recipe_name, render_recipe,
-    render_template,
+    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, dump_yaml, plan_request, recipe_name,
+    render_recipe, render_template,
 )
 
 SERVE_TEMPLATE = "serve/vllm_specialists.sh.j2"
@@ -123,7 +123,7 @@ def specialists_from_dict(data, *, origin: str, corpus: str) -> SpecialistSet:
 
 
 def _serve_target(data: dict, origin: str) -> ServeTarget:
-    from .catalog import parse_hardware
+    from ..planning.catalog import parse_hardware
 
     r = SpecReader(data, "serve", origin)
     gpus = r.get("gpus", str)
@@ -145,7 +145,7 @@ def _serve_target(data: dict, origin: str) -> ServeTarget:
 
 
 def serving_formats() -> list[str]:
-    from .serve_estimate import engine_formats
+    from ..planning.serve_estimate import engine_formats
 
     return engine_formats("vllm")
 
@@ -340,9 +340,9 @@ def render_specialists(sset: SpecialistSet, shared: dict, *, layers: tuple = (),
 def serve_plan_for(sset: SpecialistSet, max_rank: int):
     """The serving plan of the set on its `serve:` hardware: one base, one LoRA slot per specialist of
     the largest rank. UserError (naming the spec) when the plan says vLLM would not start."""
-    from .catalog import get_model, parse_hardware
-    from .errors import Infeasible
-    from .serve_plan import ServeRequest, plan_serving
+    from ..planning.catalog import get_model, parse_hardware
+    from ..errors import Infeasible
+    from ..planning.serve_plan import ServeRequest, plan_serving
 
     target = sset.serve
     if target.gpus is None and parse_hardware(sset.base.gpus, allow_cpu=True).gpu.id == "cpu":
@@ -364,8 +364,8 @@ def serve_command(sset: SpecialistSet, recipes: list[RenderedRecipe]) -> dict:
     flags of the serving plan on the spec's `serve:` hardware: --max-loras = every specialist in one
     batch (fewer when they do not fit; the others wait in CPU memory), --max-lora-rank = the smallest
     value vLLM accepts that holds the largest rank, the weight format, context, memory share."""
-    from .export.serving import serving_facts, vllm_max_lora_rank
-    from .serve_plan import plan_summary, served_checkpoint, vllm_arguments
+    from .serving import serving_facts, vllm_max_lora_rank
+    from ..planning.serve_plan import plan_summary, served_checkpoint, vllm_arguments
 
     facts = serving_facts()
     adapters = []

@@ -4,7 +4,7 @@
 (b) keys Axolotl would silently ignore, with a did-you-mean;
 (c) deprecated keys, with their replacement;
 (d) known-bad combinations (facts/axolotl_rules.yaml);
-(e) memory feasibility through `llamaforge.estimate`.
+(e) memory feasibility through `llamaforge.planning.estimate`.
 
 The finders (`find_ignored_keys`, `find_deprecated_keys`, `find_bad_combinations`,
 `schema_findings`, `memory_findings`) are pure: plain data in, findings out. `check_configs` is the
@@ -22,27 +22,14 @@ from pathlib import Path
 from typing import Any
 
 
-from .catalog import Hardware, ModelSpec, get_model, parse_hardware
-from .errors import UserError
-from .paths import display_path, read_facts, repo_root
-from .recipe_config import (
-    NOT_JUDGED,
-    DeepSpeedInfo,
-    LoadedConfig,
-    Note,
-    attn_implementation,
-    batch_shape,
-    describe_setup,
-    float_or,
-    fsdp_block,
-    fsdp_version,
-    invalid_batch_keys,
-    read_config,
-    read_deepspeed,
-    resolve_model,
-    setup_from_config,
+from ..planning.catalog import Hardware, ModelSpec, get_model, parse_hardware
+from ..errors import UserError
+from ..paths import display_path, read_facts, repo_root
+from ..recipe.reader import (
+    NOT_JUDGED, DeepSpeedInfo, LoadedConfig, Note, attn_implementation, batch_shape, describe_setup, float_or,
+    fsdp_block, fsdp_version, invalid_batch_keys, read_config, read_deepspeed, resolve_model, setup_from_config,
 )
-from .training import TrainSetup
+from ..planning.train_setup import TrainSetup
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -68,7 +55,7 @@ class Finding:
 class CheckReport:
     path: str
     findings: list[Finding] = field(default_factory=list)
-    estimate: Any | None = None        # llamaforge.estimate.Estimate
+    estimate: Any | None = None        # llamaforge.planning.estimate.Estimate
     setup: TrainSetup | None = None    # what the memory estimate priced
 
     @property
@@ -662,11 +649,11 @@ def _fallback_table(rules: dict) -> tuple[dict | None, str | None]:
 
 
 def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | None]:
-    from .estimate import estimate
+    from ..planning.estimate import estimate
 
     price = estimate
     if str(rl) in ("dpo", "ipo") and setup.is_adapter:
-        from .preference import estimate_dpo as price  # chosen + rejected in one forward, and the reference's
+        from ..recipe.dpo import estimate_dpo as price  # chosen + rejected in one forward, and the reference's
     try:
         return price(setup), None
     except UserError as exc:

@@ -19,21 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import UserError
-from .memory import (  # noqa: F401  (re-exported: the estimator's public names)
-    GIB,
-    MOMENTS,
-    MemoryTerms,
-    StackFacts,
-    base_weight_bytes,
-    estimator_facts,
-    layer_activation_bytes_per_token,
-    layer_weight_bytes,
-    matmul_params,
-    memory_terms,
-    parallelism_facts,
+from ..errors import UserError
+from .memory import (
+    GIB, MOMENTS, MemoryTerms, StackFacts, base_weight_bytes, estimator_facts, layer_activation_bytes_per_token,
+    layer_weight_bytes, matmul_params, memory_terms, parallelism_facts,
 )
-from .training import OPTIMIZER_STATE_BYTES, TrainSetup
+from .train_setup import OPTIMIZER_STATE_BYTES, TrainSetup
 
 
 # ---- the estimate ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UserError, exception_line
+from ..errors import UserError, exception_line
 
 VERIFY_PROMPTS = (
     "Who are you?",
@@ -24,7 +24,7 @@ EXPORT_FACTS = "export.yaml"   # merge.tolerance: how close merged and unmerged 
 
 @lru_cache(maxsize=1)
 def _tolerances() -> dict:
-    from .paths import read_facts
+    from ..paths import read_facts
 
     data = read_facts(EXPORT_FACTS)
     return data["merge"]["tolerance"]
@@ -110,14 +110,14 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     (other shapes, a corrupted file) is a UserError."""
     import gc
 
-    from .libraries import quiet_optional_kernels
+    from ..libraries import quiet_optional_kernels
 
     quiet_optional_kernels()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .atomic import write_bytes_atomic
+    from ..atomic import write_bytes_atomic
 
     adapter, output = Path(adapter), Path(output)
     check_adapter(adapter)

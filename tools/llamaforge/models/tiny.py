@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .catalog import ModelSpec, get_model
+from ..planning.catalog import ModelSpec, get_model
 
 # The ChatML template (as Qwen and many chat models write it). Axolotl's `chat_template: chatml`
 # renders the same text, so the tokenizer's own template and the recipe agree.

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from .atomic import write_text_atomic
-from .errors import LINE_BREAKS, UserError
-from .files import check_file_to_write
-from .paths import recipes_dir, repo_root
+from ..atomic import write_text_atomic
+from ..errors import LINE_BREAKS, UserError
+from ..files import check_file_to_write
+from ..paths import recipes_dir, repo_root
 
 _HEADER_KEY = re.compile(r"^# llamaforge-([a-z]+(?:-[a-z]+)*):\s*(.+?)\s*$")
 _MEMORY = re.compile(r"^# Memory:\s+~([\d.]+) GiB peak per GPU of ([\d.]+) usable; host RAM ~([\d.]+) GiB")

@@ -30,9 +30,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import write_text_atomic
-from .errors import UserError
-from .paths import read_facts, repo_root
+from ..atomic import write_text_atomic
+from ..errors import UserError
+from ..paths import read_facts, repo_root
 
 FACTS = "pretrained.yaml"
 STAMP = "llamaforge.json"
@@ -253,7 +253,7 @@ def model_dir(model_id: str = DEMO_MODEL) -> Path:
 def ensure_pretrained(model_id: str = DEMO_MODEL, *, verify_hashes: bool = False, on_step=None) -> PreparedModel:
     """The converted Hugging Face folder of `model_id`, converting it first when no matching stamp
     is there (see the module docstring). `on_step(text)` hears what is being done."""
-    from .catalog import get_model, model_from_hf_config
+    from ..planning.catalog import get_model, model_from_hf_config
 
     say = on_step or (lambda text: None)
     src = get_source(model_id)

@@ -18,8 +18,8 @@ from functools import lru_cache
 
 
 from .catalog import Hardware, get_model, parse_hardware
-from .errors import Infeasible, UserError
-from .paths import read_facts
+from ..errors import Infeasible, UserError
+from ..paths import read_facts
 
 LADDER_FACTS = "ladder.yaml"
 

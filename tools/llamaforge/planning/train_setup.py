@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from .catalog import Hardware, ModelSpec
-from .errors import UserError
+from ..errors import UserError
 
 Method = Literal["full", "lora", "qlora"]
 Parallel = Literal["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 
 import yaml
 
-from .corpus.spec import NAME_RE, SpecReader
-from .errors import Infeasible, UserError
+from ..corpus.spec import NAME_RE, SpecReader
+from ..errors import Infeasible, UserError
 from .render import RenderedFile, render_template
 
 OLLAMA_SCRIPT_TEMPLATE = "serve/ollama_serve.sh.j2"
@@ -62,8 +62,8 @@ def serving_entries(items: list) -> list[ServingEntry]:
 
 
 def _plan(entry: ServingEntry):
-    from .catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
-    from .serve_plan import ServeRequest, plan_serving
+    from ..planning.catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
+    from ..planning.serve_plan import ServeRequest, plan_serving
 
     if is_apple_hardware(entry.gpus):
         device, count = parse_apple_machine(entry.gpus), 1
@@ -81,9 +81,9 @@ def _plan(entry: ServingEntry):
 
 def render_serving_plan(entry: ServingEntry, recipes_by_id: dict) -> list[RenderedFile]:
     """The files of one committed serving plan."""
-    from .catalog import get_model
-    from .export.serving import ServeSpec, modelfile_text, serving_facts, vllm_script_text
-    from .serve_plan import plan_summary
+    from ..planning.catalog import get_model
+    from .serving import ServeSpec, modelfile_text, serving_facts, vllm_script_text
+    from ..planning.serve_plan import plan_summary
 
     rec = recipes_by_id.get(entry.after)
     if rec is None:

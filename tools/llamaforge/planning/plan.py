@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .catalog import Hardware, ModelSpec, gpus
-from .errors import Infeasible, UserError
+from ..errors import Infeasible, UserError
 from .estimate import Estimate, estimate, parallelism_facts
-from .training import ALL_LINEAR, METHODS, PARALLELS, TrainSetup, parse_lora_targets
+from .train_setup import ALL_LINEAR, METHODS, PARALLELS, TrainSetup, parse_lora_targets
 
 DEFAULT_OPTIMIZER = "adamw_torch_fused"
 

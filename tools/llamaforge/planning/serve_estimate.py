@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .catalog import AppleMachine, GpuSpec, ModelSpec
-from .errors import UserError
-from .paths import read_facts
+from ..errors import UserError
+from ..paths import read_facts
 
 GIB = float(2**30)
 ENGINES = ("vllm", "ollama", "llama.cpp")

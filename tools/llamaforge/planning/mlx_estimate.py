@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 from .catalog import AppleMachine, ModelSpec, apple_facts, get_model
-from .errors import Infeasible, UserError
-from .training import ALL_LINEAR
+from ..errors import Infeasible, UserError
+from .train_setup import ALL_LINEAR
 
 GIB = float(2**30)
 MLX_METHODS = ("lora", "qlora")

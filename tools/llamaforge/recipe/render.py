@@ -15,10 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from .catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
-from .errors import LINE_BREAKS, UserError
-from .paths import recipes_dir, repo_root, templates_dir
-from .training import ALL_LINEAR, TrainSetup, estimate_cli_args
+from ..planning.catalog import CPU_DEVICE, Hardware, ModelSpec, get_model, parse_hardware
+from ..errors import LINE_BREAKS, UserError
+from ..paths import recipes_dir, repo_root, templates_dir
+from ..planning.train_setup import ALL_LINEAR, TrainSetup, estimate_cli_args
 
 MATRIX_FILE = "matrix.yaml"
 SFT_TEMPLATE = "axolotl/sft.yaml.j2"
@@ -292,7 +292,7 @@ def _params_text(n: int) -> str:
 
 
 def plan_request(req: RecipeRequest):
-    from .plan import plan
+    from ..planning.plan import plan
 
     return plan(
         req.spec, req.hardware, method=req.method, seq_len=req.seq_len,
@@ -355,8 +355,8 @@ def _fmt_int(x: float) -> str:
 def corpus_phases(corpus: str) -> tuple[str, ...]:
     """The curriculum phases of the corpus spec datasets/<corpus>.yaml, in order; () when the spec is
     not in the repository or has no phases."""
-    from .corpus.spec import load_spec
-    from .paths import datasets_dir
+    from ..corpus.spec import load_spec
+    from ..paths import datasets_dir
 
     path = datasets_dir() / f"{corpus}.yaml"
     if not path.is_file():
@@ -384,9 +384,9 @@ def render_recipe(
     """Plan (unless `plan_obj` is given) and render one recipe with the assets it needs. CPU
     hardware (`cpu`, `2xcpu`: the demo and tests) gets no GPU estimate and a CPU launch line.
     `extra_header` adds `# llamaforge-<key>: <value>` lines (e.g. health thresholds, gate profile).
-    Another stage's recipe (DPO: llamaforge.preference) passes its `template`, the values only it
+    Another stage's recipe (DPO: llamaforge.recipe.dpo) passes its `template`, the values only it
     uses (`template_context`) and its `estimator` (same signature as estimate.estimate)."""
-    from .estimate import estimate
+    from ..planning.estimate import estimate
 
     price = estimator or estimate
 
@@ -522,8 +522,8 @@ class Matrix:
     hyper_layers: tuple[tuple[str, dict], ...] = ()
     preference: list = field(default_factory=list)     # preference.DpoRequest: DPO after an SFT recipe
     specialists: list[str] = field(default_factory=list)  # specialists specs (datasets/*.yaml), repo-relative
-    serving: list = field(default_factory=list)        # committed serving plans (llamaforge.serve_render)
-    mlx: list = field(default_factory=list)            # MLX-LM configs for Apple Silicon (llamaforge.mlx_recipe)
+    serving: list = field(default_factory=list)        # committed serving plans (llamaforge.recipe.serve_plans)
+    mlx: list = field(default_factory=list)            # MLX-LM configs for Apple Silicon (llamaforge.recipe.mlx)
 
 
 def load_matrix(path: Path | None = None) -> Matrix:
@@ -571,7 +571,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
         raise UserError(f"{path.name}: `specialists` must be a list of specialists specs (e.g. datasets/specialists.yaml)")
     preference = data.get("preference")
     if preference is not None:
-        from .preference import dpo_requests
+        from .dpo import dpo_requests
 
         by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
         preference = dpo_requests(preference, by_id, layers, path.name)
@@ -609,7 +609,7 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         recipes.append(render_recipe(req))
     extra_files: list[RenderedFile] = []
     if matrix.preference:
-        from .preference import render_dpo_recipe
+        from .dpo import render_dpo_recipe
 
         recipes += [render_dpo_recipe(d) for d in matrix.preference]
     for spec_path in matrix.specialists:
@@ -621,13 +621,13 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
     extra_index: dict = {}
     if matrix.serving and only is None:
-        from .serve_render import render_serving_plans
+        from .serve_plans import render_serving_plans
 
         serving_files = render_serving_plans(matrix.serving, recipes)
         extra_files += serving_files
         extra_index["serving_rows"] = [f"`{PurePosixPath(f.path).relative_to('recipes')}`" for f in serving_files]
     if matrix.mlx and only is None:
-        from .mlx_recipe import index_row, render_mlx_recipes
+        from .mlx import index_row, render_mlx_recipes
 
         mlx_files = render_mlx_recipes(matrix.mlx, matrix)
         extra_files += mlx_files
@@ -669,7 +669,7 @@ def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=())
 def write_files(files: list[RenderedFile], root: Path) -> list[Path]:
     """Write each file atomically (temp file in the same folder, then rename), after proving each
     one parses (parse_problem): nothing is written when one does not."""
-    from .atomic import write_text_atomic
+    from ..atomic import write_text_atomic
 
     check_files_parse(files)
     return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith((".sbatch", ".sh")) else 0o644)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import Infeasible, UserError
-from .estimate import Estimate, estimate, matmul_params, parallelism_facts
-from .plan import Plan, describe, plan
+from ..errors import Infeasible, UserError
+from ..planning.estimate import Estimate, estimate, matmul_params, parallelism_facts
+from ..planning.plan import Plan, describe, plan
 from .render import Layout, RecipeRequest, RenderedRecipe, model_display_name, render_recipe
-from .training import TrainSetup
+from ..planning.train_setup import TrainSetup
 
 DPO_TEMPLATE = "axolotl/dpo.yaml.j2"
 MEMORY_BASIS = ("the SFT step of 2 x micro-batch unpacked sequences of the full length; its logits term covers "
