@@ -20,7 +20,7 @@ from llamaforge.check.findings import (
     memory_findings, schema_defaults, schema_findings,
 )
 from llamaforge.errors import UserError
-from llamaforge.recipe.reader import (
+from llamaforge.check.reader import (
     DeepSpeedInfo, deepspeed_from_json, deepspeed_from_name, parse_header, read_config, read_deepspeed, resolve_model,
     setup_from_config,
 )
@@ -688,7 +688,7 @@ def test_tight_memory_is_a_warning():
 
 def test_deepspeed_optimizer_block_and_buffers_are_read_from_the_json(tmp_path):
     from llamaforge.planning.estimate import estimate
-    from llamaforge.recipe.reader import deepspeed_settings
+    from llamaforge.check.reader import deepspeed_settings
 
     ds = {"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8},
           "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}

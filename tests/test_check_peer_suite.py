@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from llamaforge.check.findings import check_configs, load_rules
-from llamaforge.recipe.reader import NOT_JUDGED
+from llamaforge.check.reader import NOT_JUDGED
 
 SUITE = Path(__file__).parent / "fixtures" / "axolotl_examples"
 VERDICTS = yaml.safe_load((SUITE / "verdicts.yaml").read_text(encoding="utf-8"))

@@ -52,7 +52,7 @@ def test_a_model_folder_without_config_json_is_said_so(tmp_path):
 
 
 def test_a_folder_given_as_a_config_is_not_called_missing(tmp_path):
-    from llamaforge.recipe.reader import read_config
+    from llamaforge.check.reader import read_config
 
     with pytest.raises(UserError, match="is a folder, not a config file"):
         read_config(tmp_path)
@@ -160,12 +160,12 @@ def repo_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAFORGE_HOME", str(root))
     monkeypatch.chdir(root)
     paths.repo_root.cache_clear()
-    import llamaforge.recipe.render as render
+    from llamaforge.recipe import templating
 
-    render.jinja_environment.cache_clear()
+    templating.jinja_environment.cache_clear()
     yield root
     paths.repo_root.cache_clear()
-    render.jinja_environment.cache_clear()
+    templating.jinja_environment.cache_clear()
 
 
 def test_a_stray_file_is_reported_and_pruned_not_looped_over(cli, repo_copy):
@@ -183,7 +183,8 @@ def test_a_stray_file_is_reported_and_pruned_not_looped_over(cli, repo_copy):
 
 
 def test_render_check_parses_every_file_it_renders(repo_copy):
-    from llamaforge.recipe.render import RenderedFile, check_files_parse, compare_with_disk, write_files
+    from llamaforge.recipe.request import RenderedFile
+    from llamaforge.recipe.matrix import check_files_parse, compare_with_disk, write_files
 
     bad = [RenderedFile("recipes/x/bad.yaml", "a: 1\n  b: 2\n- c\n"),
            RenderedFile("recipes/x/bad.json", '{"a": }'),

@@ -114,7 +114,7 @@ def test_an_mlx_config_rendered_from_the_matrix_trains_the_tiny_model_on_the_bui
     from llamaforge.corpus.build import BuildOptions, build_corpus
     from llamaforge.recipe.mlx import MlxEntry, render_mlx_recipe
     from llamaforge.paths import datasets_dir
-    from llamaforge.recipe.render import load_matrix, write_files
+    from llamaforge.recipe.matrix import load_matrix, write_files
     from llamaforge.models.tiny import create_tiny_model
 
     monkeypatch.chdir(tmp_path)

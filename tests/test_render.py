@@ -12,7 +12,7 @@ import yaml
 
 from llamaforge.paths import repo_root
 from llamaforge.recipe.registry import list_recipes, read_header
-from llamaforge.recipe.render import compare_with_disk, load_matrix, render_matrix
+from llamaforge.recipe.matrix import compare_with_disk, load_matrix, render_matrix
 
 ROOT = repo_root()
 
@@ -231,7 +231,8 @@ def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(ren
     in file order (tests/e2e/test_curriculum_order.py proves them with a real run)."""
     import yaml as _yaml
 
-    from llamaforge.recipe.render import RecipeRequest, _curriculum_context, corpus_phases
+    from llamaforge.recipe.request import RecipeRequest
+    from llamaforge.recipe.sft import _curriculum_context, corpus_phases
 
     assert corpus_phases("leviathan") == ("foundation", "integration", "identity")
     sft = [r for r in rendered[1] if r.stage == "sft"]

@@ -57,7 +57,8 @@ def test_dpo_after_sft_on_the_tiny_model_logs_rewards_and_learns_the_pairs(tmp_p
     from llamaforge.export.merge import merge_adapter
     from llamaforge.paths import datasets_dir
     from llamaforge.recipe.dpo import DpoRequest, render_dpo_recipe
-    from llamaforge.recipe.render import Layout, RecipeRequest, write_files
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.matrix import write_files
     from llamaforge.models.tiny import create_tiny_model
 
     monkeypatch.chdir(tmp_path)

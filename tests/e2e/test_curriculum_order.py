@@ -79,7 +79,9 @@ def _render(root: Path, name: str):
     from llamaforge.planning.catalog import get_model, parse_hardware
     from llamaforge.demo.workflow import DEMO_HYPER
     from llamaforge.planning.plan import Plan
-    from llamaforge.recipe.render import Layout, RecipeRequest, render_recipe, write_files
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.sft import render_recipe
+    from llamaforge.recipe.matrix import write_files
     from llamaforge.planning.train_setup import TrainSetup
 
     setup = TrainSetup(model=get_model("tiny"), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",

@@ -76,7 +76,9 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
     from llamaforge.planning.catalog import get_model, parse_hardware
     from llamaforge.demo.workflow import demo_settings
     from llamaforge.planning.plan import Plan
-    from llamaforge.recipe.render import Layout, RecipeRequest, render_recipe, write_files
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.sft import render_recipe
+    from llamaforge.recipe.matrix import write_files
     from llamaforge.planning.train_setup import TrainSetup
 
     root, corpus = tiny
@@ -114,7 +116,7 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
 @pytest.mark.slow
 def test_a_crashed_child_leaves_a_failing_report_that_names_the_cause(tiny, in_dir, cli, tmp_path):
     from llamaforge.demo.workflow import demo_recipe_request, demo_settings
-    from llamaforge.recipe.render import write_files
+    from llamaforge.recipe.matrix import write_files
 
     root, corpus = tiny
     in_dir(tmp_path)

@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 
 from llamaforge.errors import UserError
-from llamaforge.run.health import (
-    Check,
-    CheckpointFacts,
-    HealthReport,
-    Thresholds,
-    evaluate_health,
-    inspect_checkpoint,
-)
+from llamaforge.run.health import Check, HealthReport, Thresholds, evaluate_health
+from llamaforge.checkpoint import CheckpointFacts, inspect_checkpoint
 from llamaforge.run.metrics import Curve, health_facts, parse_log
 
 from .curves import curve_of, healthy_curve

@@ -59,7 +59,8 @@ def test_two_specialists_train_on_their_slices_and_answer_side_by_side_on_one_ba
     from llamaforge.demo.workflow import demo_settings
     from llamaforge.paths import datasets_dir
     from llamaforge.models.pretrained import link_model_folder
-    from llamaforge.recipe.render import Layout, write_files
+    from llamaforge.recipe.request import Layout
+    from llamaforge.recipe.matrix import write_files
     from llamaforge.recipe.specialists import load_specialists, render_specialists
 
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,7 @@ from typing import Any
 from ..planning.catalog import Hardware, ModelSpec, get_model, parse_hardware
 from ..errors import UserError
 from ..paths import display_path, read_facts, repo_root
-from ..recipe.reader import (
+from .reader import (
     NOT_JUDGED, DeepSpeedInfo, LoadedConfig, Note, attn_implementation, batch_shape, describe_setup, float_or,
     fsdp_block, fsdp_version, invalid_batch_keys, read_config, read_deepspeed, resolve_model, setup_from_config,
 )
@@ -653,7 +653,7 @@ def _estimate(setup: TrainSetup, rl: Any = None) -> tuple[Any | None, Finding | 
 
     price = estimate
     if str(rl) in ("dpo", "ipo") and setup.is_adapter:
-        from ..recipe.dpo import estimate_dpo as price  # chosen + rejected in one forward, and the reference's
+        from ..planning.dpo import estimate_dpo as price  # chosen + rejected in one forward, and the reference's
     try:
         return price(setup), None
     except UserError as exc:

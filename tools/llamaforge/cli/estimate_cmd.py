@@ -186,7 +186,7 @@ def estimate_command(
         lora_expert_targets=tuple(t.strip() for t in lora_expert_targets.split(",") if t.strip()),
     )
     if stage == "dpo":
-        from ..recipe.dpo import estimate_dpo as price
+        from ..planning.dpo import estimate_dpo as price
     else:
         price = estimate
     est = price(setup, tokens=parse_token_count(tokens), epochs=epochs)

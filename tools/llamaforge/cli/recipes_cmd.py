@@ -32,7 +32,7 @@ def render_command(
     """Render the recipe matrix into recipes/ (or --check it), or one recipe for new hardware with -o."""
     from ..errors import UserError
     from ..paths import display_path, repo_root
-    from ..recipe.render import compare_with_disk, prune_extra, render_matrix, write_files
+    from ..recipe.matrix import compare_with_disk, prune_extra, render_matrix, write_files
 
     if model or gpus or output:
         if not (model and gpus and output):
@@ -87,7 +87,9 @@ def render_command(
 def _render_custom(model, gpus, nodes, method, seq_len, global_batch, lora_r, output, force, json_out) -> None:
     from ..errors import LINE_BREAKS, UserError
     from ..paths import display_path
-    from ..recipe.render import Layout, RecipeRequest, load_matrix, overwrites, render_recipe, write_files
+    from ..recipe.request import Layout, RecipeRequest
+    from ..recipe.matrix import load_matrix, overwrites, write_files
+    from ..recipe.sft import render_recipe
 
     if LINE_BREAKS.search(output):
         raise UserError(f"-o {output!r} contains a line break or control character; choose a plain folder name")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import humaneval_data_file
 from .dedup import MinHasher
 
 NEAR_PARAPHRASE = 0.5     # estimated Jaccard of 8-byte shingles: two short prompts sharing half their shingles...
@@ -98,8 +99,6 @@ def gate_prompts(tasks_dir: Path, *, humaneval: bool = True) -> list[GatePrompt]
         prompts += [GatePrompt("esoteric_spotcheck", str(it.get("id", i)), it["prompt"]) for i, it in enumerate(items)]
     if humaneval:
         try:
-            from ..gates.task_functions import humaneval_data_file
-
             with gzip.open(humaneval_data_file(), "rt", encoding="utf-8") as fh:
                 prompts += [GatePrompt("humaneval_offline", r["task_id"], r["prompt"])
                             for r in map(json.loads, filter(str.strip, fh))]

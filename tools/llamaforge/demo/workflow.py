@@ -150,7 +150,8 @@ def _texts_for_tokenizer(corpus_dir: Path) -> list[str]:
 def demo_recipe_request(model_dir: Path, corpus_dir: Path, out_path: Path, settings: DemoSettings | None = None):
     """The demo's recipe (facts/demo.yaml), on the CPU, planned by hand (the planner prices GPUs)."""
     from ..planning.plan import Plan
-    from ..recipe.render import Hyperparameters, Layout, RecipeRequest, render_recipe
+    from ..recipe.request import Hyperparameters, Layout, RecipeRequest
+    from ..recipe.sft import render_recipe
     from ..planning.train_setup import TrainSetup
 
     s = settings or demo_settings()
@@ -183,7 +184,7 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
 
     from ..corpus.build import BuildOptions, build_corpus
     from ..models.pretrained import ensure_pretrained, link_model_folder
-    from ..recipe.render import write_files
+    from ..recipe.matrix import write_files
     from ..run.runner import BASE_ANSWERS, run_stage
 
     s = settings or demo_settings()

@@ -200,7 +200,7 @@ def same_model_ref(a: str, b: str, root: Path) -> bool:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    from ..run.metrics import read_json
+    from ..files import read_json
 
     data = read_json(path, missing=f"{what} {path} is missing",
                      unreadable=f"{what} {path} is not readable JSON ({{reason}}); the run's output is damaged")
@@ -277,7 +277,7 @@ def load_run_source(path: str | Path, *, adapter_files: tuple[str, ...] | None =
     UserError (one line) for a folder with no full stage, no report, no adapter, damaged or changed
     weights, an adapter for another base, or no corpus manifest."""
     from ..corpus.manifest import load_manifest, manifest_hash
-    from ..run.health import final_output_problem
+    from ..checkpoint import final_output_problem
     from ..run.report import read_stage_report
 
     if adapter_files is None:

@@ -568,7 +568,7 @@ def check_device(device: str) -> str:
 
 def _weights_problem(folder: Path, *, adapter: bool) -> str | None:
     # the safetensors/JSON integrity check the run's health check uses (no torch needed)
-    from ..run.health import final_output_problem
+    from ..checkpoint import final_output_problem
 
     return final_output_problem(folder, adapter=adapter)
 

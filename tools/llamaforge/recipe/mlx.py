@@ -14,7 +14,8 @@ from ..planning.catalog import get_model, parse_apple_machine
 from ..corpus.spec import SpecReader
 from ..errors import UserError
 from ..planning.mlx_estimate import MlxPlan, mlx_facts, plan_mlx
-from .render import Hyperparameters, RenderedFile, model_display_name, render_template
+from .request import Hyperparameters, RenderedFile, model_display_name
+from .templating import render_template
 from ..planning.train_setup import ALL_LINEAR, ATTN_LINEAR
 
 TEMPLATE = "mlx/lora.yaml.j2"

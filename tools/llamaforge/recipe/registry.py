@@ -146,7 +146,7 @@ def rewrite_references(text: str, mapping: dict[str, str], *, kind: str) -> str:
     user copies) shell-quoted and kept on one line; a YAML value (`deepspeed: ...`) through the YAML
     filter; a shell assignment (`export RECIPE=...`) shell-quoted. A reference anywhere else is a
     template this function does not know: RuntimeError, never an unquoted paste."""
-    from .render import comment_text, yaml_value
+    from .templating import comment_text, yaml_value
 
     out = []
     for line in text.splitlines(keepends=True):

@@ -16,7 +16,8 @@ import yaml
 
 from ..corpus.spec import NAME_RE, SpecReader
 from ..errors import Infeasible, UserError
-from .render import RenderedFile, render_template
+from .request import RenderedFile
+from .templating import render_template
 
 OLLAMA_SCRIPT_TEMPLATE = "serve/ollama_serve.sh.j2"
 WHERE = "templates/matrix.yaml serving"

@@ -102,7 +102,7 @@ def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated
     """The Modelfile; with an Ollama serving `plan` (serve_plan.ServePlan) its num_ctx, and its
     quantization and server settings in the header. `generated_by` names what wrote it (default:
     `llamaforge export` from the run)."""
-    from .render import render_template
+    from .templating import render_template
 
     known = facts.chat_templates.get(spec.chat_template or "")
     if spec.model_folder:
@@ -164,7 +164,7 @@ def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
 def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None,
                      before: list[str] | None = None) -> str:
     """The serve script; `before` lists the commands (comments) that make its model folder."""
-    from .render import render_template
+    from .templating import render_template
 
     cmd = vllm_command(spec, facts, plan)
     request = {"model": spec.name, "messages": ([{"role": "system", "content": spec.system_prompt}]
@@ -178,6 +178,6 @@ def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generat
 
 
 def model_card_text(**context) -> str:
-    from .render import render_template
+    from .templating import render_template
 
     return render_template(CARD_TEMPLATE, **context)

@@ -30,10 +30,9 @@ import yaml
 from ..corpus.spec import NAME_RE, SpecReader, corpus_facts
 from ..errors import UserError
 from ..paths import repo_root
-from .render import (
-    Layout, RecipeRequest, RenderedFile, RenderedRecipe, comment_text, dump_yaml, plan_request, recipe_name,
-    render_recipe, render_template,
-)
+from .request import Layout, RecipeRequest, RenderedFile, RenderedRecipe, recipe_name
+from .templating import comment_text, dump_yaml, render_template
+from .sft import plan_request, render_recipe
 
 SERVE_TEMPLATE = "serve/vllm_specialists.sh.j2"
 SPECIALIST_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")

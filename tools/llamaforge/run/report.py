@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import UserError, clip
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
-from .metrics import Curve, health_facts, json_safe, read_json
+from .metrics import Curve, health_facts
+from ..files import json_safe, read_json
 from ..atomic import write_bytes_atomic
 
 REPORT_JSON, REPORT_MD, LOSS_PNG = "report.json", "report.md", "loss_curve.png"

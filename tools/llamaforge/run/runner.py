@@ -201,7 +201,7 @@ def plan_stage(
 
 
 def stage_recipe_text(plan: StagePlan) -> str:
-    from ..recipe.render import comment_text, dump_yaml
+    from ..recipe.templating import comment_text, dump_yaml
 
     lines = [
         f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
@@ -447,7 +447,8 @@ def run_stage(
 
 def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, allow_code_execution: bool,
                 console, live: bool, lock: HeldLock) -> StageResult | StagePlan:
-    from .health import evaluate_health, inspect_checkpoint
+    from .health import evaluate_health
+    from ..checkpoint import inspect_checkpoint
     from .metrics import run_curve
     from .report import write_stage_report
 
