@@ -12,20 +12,10 @@ import signal
 import sys
 
 import click
-import typer
 
 from ..errors import UserError, clip
+from ._app import app
 from ._common import err_console
-
-app = typer.Typer(
-    name="llamaforge",
-    help="Plan, render, check, run and gate Axolotl fine-tuning recipes for Llama-family models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
 # Each module adds its commands to `app` when imported.
 from . import (  # noqa: E402,F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from . import app
+from ._app import app
 from ._common import JsonOpt, console, print_json
 
 

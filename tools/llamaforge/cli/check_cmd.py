@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from . import app
+from ._app import app
 from ._common import JsonOpt, bounded, console, fmt_gib, print_json
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}

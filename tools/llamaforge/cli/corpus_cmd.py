@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app
+from ._app import app
 from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file
 from ._common import JsonOpt, bounded, checked_path, console, err_console, one_line, print_json
 

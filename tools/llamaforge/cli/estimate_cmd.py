@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from . import app
+from ._app import app
 from ._common import JsonOpt, bounded, console, err_console, fmt_gib, print_json, print_plan_notes
 
 # Input sanity bounds, far above any real run (Llama 3 pre-trained on 15T tokens): past them the

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
+from ._app import app
 from ._common import JsonOpt, console, err_console, print_json
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
+from ._app import app
 from ..files import check_folder_to_write
 from ._common import JsonOpt, bounded, checked_path, console, err_console, print_id_table, print_json
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
+from ._app import app
 from ._common import JsonOpt, bounded, console, err_console, print_json, print_plan_notes
 
 GpusOpt = Annotated[str, typer.Option("--gpus", "-g", help="Hardware: <N>x<GPU> (e.g. 2xRTX3090-24GB) or a Mac (1xM3Ultra-512GB).")]
