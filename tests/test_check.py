@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llamaforge.check.findings import findings as check_mod
+from llamaforge.check import findings as check_mod
 from llamaforge.check.axolotl_schema import SchemaError, gpu_capabilities, load_snapshot
 from llamaforge.planning.catalog import get_model, parse_hardware
 from llamaforge.check.findings import (
