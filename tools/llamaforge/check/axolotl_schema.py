@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from ..paths import FACTS_DIR
 from ..atomic import write_text_atomic
+from ..paths import FACTS_DIR
 
 TABLE_FORMAT = 1
 WORKER_MODULE = "llamaforge.check.axolotl_schema"

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 
-from ..planning.catalog import Hardware, ModelSpec, get_model, parse_hardware
 from ..errors import UserError
 from ..paths import display_path, read_facts, repo_root
+from ..planning.catalog import Hardware, ModelSpec, get_model, parse_hardware
+from ..planning.train_setup import TrainSetup
+from .axolotl_schema import gpu_capabilities, installed_version, load_snapshot
 from .reader import (
     NOT_JUDGED, DeepSpeedInfo, LoadedConfig, Note, attn_implementation, batch_shape, describe_setup, float_or,
     fsdp_block, fsdp_version, invalid_batch_keys, read_config, read_deepspeed, resolve_model, setup_from_config,
 )
-from ..planning.train_setup import TrainSetup
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -608,8 +609,6 @@ def _context(loaded: LoadedConfig, hardware: Hardware | None) -> _ConfigContext:
 
 
 def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
-    from .axolotl_schema import gpu_capabilities, installed_version
-
     hw = ctx.hardware
     # packages only a GPU machine has get a stand-in, unless the target is this CPU
     gpu_packages = [p["module"] for p in rules.get("gpu_machine_packages", [])]
@@ -635,8 +634,6 @@ def _schema_request(ctx: _ConfigContext, rules: dict) -> dict:
 
 def _fallback_table(rules: dict) -> tuple[dict | None, str | None]:
     """The stored schema of the installed Axolotl, else of the pinned one (with a note)."""
-    from .axolotl_schema import installed_version, load_snapshot
-
     installed, pinned = installed_version("axolotl"), str(rules["axolotl_version"])
     if installed and (table := load_snapshot(installed)) is not None:
         return table, None

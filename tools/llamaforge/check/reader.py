@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
+from ..errors import UserError
 from ..planning.catalog import (
     Hardware, ModelSpec, NotModelled, cached_hf_config, catalog_model_for_repo, get_model, model_from_hf_config,
 )
-from ..errors import UserError
 from ..planning.train_setup import ALL_LINEAR, OPTIMIZER_STATE_BYTES, DeepSpeedSettings, TrainSetup
 
 Note = tuple[str, str, str]  # (severity, key, message)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import app
 from ..files import check_folder_to_write
+from ._app import app
 from ._common import JsonOpt, checked_path, console, print_json
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app
 from ..files import check_folder_to_write, check_input_file
+from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, one_line, print_json
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import app
 from ..files import check_folder_to_write, check_input_folder
+from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, err_console, print_json
 from .estimate_cmd import MAX_EPOCHS
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ._app import app
 from ..files import check_folder_to_write
+from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, err_console, print_id_table, print_json
 
 

@@ -28,9 +28,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..planning.catalog import get_model, parse_hardware
+from ..atomic import write_text_atomic
+from ..corpus.build import BuildOptions, build_corpus
 from ..errors import UserError
+from ..export.runner import ExportOptions, export_run
+from ..gates import run_gates
+from ..models.pretrained import ensure_pretrained, link_model_folder
 from ..paths import datasets_dir, read_facts
+from ..planning.catalog import get_model, parse_hardware
+from ..planning.plan import Plan
+from ..planning.train_setup import TrainSetup
+from ..recipe.matrix import write_files
+from ..recipe.request import Hyperparameters, Layout, RecipeRequest
+from ..recipe.sft import render_recipe
+from ..run.runner import BASE_ANSWERS, run_stage
 
 DEMO_SPEC = "demo.yaml"
 DEMO_FACTS = "demo.yaml"
@@ -149,11 +160,6 @@ def _texts_for_tokenizer(corpus_dir: Path) -> list[str]:
 
 def demo_recipe_request(model_dir: Path, corpus_dir: Path, out_path: Path, settings: DemoSettings | None = None):
     """The demo's recipe (facts/demo.yaml), on the CPU, planned by hand (the planner prices GPUs)."""
-    from ..planning.plan import Plan
-    from ..recipe.request import Hyperparameters, Layout, RecipeRequest
-    from ..recipe.sft import render_recipe
-    from ..planning.train_setup import TrainSetup
-
     s = settings or demo_settings()
     setup = TrainSetup(
         model=get_model(s.model), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",
@@ -181,11 +187,6 @@ def demo_recipe_request(model_dir: Path, corpus_dir: Path, out_path: Path, setti
 def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "runs", console=None,
              live: bool = True, settings: DemoSettings | None = None) -> DemoResult:
     from rich.console import Console
-
-    from ..corpus.build import BuildOptions, build_corpus
-    from ..models.pretrained import ensure_pretrained, link_model_folder
-    from ..recipe.matrix import write_files
-    from ..run.runner import BASE_ANSWERS, run_stage
 
     s = settings or demo_settings()
     console = console or Console()
@@ -261,8 +262,6 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
     export_dir = workdir / "export"
 
     def export():
-        from ..export.runner import ExportOptions, export_run
-
         res = export_run(full.plan.run_dir, ExportOptions(merge=True, ollama=True, vllm=True, output=export_dir))
         merge = res.report["merge"]
         link_model_folder(export_dir / "merged", merged_dir)
@@ -278,8 +277,6 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
         return _finish(result, workdir)
 
     def gates():
-        from ..gates import run_gates
-
         rep = run_gates(str(merged_dir), profile=s.gates, persona=s.persona, base_model=str(model_dir),
                         output_dir=run_dir / "merged-gates", allow_code_execution=True,
                         base_cache=run_dir / BASE_ANSWERS)
@@ -292,8 +289,6 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
 
 
 def _finish(result: DemoResult, workdir: Path) -> DemoResult:
-    from ..atomic import write_text_atomic
-
     write_text_atomic(workdir / "demo_report.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     write_text_atomic(workdir / "demo_report.md", demo_report_markdown(result))
     return result

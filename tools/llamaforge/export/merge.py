@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
 from ..errors import UserError, exception_line
+from ..libraries import quiet_optional_kernels
+from ..paths import read_facts
 
 VERIFY_PROMPTS = (
     "Who are you?",
@@ -24,8 +27,6 @@ EXPORT_FACTS = "export.yaml"   # merge.tolerance: how close merged and unmerged 
 
 @lru_cache(maxsize=1)
 def _tolerances() -> dict:
-    from ..paths import read_facts
-
     data = read_facts(EXPORT_FACTS)
     return data["merge"]["tolerance"]
 
@@ -110,14 +111,10 @@ def merge_adapter(base: str | Path, adapter: str | Path, output: str | Path, *, 
     (other shapes, a corrupted file) is a UserError."""
     import gc
 
-    from ..libraries import quiet_optional_kernels
-
     quiet_optional_kernels()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..atomic import write_bytes_atomic
 
     adapter, output = Path(adapter), Path(output)
     check_adapter(adapter)

@@ -24,11 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..atomic import write_text_atomic
+from ..checkpoint import final_output_problem
 from ..errors import UserError, exception_line
 from ..files import check_folder_to_write
-from .code_execution import CODE_EVAL_ENV
+from ..libraries import quiet_optional_kernels
+from ..paths import evals_dir
+from ..planning.catalog import model_from_hf_config
+from .code_execution import CODE_EVAL_ENV, sandbox_launcher
 from .identity import DEFAULT_PERSONA, validate_persona
 from .profiles import GateProfile, get_gate_profile
+from .report import write_report_files
 from .verdict import (
     CODE_EXECUTION_NOT_ALLOWED,
     EVAL_FAILED,
@@ -146,8 +152,6 @@ def _same_ref(a: str, b: str) -> bool:
 
 def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     """Notes for the report; a UserError when `adapter` is not an adapter or was made for another base."""
-    from ..planning.catalog import model_from_hf_config
-
     a = Path(adapter).expanduser()
     if a.exists() and not a.is_dir():
         raise UserError(f"--adapter {adapter} is a file, not a folder; give the folder with adapter_config.json")
@@ -254,8 +258,6 @@ def _code_execution_env(allowed: bool) -> Iterator[None]:
 
 
 def _quiet_libraries() -> None:
-    from ..libraries import quiet_optional_kernels
-
     quiet_optional_kernels()
     for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -405,8 +407,6 @@ class BaseAnswerCache:
     def _tasks_fingerprint() -> str:
         import hashlib
 
-        from ..paths import evals_dir
-
         h = hashlib.sha256()
         root = evals_dir() / "tasks"
         for f in sorted(root.rglob("*")):
@@ -436,8 +436,6 @@ class BaseAnswerCache:
             return None
 
     def put(self, key: str | None, outcome: TaskOutcome, samples: list[dict]) -> None:
-        from ..atomic import write_text_atomic
-
         if key is None or outcome.status != MEASURED:
             return
         write_text_atomic(self.folder / f"{key}.json",
@@ -568,7 +566,6 @@ def check_device(device: str) -> str:
 
 def _weights_problem(folder: Path, *, adapter: bool) -> str | None:
     # the safetensors/JSON integrity check the run's health check uses (no torch needed)
-    from ..checkpoint import final_output_problem
 
     return final_output_problem(folder, adapter=adapter)
 
@@ -607,9 +604,6 @@ def run_gates(
     adapter whose identity answers equal the base's fails the identity gate. `base_cache` (a
     folder) keeps the base's answers for later runs against the same base (BaseAnswerCache).
     Bad input (unknown profile or task, not a model, an adapter for another base) raises UserError."""
-    from ..paths import evals_dir
-    from .report import write_report_files
-
     started = time.time()
     model_ref, adapter_ref = str(model_path), (str(adapter) if adapter else None)
     gate_profile: GateProfile = get_gate_profile(profile, Path(gates_file) if gates_file else None)
@@ -700,6 +694,4 @@ def adapter_effect_problem(gated: VariantRun, base: VariantRun | None) -> str | 
 
 
 def _sandbox_description() -> str:
-    from .code_execution import sandbox_launcher
-
     return sandbox_launcher().description

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..atomic import write_text_atomic
 from ..errors import UserError
 from ..paths import read_facts, repo_root
+from ..planning.catalog import get_model, model_from_hf_config
 
 FACTS = "pretrained.yaml"
 STAMP = "llamaforge.json"
@@ -253,8 +254,6 @@ def model_dir(model_id: str = DEMO_MODEL) -> Path:
 def ensure_pretrained(model_id: str = DEMO_MODEL, *, verify_hashes: bool = False, on_step=None) -> PreparedModel:
     """The converted Hugging Face folder of `model_id`, converting it first when no matching stamp
     is there (see the module docstring). `on_step(text)` hears what is being done."""
-    from ..planning.catalog import get_model, model_from_hf_config
-
     say = on_step or (lambda text: None)
     src = get_source(model_id)
     root = cache_root()

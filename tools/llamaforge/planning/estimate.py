@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from .memory import (
     GIB, MOMENTS, MemoryTerms, StackFacts, base_weight_bytes, estimator_facts, layer_activation_bytes_per_token,
-    layer_weight_bytes, matmul_params, memory_terms, parallelism_facts,
+    layer_weight_bytes, matmul_params, memory_terms, parallelism_facts, tiled_mlp_shards,
 )
 from .train_setup import OPTIMIZER_STATE_BYTES, TrainSetup
 
@@ -427,8 +427,6 @@ def _loss_text(s: TrainSetup, stack: StackFacts) -> str:
 
 def _long_context_assumptions(s: TrainSetup) -> list[str]:
     """What the mixture of experts, the N-D parallelism and the memory savers mean for this estimate."""
-    from .memory import tiled_mlp_shards
-
     m, out = s.model, []
     if m.is_moe:
         from .memory import expert_format

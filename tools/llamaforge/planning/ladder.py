@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 
-from .catalog import Hardware, get_model, parse_hardware
 from ..errors import Infeasible, UserError
 from ..paths import read_facts
+from .catalog import Hardware, get_model, parse_hardware
+from .plan import plan
 
 LADDER_FACTS = "ladder.yaml"
 
@@ -196,8 +197,6 @@ def rung_result(spec: RungSpec, hardware: Hardware | None, tokens: CorpusTokens,
     `hardware`, the rung's own committed recipe; with it, a committed recipe for that model and
     hardware when one exists, else the planner's fastest fitting plan (methods in the rung's
     order), else a rung that does not fit, with the smallest catalog hardware that would."""
-    from .plan import plan
-
     by_id = {e.id: e for e in committed}
     if hardware is None:
         entry = by_id.get(spec.recipe)

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
-from .catalog import ModelSpec
 from ..errors import UserError
 from ..paths import read_facts
+from .catalog import ModelSpec
 from .train_setup import OPTIMIZER_STATE_BYTES, TrainSetup
 
 GIB = float(2**30)

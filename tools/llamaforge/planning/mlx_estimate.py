@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
-from .catalog import AppleMachine, ModelSpec, apple_facts, get_model
 from ..errors import Infeasible, UserError
+from .catalog import AppleMachine, ModelSpec, apple_facts, get_model
 from .train_setup import ALL_LINEAR
 
 GIB = float(2**30)

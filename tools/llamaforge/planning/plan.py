@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .catalog import Hardware, ModelSpec, gpus
 from ..errors import Infeasible, UserError
+from .catalog import Hardware, ModelSpec, gpus
 from .estimate import Estimate, estimate, parallelism_facts
 from .train_setup import ALL_LINEAR, METHODS, PARALLELS, TrainSetup, parse_lora_targets
 

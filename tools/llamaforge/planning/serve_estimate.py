@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from .catalog import AppleMachine, GpuSpec, ModelSpec
 from ..errors import UserError
 from ..paths import read_facts
+from .catalog import AppleMachine, GpuSpec, ModelSpec
 
 GIB = float(2**30)
 ENGINES = ("vllm", "ollama", "llama.cpp")

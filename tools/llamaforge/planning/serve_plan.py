@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .catalog import AppleMachine, GpuSpec, ModelSpec, apple_machines, gpus
 from ..errors import Infeasible, UserError
+from .catalog import AppleMachine, GpuSpec, ModelSpec, apple_machines, gpus
 from .serve_estimate import ServeEstimate, ServeSetup, estimate_serving, serving_facts, validate
 
 

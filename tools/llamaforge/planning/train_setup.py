@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from .catalog import Hardware, ModelSpec
 from ..errors import UserError
+from .catalog import Hardware, ModelSpec
 
 Method = Literal["full", "lora", "qlora"]
 Parallel = Literal["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]

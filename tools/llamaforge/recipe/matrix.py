@@ -12,10 +12,15 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from ..atomic import write_text_atomic
 from ..errors import UserError
 from ..paths import repo_root, templates_dir
+from .dpo import dpo_requests, render_dpo_recipe
+from .mlx import index_row, render_mlx_recipes
 from .request import RecipeRequest, RenderedFile, RenderedRecipe, deepspeed_filename, recipe_name
+from .serve_plans import render_serving_plans
 from .sft import render_deepspeed, render_recipe
+from .specialists import load_specialists, render_specialists
 from .templating import render_template
 
 MATRIX_FILE = "matrix.yaml"
@@ -84,8 +89,6 @@ def load_matrix(path: Path | None = None) -> Matrix:
         raise UserError(f"{path.name}: `specialists` must be a list of specialists specs (e.g. datasets/specialists.yaml)")
     preference = data.get("preference")
     if preference is not None:
-        from .dpo import dpo_requests
-
         by_id = {f"{r.model}/{recipe_name(r.method, r.hardware)}": r for r in requests if r.method}
         preference = dpo_requests(preference, by_id, layers, path.name)
     return Matrix(corpus=corpus, requests=requests, hyper_layers=layers, preference=preference or [],
@@ -122,26 +125,18 @@ def render_matrix(matrix: Matrix | None = None, *, only: str | None = None) -> t
         recipes.append(render_recipe(req))
     extra_files: list[RenderedFile] = []
     if matrix.preference:
-        from .dpo import render_dpo_recipe
-
         recipes += [render_dpo_recipe(d) for d in matrix.preference]
     for spec_path in matrix.specialists:
-        from .specialists import load_specialists, render_specialists
-
         sset, shared = load_specialists(repo_root() / spec_path)
         set_files, set_recipes = render_specialists(sset, shared, layers=matrix.hyper_layers)
         recipes += set_recipes
         extra_files += [f for f in set_files if not any(f is g for r in set_recipes for g in r.files)]
     extra_index: dict = {}
     if matrix.serving and only is None:
-        from .serve_plans import render_serving_plans
-
         serving_files = render_serving_plans(matrix.serving, recipes)
         extra_files += serving_files
         extra_index["serving_rows"] = [f"`{PurePosixPath(f.path).relative_to('recipes')}`" for f in serving_files]
     if matrix.mlx and only is None:
-        from .mlx import index_row, render_mlx_recipes
-
         mlx_files = render_mlx_recipes(matrix.mlx, matrix)
         extra_files += mlx_files
         extra_index["mlx_rows"] = [index_row(f) for f in mlx_files]
@@ -182,8 +177,6 @@ def render_index(recipes: list[RenderedRecipe], *, mlx_rows=(), serving_rows=())
 def write_files(files: list[RenderedFile], root: Path) -> list[Path]:
     """Write each file atomically (temp file in the same folder, then rename), after proving each
     one parses (parse_problem): nothing is written when one does not."""
-    from ..atomic import write_text_atomic
-
     check_files_parse(files)
     return [write_text_atomic(Path(root) / f.path, f.content, mode=0o755 if f.path.endswith((".sbatch", ".sh")) else 0o644)
             for f in files]

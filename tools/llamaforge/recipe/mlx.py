@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..planning.catalog import get_model, parse_apple_machine
+from ..check.findings import CheckReport, Finding
 from ..corpus.spec import SpecReader
 from ..errors import UserError
-from ..planning.mlx_estimate import MlxPlan, mlx_facts, plan_mlx
+from ..planning.catalog import get_model, parse_apple_machine
+from ..planning.mlx_estimate import MlxPlan, MlxSetup, estimate_mlx, mlx_facts, plan_mlx
+from ..planning.plan import default_global_batch
+from ..planning.train_setup import ALL_LINEAR, ATTN_LINEAR
+from .registry import read_header
 from .request import Hyperparameters, RenderedFile, model_display_name
 from .templating import render_template
-from ..planning.train_setup import ALL_LINEAR, ATTN_LINEAR
 
 TEMPLATE = "mlx/lora.yaml.j2"
 WHERE = "templates/matrix.yaml mlx"
@@ -72,8 +75,6 @@ def render_mlx_recipe(entry: MlxEntry, *, corpus: str, layers: tuple = (), base_
                       base: str = "recipes", iters: int | None = None, plan: MlxPlan | None = None) -> RenderedFile:
     """One MLX-LM config. `base_model` replaces the Hub id (a local model: the slow test's tiny one),
     `iters` the iterations the corpus size gives (the slow test's short run)."""
-    from ..planning.plan import default_global_batch
-
     model = get_model(entry.model)
     machine = parse_apple_machine(entry.machine)
     f = mlx_facts()
@@ -137,8 +138,6 @@ def index_row(f: RenderedFile) -> str:
     import re
     from pathlib import PurePosixPath
 
-    from .registry import read_header
-
     h = read_header(f.content)
     mem = re.search(r"^# Memory:\s+~(\d+) GiB peak of (\d+) GiB", f.content, re.M)
     took = re.search(r"take ~([\d,]+) h", f.content)
@@ -150,8 +149,6 @@ def index_row(f: RenderedFile) -> str:
 def is_mlx_config(path) -> bool:
     """True for a config whose header says MLX-LM trains it (`# llamaforge-trainer: mlx-lm`)."""
     from pathlib import Path
-
-    from .registry import read_header
 
     try:
         return read_header(Path(path).read_text(encoding="utf-8")).get("trainer") == "mlx-lm"
@@ -167,10 +164,6 @@ def check_mlx_config(path):
     from pathlib import Path
 
     import yaml
-
-    from ..check.findings import CheckReport, Finding
-    from ..planning.mlx_estimate import MlxSetup, estimate_mlx
-    from .registry import read_header
 
     f = mlx_facts()
     text = Path(path).read_text(encoding="utf-8")

@@ -18,6 +18,7 @@ from ..atomic import write_text_atomic
 from ..errors import LINE_BREAKS, UserError
 from ..files import check_file_to_write
 from ..paths import recipes_dir, repo_root
+from .templating import comment_text, yaml_value
 
 _HEADER_KEY = re.compile(r"^# llamaforge-([a-z]+(?:-[a-z]+)*):\s*(.+?)\s*$")
 _MEMORY = re.compile(r"^# Memory:\s+~([\d.]+) GiB peak per GPU of ([\d.]+) usable; host RAM ~([\d.]+) GiB")
@@ -146,8 +147,6 @@ def rewrite_references(text: str, mapping: dict[str, str], *, kind: str) -> str:
     user copies) shell-quoted and kept on one line; a YAML value (`deepspeed: ...`) through the YAML
     filter; a shell assignment (`export RECIPE=...`) shell-quoted. A reference anywhere else is a
     template this function does not know: RuntimeError, never an unquoted paste."""
-    from .templating import comment_text, yaml_value
-
     out = []
     for line in text.splitlines(keepends=True):
         body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")

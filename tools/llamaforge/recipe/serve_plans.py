@@ -16,7 +16,10 @@ import yaml
 
 from ..corpus.spec import NAME_RE, SpecReader
 from ..errors import Infeasible, UserError
+from ..planning.catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
+from ..planning.serve_plan import ServeRequest, plan_serving, plan_summary
 from .request import RenderedFile
+from .serving import ServeSpec, modelfile_text, serving_facts, vllm_script_text
 from .templating import render_template
 
 OLLAMA_SCRIPT_TEMPLATE = "serve/ollama_serve.sh.j2"
@@ -63,9 +66,6 @@ def serving_entries(items: list) -> list[ServingEntry]:
 
 
 def _plan(entry: ServingEntry):
-    from ..planning.catalog import get_model, is_apple_hardware, parse_apple_machine, parse_hardware
-    from ..planning.serve_plan import ServeRequest, plan_serving
-
     if is_apple_hardware(entry.gpus):
         device, count = parse_apple_machine(entry.gpus), 1
     else:
@@ -82,10 +82,6 @@ def _plan(entry: ServingEntry):
 
 def render_serving_plan(entry: ServingEntry, recipes_by_id: dict) -> list[RenderedFile]:
     """The files of one committed serving plan."""
-    from ..planning.catalog import get_model
-    from .serving import ServeSpec, modelfile_text, serving_facts, vllm_script_text
-    from ..planning.serve_plan import plan_summary
-
     rec = recipes_by_id.get(entry.after)
     if rec is None:
         raise UserError(f"{WHERE} {entry.name}: after: {entry.after!r} is not a matrix recipe; use one of "

@@ -12,6 +12,8 @@ from functools import lru_cache
 
 from ..errors import UserError
 from ..paths import read_facts
+from ..planning.serve_plan import plan_summary, served_checkpoint, vllm_arguments
+from .templating import render_template
 
 EXPORT_FACTS = "export.yaml"
 MODELFILE_TEMPLATE = "serve/Modelfile.j2"
@@ -102,8 +104,6 @@ def modelfile_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated
     """The Modelfile; with an Ollama serving `plan` (serve_plan.ServePlan) its num_ctx, and its
     quantization and server settings in the header. `generated_by` names what wrote it (default:
     `llamaforge export` from the run)."""
-    from .templating import render_template
-
     known = facts.chat_templates.get(spec.chat_template or "")
     if spec.model_folder:
         relative = spec.model_folder.startswith(("../", "/"))
@@ -128,7 +128,6 @@ def ollama_plan_context(plan) -> dict | None:
     """What the Modelfile's header says about an Ollama serving plan (None without one)."""
     if plan is None:
         return None
-    from ..planning.serve_plan import plan_summary
 
     fl = plan.estimate.flags
     env = [f"OLLAMA_NUM_PARALLEL={fl['num_parallel']}"]
@@ -141,8 +140,6 @@ def ollama_plan_context(plan) -> dict | None:
 def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
     """The parts of the `vllm serve` command (for the script and the export report). With a vLLM
     serving `plan` (serve_plan.ServePlan) its flags replace the defaults."""
-    from ..planning.serve_plan import plan_summary, served_checkpoint, vllm_arguments
-
     generation = json.dumps({"temperature": facts.temperature, "top_p": facts.top_p})
     lora = None if spec.model_folder else {
         "name": spec.name, "path": f"$HERE/{spec.adapter_folder}",
@@ -164,8 +161,6 @@ def vllm_command(spec: ServeSpec, facts: ServingFacts, plan=None) -> dict:
 def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generated_by: str | None = None,
                      before: list[str] | None = None) -> str:
     """The serve script; `before` lists the commands (comments) that make its model folder."""
-    from .templating import render_template
-
     cmd = vllm_command(spec, facts, plan)
     request = {"model": spec.name, "messages": ([{"role": "system", "content": spec.system_prompt}]
                                                 if spec.system_prompt else []) + [{"role": "user", "content": "Who are you?"}],
@@ -178,6 +173,4 @@ def vllm_script_text(spec: ServeSpec, facts: ServingFacts, plan=None, *, generat
 
 
 def model_card_text(**context) -> str:
-    from .templating import render_template
-
     return render_template(CARD_TEMPLATE, **context)

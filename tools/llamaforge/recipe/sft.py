@@ -8,7 +8,11 @@ import re
 import shlex
 from pathlib import PurePosixPath
 
+from ..corpus.spec import load_spec
+from ..paths import datasets_dir
 from ..planning.catalog import CPU_DEVICE, Hardware
+from ..planning.estimate import estimate
+from ..planning.plan import plan
 from ..planning.train_setup import ALL_LINEAR, TrainSetup, estimate_cli_args
 from .request import (
     Layout, RecipeRequest, RenderedFile, RenderedRecipe, _params_text, accelerate_filename, deepspeed_filename,
@@ -28,8 +32,6 @@ METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}
 
 
 def plan_request(req: RecipeRequest):
-    from ..planning.plan import plan
-
     return plan(
         req.spec, req.hardware, method=req.method, seq_len=req.seq_len,
         global_batch=req.global_batch, lora_r=req.lora_r,
@@ -91,9 +93,6 @@ def _fmt_int(x: float) -> str:
 def corpus_phases(corpus: str) -> tuple[str, ...]:
     """The curriculum phases of the corpus spec datasets/<corpus>.yaml, in order; () when the spec is
     not in the repository or has no phases."""
-    from ..corpus.spec import load_spec
-    from ..paths import datasets_dir
-
     path = datasets_dir() / f"{corpus}.yaml"
     if not path.is_file():
         return ()
@@ -122,8 +121,6 @@ def render_recipe(
     `extra_header` adds `# llamaforge-<key>: <value>` lines (e.g. health thresholds, gate profile).
     Another stage's recipe (DPO: llamaforge.recipe.dpo) passes its `template`, the values only it
     uses (`template_context`) and its `estimator` (same signature as estimate.estimate)."""
-    from ..planning.estimate import estimate
-
     price = estimator or estimate
 
     p = _apply_lora_alpha(plan_obj if plan_obj is not None else plan_request(req), req)

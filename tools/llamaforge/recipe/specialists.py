@@ -28,11 +28,15 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from ..corpus.spec import NAME_RE, SpecReader, corpus_facts
-from ..errors import UserError
+from ..errors import Infeasible, UserError
 from ..paths import repo_root
+from ..planning.catalog import get_model, parse_hardware
+from ..planning.serve_estimate import engine_formats
+from ..planning.serve_plan import ServeRequest, plan_serving, plan_summary, served_checkpoint, vllm_arguments
 from .request import Layout, RecipeRequest, RenderedFile, RenderedRecipe, recipe_name
-from .templating import comment_text, dump_yaml, render_template
+from .serving import serving_facts, vllm_max_lora_rank
 from .sft import plan_request, render_recipe
+from .templating import comment_text, dump_yaml, render_template
 
 SERVE_TEMPLATE = "serve/vllm_specialists.sh.j2"
 SPECIALIST_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -122,8 +126,6 @@ def specialists_from_dict(data, *, origin: str, corpus: str) -> SpecialistSet:
 
 
 def _serve_target(data: dict, origin: str) -> ServeTarget:
-    from ..planning.catalog import parse_hardware
-
     r = SpecReader(data, "serve", origin)
     gpus = r.get("gpus", str)
     weights = r.get("weights", str)
@@ -144,8 +146,6 @@ def _serve_target(data: dict, origin: str) -> ServeTarget:
 
 
 def serving_formats() -> list[str]:
-    from ..planning.serve_estimate import engine_formats
-
     return engine_formats("vllm")
 
 
@@ -339,10 +339,6 @@ def render_specialists(sset: SpecialistSet, shared: dict, *, layers: tuple = (),
 def serve_plan_for(sset: SpecialistSet, max_rank: int):
     """The serving plan of the set on its `serve:` hardware: one base, one LoRA slot per specialist of
     the largest rank. UserError (naming the spec) when the plan says vLLM would not start."""
-    from ..planning.catalog import get_model, parse_hardware
-    from ..errors import Infeasible
-    from ..planning.serve_plan import ServeRequest, plan_serving
-
     target = sset.serve
     if target.gpus is None and parse_hardware(sset.base.gpus, allow_cpu=True).gpu.id == "cpu":
         return None                   # a demo set trained on the CPU: no GPU to plan serving on
@@ -363,9 +359,6 @@ def serve_command(sset: SpecialistSet, recipes: list[RenderedRecipe]) -> dict:
     flags of the serving plan on the spec's `serve:` hardware: --max-loras = every specialist in one
     batch (fewer when they do not fit; the others wait in CPU memory), --max-lora-rank = the smallest
     value vLLM accepts that holds the largest rank, the weight format, context, memory share."""
-    from .serving import serving_facts, vllm_max_lora_rank
-    from ..planning.serve_plan import plan_summary, served_checkpoint, vllm_arguments
-
     facts = serving_facts()
     adapters = []
     for sp, rec in zip(sset.specialists, recipes):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from ..planning.catalog import Hardware, parse_hardware
 from ..errors import UserError
+from ..planning.catalog import Hardware, parse_hardware
 from ..recipe.registry import read_header
 
 STAGES = ("validate", "full")
