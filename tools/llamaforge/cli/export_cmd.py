@@ -12,7 +12,7 @@ from rich.table import Table
 from ..files import check_folder_to_write, check_input_folder
 from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, err_console, print_json
-from .estimate_cmd import MAX_EPOCHS
+from .planning_cmd import MAX_EPOCHS
 
 
 def _size(n: int) -> str:

@@ -280,8 +280,6 @@ def compare_with_disk(files: list[RenderedFile], root: Path | None = None, *, sc
 
 
 __all__ = [
-    "Hyperparameters", "Layout", "Matrix", "RecipeRequest", "RenderedFile", "RenderedRecipe", "Drift",
-    "yaml_value", "comment_text", "dump_yaml", "render_recipe", "render_matrix", "load_matrix", "write_files",
-    "compare_with_disk", "prune_extra", "overwrites", "check_files_parse", "recipe_name", "deepspeed_filename",
-    "accelerate_filename", "recipes_dir",
+    "Matrix", "load_matrix", "hyperparameter_layers", "render_matrix", "render_index", "write_files",
+    "parse_problem", "check_files_parse", "overwrites", "prune_extra", "Drift", "compare_with_disk",
 ]

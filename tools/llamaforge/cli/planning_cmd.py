@@ -157,7 +157,7 @@ def estimate_command(
     from ..planning.train_setup import TrainSetup, parse_lora_targets
 
     if is_apple_hardware(gpus):
-        from .mac_cmd import estimate_on_mac
+        from .planning_mac_cmd import estimate_on_mac
 
         code = estimate_on_mac(gpus, model=model, method=method, seq_len=seq_len, lora_r=lora_r,
                                tokens=parse_token_count(tokens), epochs=epochs, json_out=json_out,
