@@ -1,6 +1,7 @@
 """A saved adapter or model, read without torch: the safetensors headers (dtype, shape and offsets of each
 tensor, checked against the file size), the adapter's LoRA pairs against its config, and the facts a
-stage's health gate judges (`inspect_checkpoint`). Used by run/ (health), gates/ and export/ (a final
+stage's health gate judges (`inspect_checkpoint`), and whether a LoRA adapter's tensor shapes fit a base
+(`lora_shape_mismatch`). Used by run/ (health), gates/ and export/ (a final
 model that cannot load is refused before any work)."""
 
 from __future__ import annotations
@@ -210,3 +211,37 @@ def inspect_checkpoint(output_dir: Path) -> CheckpointFacts:
             details.append(f"{label}: does not load: {exc}")
             loads = False
     return CheckpointFacts(True, str(candidates[0]), loads, f"{found}; " + "; ".join(details))
+
+
+# ---- shapes of a LoRA adapter against its base (gates and export refuse a mismatch) ----------------
+
+
+def read_safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the JSON header of a .safetensors file (no torch needed)."""
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+# the layer index, the module and A/B of a LoRA tensor name (the key above keeps the whole module path)
+_LORA_LAYER_KEY = re.compile(r"layers\.(\d+)\..*?\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
+
+
+def lora_shape_mismatch(shapes: dict[str, list[int]], linear_shapes: dict[str, tuple[int, int]], num_layers: int) -> str | None:
+    """The first LoRA tensor that cannot belong to a model with these (in, out) linear shapes."""
+    for key, shape in sorted(shapes.items()):
+        m = _LORA_LAYER_KEY.search(key)
+        if not m or len(shape) != 2:
+            continue
+        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
+        if layer >= num_layers:
+            return f"{key} is for layer {layer}, the model has {num_layers} layers"
+        if module not in linear_shapes:
+            continue
+        fan_in, fan_out = linear_shapes[module]
+        if ab == "A" and shape[1] != fan_in:
+            return f"{module} LoRA A takes {shape[1]} inputs, the model's {module} has {fan_in}"
+        if ab == "B" and shape[0] != fan_out:
+            return f"{module} LoRA B gives {shape[0]} outputs, the model's {module} has {fan_out}"
+    return None

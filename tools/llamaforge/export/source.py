@@ -14,7 +14,7 @@ from ..checkpoint import final_output_problem
 from ..corpus.manifest import load_manifest, manifest_hash
 from ..errors import UserError
 from ..files import file_record, read_json, record_problems
-from ..gates.runner import lora_shape_mismatch, read_safetensors_shapes
+from ..checkpoint import lora_shape_mismatch, read_safetensors_shapes
 from ..planning.catalog import model_from_hf_config
 from ..run.report import read_stage_report
 
@@ -124,7 +124,7 @@ def adapter_problems(adapter_config: dict, stage_config: dict, *, same_base: boo
     """Why an adapter is not the one this run trained on this base (empty when it is).
     same_base: whether adapter_config.json's base is the stage's base_model (None: it names none);
     shapes: the adapter tensors' shapes (None: unreadable); shape_mismatch: the first tensor that
-    cannot belong to the base (gates.runner.lora_shape_mismatch), when the base could be read."""
+    cannot belong to the base (checkpoint.lora_shape_mismatch), when the base could be read."""
     problems = []
     declared = adapter_config.get("base_model_name_or_path")
     base = stage_config.get("base_model")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..atomic import write_text_atomic
-from ..checkpoint import final_output_problem
+from ..checkpoint import final_output_problem, lora_shape_mismatch, read_safetensors_shapes
 from ..errors import UserError, exception_line
 from ..files import check_folder_to_write
 from ..libraries import quiet_optional_kernels
@@ -111,36 +110,6 @@ def inspect_model(path: str, option: str = "--model") -> ModelInfo:
                 "give a local model folder"
             ) from None
     raise UserError(f"{option} {path}: no such folder; give a Hugging Face model folder (config.json + weights)")
-
-
-def read_safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, from the JSON header of a .safetensors file (no torch needed)."""
-    with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-
-
-_LORA_KEY = re.compile(r"layers\.(\d+)\..*?\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
-
-
-def lora_shape_mismatch(shapes: dict[str, list[int]], linear_shapes: dict[str, tuple[int, int]], num_layers: int) -> str | None:
-    """The first LoRA tensor that cannot belong to a model with these (in, out) linear shapes."""
-    for key, shape in sorted(shapes.items()):
-        m = _LORA_KEY.search(key)
-        if not m or len(shape) != 2:
-            continue
-        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
-        if layer >= num_layers:
-            return f"{key} is for layer {layer}, the model has {num_layers} layers"
-        if module not in linear_shapes:
-            continue
-        fan_in, fan_out = linear_shapes[module]
-        if ab == "A" and shape[1] != fan_in:
-            return f"{module} LoRA A takes {shape[1]} inputs, the model's {module} has {fan_in}"
-        if ab == "B" and shape[0] != fan_out:
-            return f"{module} LoRA B gives {shape[0]} outputs, the model's {module} has {fan_out}"
-    return None
 
 
 def _same_ref(a: str, b: str) -> bool:
