@@ -1,8 +1,8 @@
 """A saved adapter or model, read without torch: the safetensors headers (dtype, shape and offsets of each
-tensor, checked against the file size), the adapter's LoRA pairs against its config, and the facts a
-stage's health gate judges (`inspect_checkpoint`), and whether a LoRA adapter's tensor shapes fit a base
-(`lora_shape_mismatch`). Used by run/ (health), gates/ and export/ (a final
-model that cannot load is refused before any work)."""
+tensor, checked against the file size), the adapter's LoRA pairs against its config, the facts a stage's
+health gate judges (`inspect_checkpoint`), and whether a LoRA adapter's tensor shapes fit a base
+(`lora_shape_mismatch`). Used by run/ (health), gates/ and export/: a final model that cannot load is
+refused before any work."""
 
 from __future__ import annotations
 
