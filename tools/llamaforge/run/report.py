@@ -11,10 +11,11 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import UserError, clip
-from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
-from .metrics import Curve, health_facts, json_safe, read_json
 from ..atomic import write_bytes_atomic
+from ..errors import UserError, clip
+from ..files import json_safe, read_json
+from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
+from .metrics import Curve, health_facts
 
 REPORT_JSON, REPORT_MD, LOSS_PNG = "report.json", "report.md", "loss_curve.png"
 SCHEMA = "llamaforge-stage-report/1"
