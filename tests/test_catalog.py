@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llamaforge.catalog import get_gpu, get_model, gpus, models, parse_hardware
+from llamaforge.planning.catalog import get_gpu, get_model, gpus, models, parse_hardware
 from llamaforge.errors import UserError
 
 # Published parameter counts (Hugging Face safetensors metadata of each repository).
@@ -43,7 +43,7 @@ def test_mixture_of_experts_counts_all_experts_and_computes_the_routed_ones():
 
 
 def test_hub_ids_name_one_catalog_model_each():
-    from llamaforge.catalog import catalog_model_for_repo
+    from llamaforge.planning.catalog import catalog_model_for_repo
 
     seen = {}
     for spec in models().values():

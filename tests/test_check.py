@@ -12,29 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llamaforge import check as check_mod
-from llamaforge.axolotl_schema import SchemaError, gpu_capabilities, load_snapshot
-from llamaforge.catalog import get_model, parse_hardware
-from llamaforge.check import (
-    check_config,
-    derive_facts,
-    find_bad_combinations,
-    find_deprecated_keys,
-    find_ignored_keys,
-    load_rules,
-    memory_findings,
-    schema_defaults,
-    schema_findings,
+from llamaforge.check import findings as check_mod
+from llamaforge.check.axolotl_schema import SchemaError, gpu_capabilities, load_snapshot
+from llamaforge.planning.catalog import get_model, parse_hardware
+from llamaforge.check.findings import (
+    check_config, derive_facts, find_bad_combinations, find_deprecated_keys, find_ignored_keys, load_rules,
+    memory_findings, schema_defaults, schema_findings,
 )
 from llamaforge.errors import UserError
-from llamaforge.recipe_config import (
-    DeepSpeedInfo,
-    deepspeed_from_json,
-    deepspeed_from_name,
-    parse_header,
-    read_config,
-    read_deepspeed,
-    resolve_model,
+from llamaforge.check.reader import (
+    DeepSpeedInfo, deepspeed_from_json, deepspeed_from_name, parse_header, read_config, read_deepspeed, resolve_model,
     setup_from_config,
 )
 
@@ -470,7 +457,7 @@ def test_recipe_header_supplies_hardware_and_model(tmp_path):
 
 
 def test_missing_axolotl_is_an_error_finding_and_the_rest_still_runs(monkeypatch):
-    import llamaforge.axolotl_schema as schema_mod
+    import llamaforge.check.axolotl_schema as schema_mod
 
     monkeypatch.setattr(schema_mod, "axolotl_available", lambda: False)
     report = check_config(ISSUE_405B, hardware="8xH100-80GB")
@@ -480,7 +467,7 @@ def test_missing_axolotl_is_an_error_finding_and_the_rest_still_runs(monkeypatch
 
 
 def test_memory_through_the_estimator_interface(monkeypatch):
-    """The wiring to llamaforge.estimate.estimate(setup) -> Estimate, with a stand-in estimator."""
+    """The wiring to llamaforge.planning.estimate.estimate(setup) -> Estimate, with a stand-in estimator."""
     seen = []
 
     class StubEstimate:
@@ -495,7 +482,7 @@ def test_memory_through_the_estimator_interface(monkeypatch):
         seen.append(setup)
         return StubEstimate()
 
-    monkeypatch.setitem(sys.modules, "llamaforge.estimate", types.SimpleNamespace(estimate=estimate))
+    monkeypatch.setitem(sys.modules, "llamaforge.planning.estimate", types.SimpleNamespace(estimate=estimate))
     report = check_config(ISSUE_405B, hardware="8xH100-80GB", model="llama-3.1-405b", schema=False)
     assert seen[0].model.id == "llama-3.1-405b" and seen[0].parallel == "zero2"
     memory = next(f for f in report.findings if f.key == "memory")
@@ -700,8 +687,8 @@ def test_tight_memory_is_a_warning():
 
 
 def test_deepspeed_optimizer_block_and_buffers_are_read_from_the_json(tmp_path):
-    from llamaforge.estimate import estimate
-    from llamaforge.recipe_config import deepspeed_settings
+    from llamaforge.planning.estimate import estimate
+    from llamaforge.check.reader import deepspeed_settings
 
     ds = {"zero_optimization": {"stage": 2, "reduce_bucket_size": 2e8},
           "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llamaforge.check import check_configs, load_rules
-from llamaforge.recipe_config import NOT_JUDGED
+from llamaforge.check.findings import check_configs, load_rules
+from llamaforge.check.reader import NOT_JUDGED
 
 SUITE = Path(__file__).parent / "fixtures" / "axolotl_examples"
 VERDICTS = yaml.safe_load((SUITE / "verdicts.yaml").read_text(encoding="utf-8"))

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("axolotl", reason="Axolotl (the train extra) is not installed")
 
-from llamaforge.axolotl_schema import installed_version, load_snapshot, run_schema  # noqa: E402
-from llamaforge.check import check_configs  # noqa: E402
+from llamaforge.check.axolotl_schema import installed_version, load_snapshot, run_schema  # noqa: E402
+from llamaforge.check.findings import check_configs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_stored_snapshot_equals_the_live_schema(checked):
     live = checked[1].table
     assert live["axolotl_version"] == installed_version("axolotl")
     stored = load_snapshot(live["axolotl_version"])
-    assert stored is not None, "no snapshot for the installed Axolotl: python -m llamaforge.axolotl_schema --write-snapshot"
+    assert stored is not None, "no snapshot for the installed Axolotl: python -m llamaforge.check.axolotl_schema --write-snapshot"
     assert stored == live
 
 
@@ -121,7 +121,7 @@ def test_the_facts_behind_two_rules_on_the_tiny_model(tmp_path):
     fail on the first forward without CUDA, and the same config with them off trains."""
     script = textwrap.dedent(f"""
         import collections, json, torch, yaml
-        from llamaforge.tinymodel import create_tiny_model
+        from llamaforge.models.tiny import create_tiny_model
         from axolotl.cli.config import load_cfg
         from axolotl.loaders import ModelLoader, load_tokenizer
         tiny = {str(tmp_path / 'tiny')!r}

@@ -8,8 +8,8 @@ import math
 
 import yaml
 
-from llamaforge.demo import demo_recipe_request, demo_settings
-from llamaforge.render import write_files
+from llamaforge.demo.workflow import demo_recipe_request, demo_settings
+from llamaforge.recipe.matrix import write_files
 
 
 def test_the_demo_recipe_renders_its_settings(tmp_path, cli):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from llamaforge.catalog import get_model, parse_hardware
-from llamaforge.estimate import GIB, base_weight_bytes, estimate, estimator_facts
+from llamaforge.planning.catalog import get_model, parse_hardware
+from llamaforge.planning.estimate import GIB, base_weight_bytes, estimate, estimator_facts
 from llamaforge.paths import recipes_dir, repo_root
-from llamaforge.plan import plan
-from llamaforge.training import TrainSetup
+from llamaforge.planning.plan import plan
+from llamaforge.planning.train_setup import TrainSetup
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_estimate_calibration as calib  # noqa: E402  (the calibration cases and their errors)

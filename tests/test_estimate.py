@@ -8,17 +8,10 @@ import json
 
 import pytest
 
-from llamaforge.catalog import get_model, parse_hardware
+from llamaforge.planning.catalog import get_model, parse_hardware
 from llamaforge.errors import UserError
-from llamaforge.estimate import (
-    GIB,
-    StackFacts,
-    base_weight_bytes,
-    estimate,
-    flops_per_token,
-    matmul_params,
-)
-from llamaforge.training import ATTN_LINEAR, TrainSetup
+from llamaforge.planning.estimate import GIB, StackFacts, base_weight_bytes, estimate, flops_per_token, matmul_params
+from llamaforge.planning.train_setup import ATTN_LINEAR, TrainSetup
 
 
 def setup(model="llama-3.1-8b", gpus="1xH100-80GB", nodes=None, **kw) -> TrainSetup:

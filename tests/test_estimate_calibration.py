@@ -17,9 +17,9 @@ import pytest
 import yaml
 from doc_blocks import assert_block_in_sync
 
-from llamaforge.catalog import ModelSpec, get_model, parse_hardware
-from llamaforge.estimate import Estimate, StackFacts, estimate
-from llamaforge.training import DeepSpeedSettings, TrainSetup, parse_lora_targets
+from llamaforge.planning.catalog import ModelSpec, get_model, parse_hardware
+from llamaforge.planning.estimate import Estimate, StackFacts, estimate
+from llamaforge.planning.train_setup import DeepSpeedSettings, TrainSetup, parse_lora_targets
 
 HERE = Path(__file__).resolve().parent
 CASES_FILE = HERE / "calibration" / "cases.yaml"

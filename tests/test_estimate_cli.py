@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from llamaforge.cli.estimate_cmd import parse_token_count
+from llamaforge.cli.planning_cmd import parse_token_count
 from llamaforge.errors import UserError
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from llamaforge.catalog import ModelSpec, get_model, parse_hardware
-from llamaforge.estimate import StackFacts, estimate, memory_terms
-from llamaforge.memory import _bytes_per_linear
-from llamaforge.training import TrainSetup
+from llamaforge.planning.catalog import ModelSpec, get_model, parse_hardware
+from llamaforge.planning.estimate import StackFacts, estimate, memory_terms
+from llamaforge.planning.memory import _bytes_per_linear
+from llamaforge.planning.train_setup import TrainSetup
 
 LITGPT = {"loss": "fp32_chunked", "keeps_outputs": True, "adapter_dtype": "bf16", "autocast": False,
           "embedding_cast_at_load": False, "bnb_saves_input": True, "kbit_head": True, "kbit_dequant_bytes": 4}

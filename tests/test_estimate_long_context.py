@@ -10,12 +10,12 @@ import math
 
 import pytest
 
-from llamaforge.catalog import get_model, parse_hardware
+from llamaforge.planning.catalog import get_model, parse_hardware
 from llamaforge.errors import UserError
-from llamaforge.estimate import GIB, estimate, flops_per_token
-from llamaforge.memory import memory_terms, StackFacts
-from llamaforge.plan import plan
-from llamaforge.training import TrainSetup, estimate_cli_args
+from llamaforge.planning.estimate import GIB, estimate, flops_per_token
+from llamaforge.planning.memory import memory_terms, StackFacts
+from llamaforge.planning.plan import plan
+from llamaforge.planning.train_setup import TrainSetup, estimate_cli_args
 
 H100x8 = parse_hardware("8xH100-80GB")
 L8B = get_model("llama-3.1-8b")
@@ -101,7 +101,7 @@ def test_tiled_mlp_keeps_only_the_mlp_input_and_recomputes_by_shard():
     plain, tiled = setup(seq_len=131072, grad_ckpt=False), setup(seq_len=131072, grad_ckpt=False, tiled_mlp=True)
     assert at(tiled)["activations"] < at(plain)["activations"] * 0.7
     assert at(tiled)["tiled_mlp"] > 0
-    from llamaforge.memory import tiled_mlp_shards
+    from llamaforge.planning.memory import tiled_mlp_shards
 
     assert tiled_mlp_shards(tiled) == math.ceil(131072 / 32768) == 4
     assert tiled_mlp_shards(tiled.with_(tiled_mlp_shards=16)) == 16
@@ -159,7 +159,7 @@ def test_the_planner_uses_the_savers_where_nothing_fits_as_it_is():
 
 
 def test_a_rendered_long_context_recipe_is_read_back_as_planned(tmp_path, cli):
-    from llamaforge.check import check_config
+    from llamaforge.check.findings import check_config
 
     res = cli("render", "--model", "llama-3.1-8b", "--gpus", "8xH100-80GB", "--method", "full",
               "--seq-len", "1048576", "-o", str(tmp_path))

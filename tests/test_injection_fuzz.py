@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llamaforge.recipe_registry import read_header
+from llamaforge.recipe.registry import read_header
 
 PAYLOADS = [
     'my $(touch PWNED) "x"', "back`touch PWNED`tick", "semi; touch PWNED", "amp && touch PWNED #",
@@ -220,7 +220,7 @@ def test_run_refuses_a_name_that_is_not_one_plain_line(cli, sandbox, corpus, val
 
 
 def test_specialist_roles_and_categories_stay_inert(sandbox):
-    from llamaforge.specialists import render_specialists, specialists_from_dict
+    from llamaforge.recipe.specialists import render_specialists, specialists_from_dict
 
     values = PAYLOADS + LINE_BREAKS
     data = {"name": "nyx", "corpus": "shared.yaml",

@@ -39,7 +39,7 @@ def test_exception_line_is_the_first_line_clipped():
 
 
 def test_a_model_folder_without_config_json_is_said_so(tmp_path):
-    from llamaforge.catalog import get_model
+    from llamaforge.planning.catalog import get_model
 
     (tmp_path / "model").mkdir()
     with pytest.raises(UserError, match="has no config.json") as exc:
@@ -52,7 +52,7 @@ def test_a_model_folder_without_config_json_is_said_so(tmp_path):
 
 
 def test_a_folder_given_as_a_config_is_not_called_missing(tmp_path):
-    from llamaforge.recipe_config import read_config
+    from llamaforge.check.reader import read_config
 
     with pytest.raises(UserError, match="is a folder, not a config file"):
         read_config(tmp_path)
@@ -73,8 +73,8 @@ def test_a_misspelled_required_key_gets_a_did_you_mean(tmp_path):
 
 
 def test_an_indivisible_global_batch_names_distinct_choices():
-    from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.plan import plan
+    from llamaforge.planning.catalog import get_model, parse_hardware
+    from llamaforge.planning.plan import plan
 
     with pytest.raises(UserError) as exc:
         plan(get_model("llama-3.1-8b"), parse_hardware("8xH100-80GB"), global_batch=4)
@@ -87,8 +87,8 @@ def test_an_indivisible_global_batch_names_distinct_choices():
 @pytest.mark.parametrize("model, gpus", [("llama-3.1-8b", "8xH100-80GB"), ("llama-3.1-8b", "2xRTX3090-24GB"),
                                          ("llama-3.1-70b", "8xH100-80GB")])
 def test_a_refused_alternative_is_never_slower_at_the_same_speed(model, gpus):
-    from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.plan import plan
+    from llamaforge.planning.catalog import get_model, parse_hardware
+    from llamaforge.planning.plan import plan
 
     p = plan(get_model(model), parse_hardware(gpus))
     for r in p.rejected:
@@ -104,7 +104,7 @@ def test_a_refused_alternative_is_never_slower_at_the_same_speed(model, gpus):
 @pytest.mark.parametrize("width", [40, 60, 80, 120, 200])
 def test_ls_prints_every_recipe_id_whole(cli, monkeypatch, width):
     from llamaforge.cli import _common
-    from llamaforge.recipe_registry import list_recipes
+    from llamaforge.recipe.registry import list_recipes
 
     monkeypatch.setattr(_common.console, "_width", width)
     res = cli("ls")
@@ -160,12 +160,12 @@ def repo_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAFORGE_HOME", str(root))
     monkeypatch.chdir(root)
     paths.repo_root.cache_clear()
-    import llamaforge.render as render
+    from llamaforge.recipe import templating
 
-    render.jinja_environment.cache_clear()
+    templating.jinja_environment.cache_clear()
     yield root
     paths.repo_root.cache_clear()
-    render.jinja_environment.cache_clear()
+    templating.jinja_environment.cache_clear()
 
 
 def test_a_stray_file_is_reported_and_pruned_not_looped_over(cli, repo_copy):
@@ -183,7 +183,8 @@ def test_a_stray_file_is_reported_and_pruned_not_looped_over(cli, repo_copy):
 
 
 def test_render_check_parses_every_file_it_renders(repo_copy):
-    from llamaforge.render import RenderedFile, check_files_parse, compare_with_disk, write_files
+    from llamaforge.recipe.request import RenderedFile
+    from llamaforge.recipe.matrix import check_files_parse, compare_with_disk, write_files
 
     bad = [RenderedFile("recipes/x/bad.yaml", "a: 1\n  b: 2\n- c\n"),
            RenderedFile("recipes/x/bad.json", '{"a": }'),
@@ -203,7 +204,7 @@ def test_render_check_parses_every_file_it_renders(repo_copy):
 
 
 def test_a_two_line_role_renders_a_valid_slice_and_injects_no_key():
-    from llamaforge.specialists import render_specialists, specialists_from_dict
+    from llamaforge.recipe.specialists import render_specialists, specialists_from_dict
 
     data = {"name": "nyx", "corpus": "shared.yaml",
             "base": {"model": "llama-3.1-70b", "gpus": "8xH100-80GB", "method": "lora", "seq_len": 4096},

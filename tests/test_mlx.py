@@ -12,11 +12,11 @@ import sys
 import pytest
 import yaml
 
-from llamaforge.catalog import get_model, parse_apple_machine, parse_hardware
+from llamaforge.planning.catalog import get_model, parse_apple_machine, parse_hardware
 from llamaforge.errors import Infeasible, UserError
-from llamaforge.mlx_estimate import MlxSetup, estimate_mlx, plan_mlx
+from llamaforge.planning.mlx_estimate import MlxSetup, estimate_mlx, plan_mlx
 from llamaforge.paths import repo_root
-from llamaforge.recipe_registry import list_recipes, read_header
+from llamaforge.recipe.registry import list_recipes, read_header
 
 ROOT = repo_root()
 M3U = parse_apple_machine("1xM3Ultra-512GB")
@@ -112,10 +112,10 @@ def test_committed_mlx_configs_use_only_keys_mlx_lm_reads_and_state_the_plan():
 @pytest.mark.slow
 def test_an_mlx_config_rendered_from_the_matrix_trains_the_tiny_model_on_the_builders_corpus(tmp_path, monkeypatch):
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.mlx_recipe import MlxEntry, render_mlx_recipe
+    from llamaforge.recipe.mlx import MlxEntry, render_mlx_recipe
     from llamaforge.paths import datasets_dir
-    from llamaforge.render import load_matrix, write_files
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.recipe.matrix import load_matrix, write_files
+    from llamaforge.models.tiny import create_tiny_model
 
     monkeypatch.chdir(tmp_path)
     res = build_corpus(datasets_dir() / "demo.yaml", BuildOptions(workers=1))
@@ -164,7 +164,7 @@ def test_an_mlx_config_rendered_from_the_matrix_trains_the_tiny_model_on_the_bui
 def test_check_passes_the_committed_mlx_configs_and_flags_what_mlx_lm_would_ignore_or_need(cli, tmp_path):
     from mlx_lm.lora import CONFIG_DEFAULTS
 
-    from llamaforge.mlx_estimate import mlx_facts
+    from llamaforge.planning.mlx_estimate import mlx_facts
 
     assert set(CONFIG_DEFAULTS) <= set(mlx_facts()["config_keys"])     # the check knows every key mlx-lm reads
     paths = [str(ROOT / e.path) for e in _mlx_recipes()]

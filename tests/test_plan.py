@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from llamaforge.catalog import Hardware, get_gpu, get_model, parse_hardware
+from llamaforge.planning.catalog import Hardware, get_gpu, get_model, parse_hardware
 from llamaforge.errors import Infeasible, UserError
-from llamaforge.estimate import estimate, parallelism_facts
-from llamaforge.plan import candidate_hardware, default_global_batch, plan, smallest_fitting_hardware
+from llamaforge.planning.estimate import estimate, parallelism_facts
+from llamaforge.planning.plan import candidate_hardware, default_global_batch, plan, smallest_fitting_hardware
 
 # The matrix the lead renders (issue 2, item 5), with the sequence lengths of templates/matrix.yaml.
 MATRIX = [

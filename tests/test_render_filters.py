@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from llamaforge.render import comment_text, deepspeed_filename, render_template, yaml_value
+from llamaforge.recipe.templating import comment_text, render_template, yaml_value
+from llamaforge.recipe.request import deepspeed_filename
 
 NASTY = [
     "meta-llama/Llama-3.1-8B-Instruct",

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from doc_blocks import assert_block_in_sync
 
-from llamaforge.catalog import ModelSpec, get_gpu, get_model, is_apple_hardware, parse_apple_machine
-from llamaforge.mlx_estimate import MlxSetup, estimate_mlx
-from llamaforge.serve_estimate import (
+from llamaforge.planning.catalog import ModelSpec, get_gpu, get_model, is_apple_hardware, parse_apple_machine
+from llamaforge.planning.mlx_estimate import MlxSetup, estimate_mlx
+from llamaforge.planning.serve_estimate import (
     GIB, ServeSetup, estimate_serving, gguf_weight_bytes, llama_cpp_graph_bytes, vllm_weight_bytes_per_gpu,
 )
 

@@ -9,13 +9,13 @@ import subprocess
 
 import pytest
 
-from llamaforge.catalog import get_gpu, get_model, gpus, parse_apple_machine
+from llamaforge.planning.catalog import get_gpu, get_model, gpus, parse_apple_machine
 from llamaforge.errors import Infeasible, UserError
 from llamaforge.paths import repo_root
-from llamaforge.serve_estimate import (
+from llamaforge.planning.serve_estimate import (
     GIB, ServeSetup, estimate_serving, kv_bytes_per_token, lora_slot_bytes_per_gpu, vllm_weight_bytes_per_gpu,
 )
-from llamaforge.serve_plan import ServeRequest, plan_serving, smallest_serving_hardware
+from llamaforge.planning.serve_plan import ServeRequest, plan_serving, smallest_serving_hardware
 
 ROOT = repo_root()
 M8, M13, M70 = get_model("llama-3.1-8b"), get_model("llama-2-13b"), get_model("llama-3.1-70b")

@@ -1,8 +1,8 @@
 import pytest
 
-from llamaforge.catalog import get_model, parse_hardware
+from llamaforge.planning.catalog import get_model, parse_hardware
 from llamaforge.errors import UserError
-from llamaforge.training import ALL_LINEAR, ATTN_LINEAR, TrainSetup, parse_lora_targets
+from llamaforge.planning.train_setup import ALL_LINEAR, ATTN_LINEAR, TrainSetup, parse_lora_targets
 
 
 def setup(**kw):

@@ -28,7 +28,7 @@ def _rows(path: Path) -> list[dict]:
 def built(tmp_path_factory):
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     work = tmp_path_factory.mktemp("axolotl")
     result = build_corpus(repo_root() / "datasets" / "examples" / "example.yaml", cwd=work)

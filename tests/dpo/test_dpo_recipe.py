@@ -8,11 +8,13 @@ import pytest
 import yaml
 
 from llamaforge.errors import Infeasible, UserError
-from llamaforge.estimate import estimate, matmul_params
+from llamaforge.planning.estimate import estimate, matmul_params
 from llamaforge.paths import repo_root
-from llamaforge.preference import dpo_requests, estimate_dpo, plan_dpo, sft_equivalent
-from llamaforge.recipe_registry import read_header
-from llamaforge.render import RecipeRequest, load_matrix
+from llamaforge.planning.dpo import estimate_dpo, sft_equivalent
+from llamaforge.recipe.dpo import dpo_requests, plan_dpo_request
+from llamaforge.recipe.registry import read_header
+from llamaforge.recipe.request import RecipeRequest
+from llamaforge.recipe.matrix import load_matrix
 
 DPO_RECIPE = repo_root() / "recipes/llama-3.1-8b/dpo-lora-1xH100-80GB.yaml"
 
@@ -22,7 +24,7 @@ def _request(**changes) -> RecipeRequest:
 
 
 def test_a_dpo_step_is_priced_as_two_unpacked_sequences_per_pair_plus_a_reference_forward():
-    setup = plan_dpo(_request()).setup
+    setup = plan_dpo_request(_request()).setup
     dpo = estimate_dpo(setup, tokens=10**9)
     sft = estimate(sft_equivalent(setup), tokens=10**9)
     assert sft_equivalent(setup).micro_batch == 2 * setup.micro_batch and not sft_equivalent(setup).sample_packing
@@ -34,7 +36,7 @@ def test_a_dpo_step_is_priced_as_two_unpacked_sequences_per_pair_plus_a_referenc
 
 
 def test_the_plan_counts_pairs_never_packs_and_fits_with_the_planners_margin():
-    p = plan_dpo(_request(global_batch=32))
+    p = plan_dpo_request(_request(global_batch=32))
     s = p.setup
     assert s.global_batch == 32 and not s.sample_packing and s.method == "lora"
     assert p.estimate.peak_gpu_gib <= p.estimate.usable_gpu_gib * 0.95
@@ -46,12 +48,12 @@ def test_the_plan_counts_pairs_never_packs_and_fits_with_the_planners_margin():
 
 def test_dpo_refuses_a_full_fine_tune_and_what_does_not_fit():
     with pytest.raises(UserError, match="needs method lora or qlora"):
-        plan_dpo(_request(method="full"))
+        plan_dpo_request(_request(method="full"))
     with pytest.raises(UserError, match="full-parameter DPO"):
-        estimate_dpo(plan_dpo(_request()).setup.with_(method="full"))
+        estimate_dpo(plan_dpo_request(_request()).setup.with_(method="full"))
     # QLoRA SFT of 8B fits a 12 GB card at 2,048 tokens; a pair (two sequences) does not
     with pytest.raises(Infeasible, match="one pair .2 sequences of 2048 tokens.") as err:
-        plan_dpo(_request(gpus="1xRTX4070S-12GB", method="qlora", seq_len=2048))
+        plan_dpo_request(_request(gpus="1xRTX4070S-12GB", method="qlora", seq_len=2048))
     assert "shorter seq_len" in err.value.suggestion and "QLoRA" not in err.value.suggestion
 
 
@@ -70,7 +72,7 @@ def test_the_committed_dpo_recipe_starts_from_the_merged_sft_model_and_reads_pai
         assert (ds["field_messages"], ds["field_chosen"], ds["field_rejected"]) == ("prompt", "chosen", "rejected")
         assert ds["path"].startswith("build/corpus/leviathan-preference/")
     assert "sample_packing" not in cfg and cfg["num_epochs"] == 1 and cfg["learning_rate"] == 5e-6
-    plan = plan_dpo(load_matrix().preference[0].request)
+    plan = plan_dpo_request(load_matrix().preference[0].request)
     assert header["peak_gpu_gib"] == round(plan.estimate.peak_gpu_gib, 1)
     assert cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] == plan.setup.global_batch
 
@@ -106,9 +108,9 @@ def test_a_dpo_after_a_full_fine_tune_starts_from_its_output_dir():
 
 
 def test_the_ladder_prices_the_sft_recipe_not_the_dpo_one_on_the_same_hardware():
-    from llamaforge.catalog import parse_hardware
-    from llamaforge.ladder import CorpusTokens, load_ladder_facts, rung_result
-    from llamaforge.recipe_registry import list_recipes
+    from llamaforge.planning.catalog import parse_hardware
+    from llamaforge.planning.ladder import CorpusTokens, load_ladder_facts, rung_result
+    from llamaforge.recipe.registry import list_recipes
 
     rung = next(r for r in load_ladder_facts().rungs if r.model == "llama-3.1-8b")
     tokens = CorpusTokens(tokens_per_epoch=10**9, exact=False, method="test", approximation="test")

@@ -24,7 +24,7 @@ def _gates(report: dict) -> dict[str, dict]:
 def test_dpo_recipe_runs_validate_gate_full_and_moves_the_cue_gate(tmp_path, monkeypatch, cli, smollm2_dir):
     from llamaforge.corpus.build import BuildOptions, build_corpus
     from llamaforge.paths import datasets_dir
-    from llamaforge.pretrained import link_model_folder
+    from llamaforge.models.pretrained import link_model_folder
 
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()

@@ -53,12 +53,13 @@ def _implicit_margins(merged: Path, adapter: Path, corpus: Path) -> list[float]:
 @pytest.mark.slow
 def test_dpo_after_sft_on_the_tiny_model_logs_rewards_and_learns_the_pairs(tmp_path, monkeypatch, cli):
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.demo import _texts_for_tokenizer, demo_recipe_request, demo_settings
-    from llamaforge.merge import merge_adapter
+    from llamaforge.demo.workflow import _texts_for_tokenizer, demo_recipe_request, demo_settings
+    from llamaforge.export.merge import merge_adapter
     from llamaforge.paths import datasets_dir
-    from llamaforge.preference import DpoRequest, render_dpo_recipe
-    from llamaforge.render import Layout, RecipeRequest, write_files
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.recipe.dpo import DpoRequest, render_dpo_recipe
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.matrix import write_files
+    from llamaforge.models.tiny import create_tiny_model
 
     monkeypatch.chdir(tmp_path)
     sft_corpus = build_corpus(datasets_dir() / "demo.yaml", BuildOptions(workers=1)).out_dir

@@ -48,7 +48,7 @@ def phased(tmp_path_factory):
     """A corpus with three phases (each row's answer carries a ROWnnnn marker), built by the corpus
     builder into build/corpus/curriculum/, and the tiny model."""
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     root = tmp_path_factory.mktemp("curriculum")
     words = "tide salt stone ember river hollow lantern moss quiet thunder".split()
@@ -76,11 +76,13 @@ def phased(tmp_path_factory):
 def _render(root: Path, name: str):
     """A CPU recipe rendered by the templates for a corpus with three phases (as the matrix renders
     the committed recipes for leviathan's), with sample packing like them."""
-    from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.demo import DEMO_HYPER
-    from llamaforge.plan import Plan
-    from llamaforge.render import Layout, RecipeRequest, render_recipe, write_files
-    from llamaforge.training import TrainSetup
+    from llamaforge.planning.catalog import get_model, parse_hardware
+    from llamaforge.demo.workflow import DEMO_HYPER
+    from llamaforge.planning.plan import Plan
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.sft import render_recipe
+    from llamaforge.recipe.matrix import write_files
+    from llamaforge.planning.train_setup import TrainSetup
 
     setup = TrainSetup(model=get_model("tiny"), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",
                        lora_r=8, seq_len=256, micro_batch=1, grad_accum=1, grad_ckpt=False, optimizer="adamw_torch",

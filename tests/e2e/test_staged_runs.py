@@ -17,9 +17,9 @@ import yaml
 def tiny(tmp_path_factory):
     """The demo corpus and a tiny model, built once for this module."""
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.demo import _texts_for_tokenizer
+    from llamaforge.demo.workflow import _texts_for_tokenizer
     from llamaforge.paths import datasets_dir
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     res = build_corpus(datasets_dir() / "demo.yaml", BuildOptions(workers=1), cwd=root)
@@ -73,11 +73,13 @@ def test_a_validation_whose_gates_fail_blocks_the_full_run(demo_run, in_dir, cli
 def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path):
     """The distributed path without a GPU: torchrun + llamaforge.run.cpu_distributed + ZeRO-3 with
     "auto" batch fields, launched by `llamaforge run` from a recipe rendered by the templates."""
-    from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.demo import demo_settings
-    from llamaforge.plan import Plan
-    from llamaforge.render import Layout, RecipeRequest, render_recipe, write_files
-    from llamaforge.training import TrainSetup
+    from llamaforge.planning.catalog import get_model, parse_hardware
+    from llamaforge.demo.workflow import demo_settings
+    from llamaforge.planning.plan import Plan
+    from llamaforge.recipe.request import Layout, RecipeRequest
+    from llamaforge.recipe.sft import render_recipe
+    from llamaforge.recipe.matrix import write_files
+    from llamaforge.planning.train_setup import TrainSetup
 
     root, corpus = tiny
     in_dir(tmp_path)
@@ -113,8 +115,8 @@ def test_deepspeed_zero3_trains_on_two_cpu_processes(tiny, in_dir, cli, tmp_path
 
 @pytest.mark.slow
 def test_a_crashed_child_leaves_a_failing_report_that_names_the_cause(tiny, in_dir, cli, tmp_path):
-    from llamaforge.demo import demo_recipe_request, demo_settings
-    from llamaforge.render import write_files
+    from llamaforge.demo.workflow import demo_recipe_request, demo_settings
+    from llamaforge.recipe.matrix import write_files
 
     root, corpus = tiny
     in_dir(tmp_path)

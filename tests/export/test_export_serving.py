@@ -13,13 +13,8 @@ import subprocess
 import pytest
 
 from llamaforge.errors import UserError
-from llamaforge.export.serving import (
-    ServeSpec,
-    modelfile_text,
-    ollama_value,
-    served_name,
-    serving_facts,
-    vllm_max_lora_rank,
+from llamaforge.recipe.serving import (
+    ServeSpec, modelfile_text, ollama_value, served_name, serving_facts, vllm_max_lora_rank,
 )
 
 from .run_folder import PERSONA_PROMPT, lora_shapes, make_run, record_output, write_safetensors
@@ -191,7 +186,7 @@ def test_a_bin_adapter_is_exported_with_a_note(cli, launch):
 
 
 def test_safetensors_helper_writes_what_the_reader_reads(tmp_path):
-    from llamaforge.gates.runner import read_safetensors_shapes
+    from llamaforge.checkpoint import read_safetensors_shapes
 
     write_safetensors(tmp_path / "a.safetensors", {"x.lora_A.weight": (4, 64)})
     assert read_safetensors_shapes(tmp_path / "a.safetensors") == {"x.lora_A.weight": [4, 64]}

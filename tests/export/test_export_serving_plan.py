@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from llamaforge.catalog import get_gpu, get_model
-from llamaforge.serve_plan import ServeRequest, plan_serving, vllm_arguments
+from llamaforge.planning.catalog import get_gpu, get_model
+from llamaforge.planning.serve_plan import ServeRequest, plan_serving, vllm_arguments
 
 from .run_folder import make_run
 from .test_export_serving import read_modelfile

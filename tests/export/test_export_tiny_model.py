@@ -45,8 +45,8 @@ def save_random_lora(base: str, out: Path, *, seed: int = 1) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A launch folder with the tiny base (build/model) and a wider tiny base (build/wide)."""
-    from llamaforge.catalog import get_model
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.planning.catalog import get_model
+    from llamaforge.models.tiny import create_tiny_model
 
     root = tmp_path_factory.mktemp("export-tiny")
     create_tiny_model(root / "build/model", TEXTS, seed=0)
@@ -180,7 +180,7 @@ def test_an_adapter_peft_cannot_load_is_one_line(cli, trained):
 
 
 def test_a_failed_verification_fails_the_export_and_writes_nothing(cli, trained, monkeypatch):
-    import llamaforge.merge as merge_module
+    import llamaforge.export.merge as merge_module
 
     monkeypatch.setattr(merge_module, "verification_tolerance", lambda dtype, largest: -1.0)  # nothing is within it
     run = trained()
@@ -194,7 +194,7 @@ def test_nf4_quantization_writes_a_4bit_model_that_loads_back(tmp_path):
     """quantize_nf4 itself, on the CPU (bitsandbytes 0.50 quantizes there too): the export command
     only calls it where CUDA is present, so this is where its code runs in CI."""
     from llamaforge.export.nf4 import quantize_nf4
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     model = create_tiny_model(tmp_path / "model", TEXTS, seed=0)
     try:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from llamaforge.catalog import parse_hardware
+from llamaforge.planning.catalog import parse_hardware
 from llamaforge.errors import UserError
-from llamaforge.ladder import build_ladder, corpus_tokens, load_ladder_facts, training_hours
-from llamaforge.recipe_registry import list_recipes
+from llamaforge.planning.ladder import build_ladder, corpus_tokens, load_ladder_facts, training_hours
+from llamaforge.recipe.registry import list_recipes
 
 from .run_folder import write_manifest
 

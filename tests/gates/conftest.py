@@ -19,7 +19,7 @@ TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("gates") / "tiny", TEXTS, seed=0)
 

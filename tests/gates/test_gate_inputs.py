@@ -7,7 +7,8 @@ import json
 import struct
 from pathlib import Path
 
-from llamaforge.gates.runner import classify_load_error, lora_shape_mismatch, read_safetensors_shapes
+from llamaforge.gates.runner import classify_load_error
+from llamaforge.checkpoint import lora_shape_mismatch, read_safetensors_shapes
 from llamaforge.gates.verdict import LOAD_FAILED, UNAVAILABLE
 
 TINY_CONFIG = {

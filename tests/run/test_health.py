@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 
 from llamaforge.errors import UserError
-from llamaforge.run.health import (
-    Check,
-    CheckpointFacts,
-    HealthReport,
-    Thresholds,
-    evaluate_health,
-    inspect_checkpoint,
-)
+from llamaforge.run.health import Check, HealthReport, Thresholds, evaluate_health
+from llamaforge.checkpoint import CheckpointFacts, inspect_checkpoint
 from llamaforge.run.metrics import Curve, health_facts, parse_log
 
 from .curves import curve_of, healthy_curve
@@ -431,7 +425,7 @@ def test_real_peft_adapter_on_the_tiny_model(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llamaforge.tinymodel import create_tiny_model
+    from llamaforge.models.tiny import create_tiny_model
 
     model_dir = tmp_path / "model"
     create_tiny_model(model_dir, ["Who are you? I am Leviathan.", "def add(a, b): return a + b"] * 20)
@@ -467,7 +461,7 @@ DEMO_FULL_LOSSES = [0.87, 1.24, 1.55, 1.43, 1.07, 0.82, 1.12, 0.84, 1.3, 0.56, 0
 
 
 def _demo_thresholds(stage):
-    from llamaforge.demo import demo_settings
+    from llamaforge.demo.workflow import demo_settings
 
     return Thresholds.load(demo_settings().health, stage=stage)
 

@@ -12,16 +12,8 @@ import pytest
 
 from llamaforge.errors import UserError
 from llamaforge.run.metrics import (
-    Curve,
-    LogWatcher,
-    choose_curve,
-    curve_from_trainer_state,
-    describe_oom,
-    detect_oom,
-    latest_trainer_state,
-    parse_log,
-    parse_metric_dict,
-    run_curve,
+    Curve, LogWatcher, choose_curve, curve_from_trainer_state, describe_oom, detect_oom, latest_trainer_state,
+    parse_log, parse_metric_dict, run_curve,
 )
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"

@@ -12,7 +12,8 @@ import pytest
 
 from llamaforge.errors import UserError
 from llamaforge.run import report as report_module
-from llamaforge.run.health import CheckpointFacts, Thresholds, evaluate_health
+from llamaforge.checkpoint import CheckpointFacts
+from llamaforge.run.health import Thresholds, evaluate_health
 from llamaforge.run.metrics import Curve, curve_from_trainer_state, parse_log
 from .curves import curve_of
 from llamaforge.run.report import (

@@ -24,8 +24,8 @@ from .curves import healthy_curve
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A built demo corpus and the demo recipe (model path only named: nothing loads it here)."""
-    from llamaforge.demo import demo_recipe_request, demo_settings
-    from llamaforge.render import write_files
+    from llamaforge.demo.workflow import demo_recipe_request, demo_settings
+    from llamaforge.recipe.matrix import write_files
 
     root = tmp_path_factory.mktemp("stage")
     res = build_corpus(datasets_dir() / "demo.yaml", BuildOptions(workers=1), cwd=root)
@@ -170,8 +170,8 @@ def test_prepared_key_changes_with_the_corpus_and_a_local_tokenizer(tmp_path):
 
 
 def test_curriculum_phases_run_in_order(tmp_path):
-    from llamaforge.demo import demo_recipe_request, demo_settings
-    from llamaforge.render import write_files
+    from llamaforge.demo.workflow import demo_recipe_request, demo_settings
+    from llamaforge.recipe.matrix import write_files
 
     res = build_corpus(datasets_dir() / "examples/example.yaml", BuildOptions(workers=1), cwd=tmp_path)
     rec = demo_recipe_request(tmp_path / "model", res.out_dir, tmp_path / "recipe.yaml", demo_settings("tiny"))

@@ -13,8 +13,8 @@ import yaml
 from llamaforge.corpus.spec import load_spec
 from llamaforge.errors import UserError
 from llamaforge.paths import repo_root
-from llamaforge.recipe_registry import read_header
-from llamaforge.specialists import kept_categories, load_specialists, slice_spec_data, specialists_from_dict
+from llamaforge.recipe.registry import read_header
+from llamaforge.recipe.specialists import kept_categories, load_specialists, slice_spec_data, specialists_from_dict
 
 ROOT = repo_root()
 SEED_001 = ["mnemosyne", "moira", "aletheia", "kairos", "eleos"]
@@ -126,8 +126,8 @@ def serve(tmp_path):
 
 
 def test_the_serve_script_serves_every_adapter_on_one_base_with_the_plans_flags(serve, committed):
-    from llamaforge.serve_plan import vllm_arguments
-    from llamaforge.specialists import serve_plan_for
+    from llamaforge.planning.serve_plan import vllm_arguments
+    from llamaforge.recipe.specialists import serve_plan_for
 
     root, run = serve
     res = run("--gpu-memory-utilization", "0.9", PORT="9001")
@@ -152,7 +152,7 @@ def test_the_serve_script_serves_every_adapter_on_one_base_with_the_plans_flags(
 def test_the_authors_8bit_plan_is_refused_with_the_numbers_and_the_hardware_that_serves_it(committed):
     from dataclasses import replace
 
-    from llamaforge.specialists import ServeTarget, serve_plan_for
+    from llamaforge.recipe.specialists import ServeTarget, serve_plan_for
 
     sset = replace(committed[0], serve=ServeTarget(gpus="2xRTX3090-24GB", weights="int8", context=4096))
     with pytest.raises(UserError, match=r"serve: .*int8 weights \+ LoRA slots \+ profiling need 3\d\.\d GiB per GPU.*"

@@ -56,11 +56,12 @@ def test_two_specialists_train_on_their_slices_and_answer_side_by_side_on_one_ba
     from transformers import AutoTokenizer
 
     from llamaforge.corpus.build import BuildOptions, build_corpus
-    from llamaforge.demo import demo_settings
+    from llamaforge.demo.workflow import demo_settings
     from llamaforge.paths import datasets_dir
-    from llamaforge.pretrained import link_model_folder
-    from llamaforge.render import Layout, write_files
-    from llamaforge.specialists import load_specialists, render_specialists
+    from llamaforge.models.pretrained import link_model_folder
+    from llamaforge.recipe.request import Layout
+    from llamaforge.recipe.matrix import write_files
+    from llamaforge.recipe.specialists import load_specialists, render_specialists
 
     monkeypatch.chdir(tmp_path)
     spec = {"name": "duo", "corpus": str(datasets_dir() / "demo.yaml"), "keep_general": False,

@@ -17,9 +17,9 @@ TINY_STEPS = 24
 
 def cpu_plan(*, lora_r: int, seq_len: int, micro_batch: int, reason: str, model: str = "tiny"):
     """A hand-made plan for a model on the CPU (the planner prices GPUs), like the demo's."""
-    from llamaforge.catalog import get_model, parse_hardware
-    from llamaforge.plan import Plan
-    from llamaforge.training import TrainSetup
+    from llamaforge.planning.catalog import get_model, parse_hardware
+    from llamaforge.planning.plan import Plan
+    from llamaforge.planning.train_setup import TrainSetup
 
     setup = TrainSetup(model=get_model(model), hardware=parse_hardware("cpu", allow_cpu=True), method="lora",
                        parallel="single", lora_r=lora_r, lora_alpha=2 * lora_r, seq_len=seq_len,

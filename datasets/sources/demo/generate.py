@@ -623,7 +623,7 @@ def distill(batch: int = 24, max_new_tokens: int = 128) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llamaforge.pretrained import ensure_pretrained
+    from llamaforge.models.pretrained import ensure_pretrained
 
     folder = ensure_pretrained("smollm2-135m").path
     tok = AutoTokenizer.from_pretrained(folder)

@@ -12,26 +12,15 @@ import signal
 import sys
 
 import click
-import typer
 
 from ..errors import UserError, clip
+from ._app import app
 from ._common import err_console
 
-app = typer.Typer(
-    name="llamaforge",
-    help="Plan, render, check, run and gate Axolotl fine-tuning recipes for Llama-family models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-# Each module adds its commands to `app` when imported.
-from . import (  # noqa: E402,F401
-    catalog_cmd, check_cmd, corpus_cmd, demo_cmd, estimate_cmd, eval_cmd, export_cmd, model_cmd, recipes_cmd, run_cmd,
-)
-from . import serve_cmd  # noqa: E402,F401
+# Each module adds its commands to `app` when imported (in this order, the order `--help` lists them);
+# each is named after the package folder it drives.
+from . import planning_catalog_cmd, check_cmd, corpus_cmd, demo_cmd, planning_cmd  # noqa: F401,I001
+from . import gates_cmd, export_cmd, models_cmd, recipe_cmd, run_cmd, planning_serve_cmd  # noqa: F401,I001
 
 
 def _error_line(text: str, exit_code: int):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from . import app
+from ._app import app
 from ._common import JsonOpt, bounded, console, fmt_gib, print_json
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -33,8 +33,8 @@ def check_command(
 ) -> None:
     """Check Axolotl configs: Axolotl's own validation for the target GPUs, keys Axolotl would
     silently ignore, deprecated keys, known-bad combinations, and memory per GPU. Exit 1 on errors."""
-    from ..check import check_configs, expand_config_paths
-    from ..mlx_recipe import check_mlx_config, is_mlx_config
+    from ..check.findings import check_configs, expand_config_paths
+    from ..recipe.mlx import check_mlx_config, is_mlx_config
 
     configs = expand_config_paths(configs)
     mlx = {c for c in configs if is_mlx_config(c)}     # the Mac's MLX-LM configs: their own check

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app
 from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file
+from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, err_console, one_line, print_json
 
 corpus_app = typer.Typer(

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app
 from ..files import check_folder_to_write
+from ._app import app
 from ._common import JsonOpt, checked_path, console, print_json
 
 
@@ -22,7 +22,7 @@ def demo_command(
 ) -> None:
     """Build the demo corpus, bring SmolLM2-135M, validate (health + gates), run in full (health +
     gates), merge, verify and export, and gate the merged model: base vs tuned, with timings."""
-    from ..demo import check_demo_prerequisites, run_demo
+    from ..demo.workflow import check_demo_prerequisites, run_demo
 
     check_demo_prerequisites()
     result = run_demo(workdir=workdir, runs_root=runs_dir, console=console if not json_out else _quiet(), live=not json_out)

@@ -1,6 +1,6 @@
 """`llamaforge export` (a gated run -> served and shared files) and `llamaforge ladder` (the
 8B -> 70B -> 405B scaling plan for a corpus). The logic lives in llamaforge.export and
-llamaforge.ladder; this module parses arguments and prints."""
+llamaforge.planning.ladder; this module parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app
 from ..files import check_folder_to_write, check_input_folder
+from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, err_console, print_json
-from .estimate_cmd import MAX_EPOCHS
+from .planning_cmd import MAX_EPOCHS
 
 
 def _size(n: int) -> str:
@@ -90,10 +90,10 @@ def ladder_command(
     json_out: JsonOpt = False,
 ) -> None:
     """The scaling ladder for a corpus: per rung the recipe, hours and cost, and the gate before the next rung."""
-    from ..catalog import parse_hardware
+    from ..planning.catalog import parse_hardware
     from ..corpus.manifest import load_manifest
-    from ..ladder import build_ladder, corpus_tokens
-    from ..recipe_registry import list_recipes
+    from ..planning.ladder import build_ladder, corpus_tokens
+    from ..recipe.registry import list_recipes
 
     manifest = load_manifest(corpus, verify="none")
     hardware = [parse_hardware(g) for g in gpus or []]

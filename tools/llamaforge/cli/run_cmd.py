@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app
 from ..files import check_folder_to_write, check_input_file
+from ._app import app
 from ._common import JsonOpt, checked_path, console, one_line, print_json
 
 STATUS_STYLE = {"pass": "green", "fail": "red", "not_measured": "yellow"}

@@ -33,7 +33,8 @@ from ..errors import UserError
 from ..files import JSON_SAFE_INT, check_folder_to_write, sha256_file
 from ..lock import acquire_lock
 from ..paths import display_path
-from .dedup import lsh_bands, repeat_keys
+from ..planning.catalog import get_model
+from .dedup import lsh_bands, near_duplicates, repeat_keys
 from .lengths import length_stats, resolve_tokenizer
 from .manifest import (
     BUILDER, BUILDER_VERSION, MANIFEST_NAME, check_counts, load_manifest, manifest_bytes, manifest_hash,
@@ -236,8 +237,6 @@ class _Collector:
 # ---- the build -------------------------------------------------------------------------------
 
 def _catalog_repos(name: str) -> list[str]:
-    from ..catalog import get_model
-
     try:
         model = get_model(name)
     except UserError:
@@ -428,8 +427,6 @@ class _Plan:
 
 def _near_duplicate_finder(work: Path, n: int, near, threshold: float):
     """near_duplicates over the signatures and band keys pass 1 wrote (read one band at a time)."""
-    from .dedup import near_duplicates
-
     num_perm, _sample, bands = near
     sigs = np.memmap(work / "signatures.bin", dtype=np.uint32, mode="r", shape=(n, num_perm)) if n else None
 

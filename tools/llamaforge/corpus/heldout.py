@@ -29,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import humaneval_data_file
 from .dedup import MinHasher
+from .normalize import RowProblem, normalize_preference_row, normalize_row
+from .readers import SourceProblem, iter_csv, iter_json_array
 
 NEAR_PARAPHRASE = 0.5     # estimated Jaccard of 8-byte shingles: two short prompts sharing half their shingles...
 NEAR_DUPLICATE = 0.8      # ... and with no word check: the same text with typos or punctuation changed
@@ -98,8 +101,6 @@ def gate_prompts(tasks_dir: Path, *, humaneval: bool = True) -> list[GatePrompt]
         prompts += [GatePrompt("esoteric_spotcheck", str(it.get("id", i)), it["prompt"]) for i, it in enumerate(items)]
     if humaneval:
         try:
-            from ..gates.task_functions import humaneval_data_file
-
             with gzip.open(humaneval_data_file(), "rt", encoding="utf-8") as fh:
                 prompts += [GatePrompt("humaneval_offline", r["task_id"], r["prompt"])
                             for r in map(json.loads, filter(str.strip, fh))]
@@ -109,8 +110,6 @@ def gate_prompts(tasks_dir: Path, *, humaneval: bool = True) -> list[GatePrompt]
 
 
 def _rows(path: Path) -> Iterator[tuple[int, object]]:
-    from .readers import SourceProblem, iter_csv, iter_json_array
-
     if path.suffix == ".csv":
         yield from iter_csv(str(path))
     elif path.suffix == ".json":
@@ -129,8 +128,6 @@ def _rows(path: Path) -> Iterator[tuple[int, object]]:
 
 def _turns(obj: object) -> list[dict]:
     """The turns of one row as the builder reads it (SFT or preference); [] for a row it rejects."""
-    from .normalize import RowProblem, normalize_preference_row, normalize_row
-
     if not isinstance(obj, dict):
         return []
     try:

@@ -128,7 +128,7 @@ def resolve_tokenizer(lengths_spec, catalog_lookup=None) -> LengthMethod:
         raise UserError(f"lengths.tokenizer {name} not found; fix the path or remove the key to use the approximation")
     note = f"tokenizer {name}"
     if found is None:
-        from ..pretrained import model_dir
+        from ..models.pretrained import model_dir
 
         converted = _tokenizer_json_in(model_dir(name)) if "/" not in name else None
         if converted is not None:   # a model `llamaforge fetch-model` converted (SmolLM2-135M)

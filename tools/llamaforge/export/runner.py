@@ -17,9 +17,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError, exception_line
-from .hub import PushResult
-from .serving import ServeSpec, ServingFacts, served_name
+from ..atomic import write_text_atomic
+from ..errors import Infeasible, UserError, exception_line
+from ..files import file_record, record_problems
+from ..planning.catalog import is_apple_hardware, model_from_hf_config, models, parse_apple_machine, parse_hardware
+from ..planning.serve_plan import ServeRequest, plan_serving
+from ..recipe.serving import (
+    ServeSpec, ServingFacts, model_card_text, modelfile_text, served_name, serving_facts, vllm_command,
+    vllm_script_text,
+)
+from ..run.report import gate_rows
+from .hub import PushResult, push_folder
+from .merge import merge_adapter, merge_dtype
+from .nf4 import nf4_unavailable_reason, quantize_nf4
+from .source import load_run_source, parse_repo_id, verdict_problems
 
 EXPORT_REPORT = "export_report.json"
 SCHEMA = "llamaforge-export-report/1"
@@ -71,8 +82,6 @@ def _eos_token(folder: Path) -> str | None:
 
 
 def _base_parameters(src) -> int | None:
-    from ..catalog import model_from_hf_config, models
-
     if src.base_path is not None and (src.base_path / "config.json").is_file():
         try:
             return model_from_hf_config(src.base_path / "config.json").parameter_count()
@@ -97,8 +106,6 @@ def _take_weights(src, dest: Path) -> list[dict]:
     `dest`. load_run_source proved the sources are the files the run recorded; a copy is hashed
     again (a file changed since, or a bad copy, refuses the export), a hard link is the same file.
     Returns the records of what is in `dest` (path relative to it)."""
-    from ..files import file_record, record_problems
-
     dest.mkdir(parents=True)
     checked = {r["path"]: r for r in src.taken}
     records = []
@@ -118,8 +125,6 @@ def _take_weights(src, dest: Path) -> list[dict]:
 
 def _file_records(folder: Path, skip: str, known: dict[str, dict]) -> list[dict]:
     """Every file of the export with its sha256; `known` holds records already computed (by path)."""
-    from ..files import file_record
-
     return [known.get(p.relative_to(folder).as_posix()) or file_record(p, folder)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != skip]
 
@@ -165,8 +170,6 @@ def base_unavailable_reason(src) -> str | None:
 
 def _base_spec(src):
     """The base model's architecture (its local config.json, or the catalog entry of its Hub id)."""
-    from ..catalog import model_from_hf_config, models
-
     if src.base_path is not None and (src.base_path / "config.json").is_file():
         return model_from_hf_config(src.base_path / "config.json")
     for spec in models().values():
@@ -180,10 +183,7 @@ def serving_plans(src, spec: ServeSpec, opts: ExportOptions) -> dict:
     """The serving plans of the export on --serve-gpus (pure but for reading the base's config):
     {"vllm": ServePlan, "ollama": ServePlan} for the files asked. UserError, before anything is
     written, when a plan says the server would not start."""
-    from ..catalog import is_apple_hardware, parse_apple_machine, parse_hardware
-    from ..errors import Infeasible
-    from ..serve_plan import ServeRequest, plan_serving
-    from .serving import serving_facts as file_facts, vllm_max_lora_rank
+    from ..recipe.serving import serving_facts as file_facts, vllm_max_lora_rank
 
     if is_apple_hardware(opts.serve_gpus):
         device, count = parse_apple_machine(opts.serve_gpus), 1
@@ -266,9 +266,6 @@ def _python_snippet(src, spec: ServeSpec, merged: bool) -> str:
 
 def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str], merge: dict | None,
               nf4: dict | None, warnings: list[str], contents: list[dict]) -> str:
-    from ..run.report import gate_rows
-    from .serving import model_card_text
-
     report, cfg, manifest = src.report, src.config, src.manifest
     persona = src.persona.get("name") or "the persona"
     counts = manifest.get("counts") or {}
@@ -324,8 +321,6 @@ def card_text(src, *, spec: ServeSpec, opts: ExportOptions, problems: list[str],
 
 
 def check_options(opts: ExportOptions) -> None:
-    from .source import parse_repo_id
-
     if opts.quantize is not None and opts.quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize {opts.quantize!r}: use nf4 (4-bit NormalFloat through bitsandbytes)")
     if opts.push is not None:
@@ -334,9 +329,6 @@ def check_options(opts: ExportOptions) -> None:
 
 def refusals(src, opts: ExportOptions) -> list[str]:
     """Raise for what the export must not do; return the verdict problems --force overrides."""
-    from .nf4 import nf4_unavailable_reason
-    from .source import verdict_problems
-
     problems = verdict_problems(src.report)
     if src.manifest_changed:
         problems.append(f"the corpus manifest {src.manifest_path} changed since the run consumed it (sha256 differs)")
@@ -357,13 +349,6 @@ def export_run(run_dir: str | Path, opts: ExportOptions, *, on_step=None, on_war
     """Export a run's full stage (see the module docstring). `on_step(text)` is told what is
     being done (merging takes a while on large models), `on_warning(text)` each warning as soon as
     it is known (they are also in the report and the card)."""
-    from ..atomic import write_text_atomic
-    from ..merge import merge_adapter, merge_dtype
-    from .hub import push_folder
-    from .nf4 import quantize_nf4
-    from .serving import modelfile_text, serving_facts, vllm_command, vllm_script_text
-    from .source import load_run_source
-
     say = on_step or (lambda text: None)
     warn = on_warning or (lambda text: None)
     check_options(opts)

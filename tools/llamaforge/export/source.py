@@ -10,7 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from ..checkpoint import final_output_problem
+from ..corpus.manifest import load_manifest, manifest_hash
 from ..errors import UserError
+from ..files import file_record, read_json, record_problems
+from ..checkpoint import lora_shape_mismatch, read_safetensors_shapes
+from ..planning.catalog import model_from_hf_config
+from ..run.report import read_stage_report
 
 STAGE = "full"
 STAGE_RECIPE = "stage.yaml"
@@ -118,7 +124,7 @@ def adapter_problems(adapter_config: dict, stage_config: dict, *, same_base: boo
     """Why an adapter is not the one this run trained on this base (empty when it is).
     same_base: whether adapter_config.json's base is the stage's base_model (None: it names none);
     shapes: the adapter tensors' shapes (None: unreadable); shape_mismatch: the first tensor that
-    cannot belong to the base (gates.runner.lora_shape_mismatch), when the base could be read."""
+    cannot belong to the base (checkpoint.lora_shape_mismatch), when the base could be read."""
     problems = []
     declared = adapter_config.get("base_model_name_or_path")
     base = stage_config.get("base_model")
@@ -200,8 +206,6 @@ def same_model_ref(a: str, b: str, root: Path) -> bool:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    from ..run.metrics import read_json
-
     data = read_json(path, missing=f"{what} {path} is missing",
                      unreadable=f"{what} {path} is not readable JSON ({{reason}}); the run's output is damaged")
     if not isinstance(data, dict):
@@ -210,9 +214,6 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _check_adapter(src: RunSource) -> None:
-    from ..catalog import model_from_hf_config
-    from ..gates.runner import lora_shape_mismatch, read_safetensors_shapes
-
     declared = src.adapter_config.get("base_model_name_or_path")
     same = None if not declared else same_model_ref(str(declared), src.base_model, src.root)
     weights = src.out_dir / "adapter_model.safetensors"
@@ -256,8 +257,6 @@ def recorded_output(report: dict, stage_dir: Path) -> list[dict]:
 def output_problems(src: RunSource, record: list[dict], names: list[str]) -> tuple[list[str], list[dict]]:
     """What is wrong with the files the export would take (`names`, in src.out_dir) against the run's
     record: missing, unrecorded, another size, another sha256. Returns (problems, their records)."""
-    from ..files import file_record, record_problems
-
     recorded_taken = [r for r in record if exported_file(r["path"], adapter=src.is_adapter,
                                                           adapter_files=src.adapter_files)]
     problems = [f"{src.out_dir}/{r['path']} is missing (the run wrote it)" for r in recorded_taken
@@ -276,12 +275,8 @@ def load_run_source(path: str | Path, *, adapter_files: tuple[str, ...] | None =
     recorded when it ended (present, same size and sha256; the export checks its copies again).
     UserError (one line) for a folder with no full stage, no report, no adapter, damaged or changed
     weights, an adapter for another base, or no corpus manifest."""
-    from ..corpus.manifest import load_manifest, manifest_hash
-    from ..run.health import final_output_problem
-    from ..run.report import read_stage_report
-
     if adapter_files is None:
-        from .serving import serving_facts
+        from ..recipe.serving import serving_facts
 
         adapter_files = serving_facts().adapter_files
     run_dir, stage_dir = locate_stage(path)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..errors import UserError
+
 CODE_EVAL_ENV = "HF_ALLOW_CODE_EVAL"
 
 
@@ -180,8 +182,6 @@ def run_untrusted_program(program: str, limits: SandboxLimits = SandboxLimits())
 
 
 def parse_sandbox_limits(data: object, source: str) -> SandboxLimits:
-    from ..errors import UserError
-
     if data is None:
         return SandboxLimits()
     if not isinstance(data, dict):

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import evals_dir
+from .data_files import read_yaml
 
 DEFAULT_PERSONA = "Leviathan"
 _CLAUSE_BREAK = re.compile(r"[,;:.!?\n—–]")
@@ -114,8 +116,5 @@ def parse_identity_rules(data: object, source: str) -> IdentityRules:
 
 @lru_cache(maxsize=8)
 def load_identity_rules(path: Path | None = None) -> IdentityRules:
-    from ..paths import evals_dir
-    from .data_files import read_yaml
-
     path = Path(path) if path else evals_dir() / "tasks" / "identity" / "identity_rules.yaml"
     return parse_identity_rules(read_yaml(path, "identity rules"), str(path))

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..paths import evals_dir
+from .data_files import read_yaml
 
 CHAT_TEMPLATE_CHOICES = ("auto", "always", "never")
 _GATE_KEYS = {"name", "task", "metric", "threshold", "compare", "optional", "chat_template", "description",
@@ -100,8 +102,6 @@ class GateProfile:
 
 
 def default_gates_file() -> Path:
-    from ..paths import evals_dir
-
     return evals_dir() / "gates.yaml"
 
 
@@ -214,8 +214,6 @@ def parse_gate_profiles(data: Any, source: str = "gates.yaml") -> dict[str, Gate
 
 
 def load_gate_profiles(path: Path | None = None) -> dict[str, GateProfile]:
-    from .data_files import read_yaml
-
     path = Path(path) if path else default_gates_file()
     return parse_gate_profiles(read_yaml(path, "gates file"), str(path))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .verdict import FAIL, PASS, GateReport, GateResult
 from ..atomic import write_text_atomic
 from ..errors import clip
+from .verdict import FAIL, PASS, GateReport, GateResult
 
 _VERDICT_STYLE = {PASS: "bold green", FAIL: "bold red"}
 

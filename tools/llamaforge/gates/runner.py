@@ -17,18 +17,23 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..atomic import write_text_atomic
+from ..checkpoint import final_output_problem, lora_shape_mismatch, read_safetensors_shapes
 from ..errors import UserError, exception_line
 from ..files import check_folder_to_write
-from .code_execution import CODE_EVAL_ENV
+from ..libraries import quiet_optional_kernels
+from ..paths import evals_dir
+from ..planning.catalog import model_from_hf_config
+from .code_execution import CODE_EVAL_ENV, sandbox_launcher
 from .identity import DEFAULT_PERSONA, validate_persona
 from .profiles import GateProfile, get_gate_profile
+from .report import write_report_files
 from .verdict import (
     CODE_EXECUTION_NOT_ALLOWED,
     EVAL_FAILED,
@@ -107,36 +112,6 @@ def inspect_model(path: str, option: str = "--model") -> ModelInfo:
     raise UserError(f"{option} {path}: no such folder; give a Hugging Face model folder (config.json + weights)")
 
 
-def read_safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, from the JSON header of a .safetensors file (no torch needed)."""
-    with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-
-
-_LORA_KEY = re.compile(r"layers\.(\d+)\..*?\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
-
-
-def lora_shape_mismatch(shapes: dict[str, list[int]], linear_shapes: dict[str, tuple[int, int]], num_layers: int) -> str | None:
-    """The first LoRA tensor that cannot belong to a model with these (in, out) linear shapes."""
-    for key, shape in sorted(shapes.items()):
-        m = _LORA_KEY.search(key)
-        if not m or len(shape) != 2:
-            continue
-        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
-        if layer >= num_layers:
-            return f"{key} is for layer {layer}, the model has {num_layers} layers"
-        if module not in linear_shapes:
-            continue
-        fan_in, fan_out = linear_shapes[module]
-        if ab == "A" and shape[1] != fan_in:
-            return f"{module} LoRA A takes {shape[1]} inputs, the model's {module} has {fan_in}"
-        if ab == "B" and shape[0] != fan_out:
-            return f"{module} LoRA B gives {shape[0]} outputs, the model's {module} has {fan_out}"
-    return None
-
-
 def _same_ref(a: str, b: str) -> bool:
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     if pa.exists() and pb.exists():
@@ -146,8 +121,6 @@ def _same_ref(a: str, b: str) -> bool:
 
 def check_adapter(adapter: str, model: ModelInfo) -> list[str]:
     """Notes for the report; a UserError when `adapter` is not an adapter or was made for another base."""
-    from ..catalog import model_from_hf_config
-
     a = Path(adapter).expanduser()
     if a.exists() and not a.is_dir():
         raise UserError(f"--adapter {adapter} is a file, not a folder; give the folder with adapter_config.json")
@@ -254,8 +227,6 @@ def _code_execution_env(allowed: bool) -> Iterator[None]:
 
 
 def _quiet_libraries() -> None:
-    from ..libraries import quiet_optional_kernels
-
     quiet_optional_kernels()
     for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -405,8 +376,6 @@ class BaseAnswerCache:
     def _tasks_fingerprint() -> str:
         import hashlib
 
-        from ..paths import evals_dir
-
         h = hashlib.sha256()
         root = evals_dir() / "tasks"
         for f in sorted(root.rglob("*")):
@@ -436,8 +405,6 @@ class BaseAnswerCache:
             return None
 
     def put(self, key: str | None, outcome: TaskOutcome, samples: list[dict]) -> None:
-        from ..atomic import write_text_atomic
-
         if key is None or outcome.status != MEASURED:
             return
         write_text_atomic(self.folder / f"{key}.json",
@@ -568,7 +535,6 @@ def check_device(device: str) -> str:
 
 def _weights_problem(folder: Path, *, adapter: bool) -> str | None:
     # the safetensors/JSON integrity check the run's health check uses (no torch needed)
-    from ..run.health import final_output_problem
 
     return final_output_problem(folder, adapter=adapter)
 
@@ -607,9 +573,6 @@ def run_gates(
     adapter whose identity answers equal the base's fails the identity gate. `base_cache` (a
     folder) keeps the base's answers for later runs against the same base (BaseAnswerCache).
     Bad input (unknown profile or task, not a model, an adapter for another base) raises UserError."""
-    from ..paths import evals_dir
-    from .report import write_report_files
-
     started = time.time()
     model_ref, adapter_ref = str(model_path), (str(adapter) if adapter else None)
     gate_profile: GateProfile = get_gate_profile(profile, Path(gates_file) if gates_file else None)
@@ -700,6 +663,4 @@ def adapter_effect_problem(gated: VariantRun, base: VariantRun | None) -> str | 
 
 
 def _sandbox_description() -> str:
-    from .code_execution import sandbox_launcher
-
     return sandbox_launcher().description

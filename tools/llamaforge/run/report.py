@@ -11,11 +11,12 @@ import json
 import math
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
 from ..errors import UserError, clip
+from ..files import json_safe, read_json
 from .adapter_chain import chain_lines
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
-from .metrics import Curve, health_facts, json_safe, read_json
-from ..atomic import write_bytes_atomic
+from .metrics import Curve, health_facts
 
 REPORT_JSON, REPORT_MD, LOSS_PNG = "report.json", "report.md", "loss_curve.png"
 SCHEMA = "llamaforge-stage-report/1"

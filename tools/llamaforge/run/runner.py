@@ -21,9 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..checkpoint import inspect_checkpoint
 from ..errors import UserError, require_one_line
 from ..files import check_folder_to_write, top_level_records
+from ..gates import run_gates
 from ..lock import HeldLock, acquire_lock
+from ..planning.catalog import get_model
+from ..recipe.registry import rewrite_references
+from ..recipe.templating import comment_text, dump_yaml
+from .adapter_chain import chain_record, check_start_adapter, merged_base_record
+from .health import Thresholds, evaluate_health
+from .metrics import LogWatcher, health_facts, run_curve
+from .preference_health import DEFAULT_BETA, PreferenceThresholds, evaluate_preference_health, is_preference_config
+from .report import read_stage_report, write_stage_report
 from .stage import (
     Recipe,
     StagePlan,
@@ -115,8 +125,6 @@ def _check_run_folder(run_dir: Path, recipe: Recipe) -> None:
 
 
 def _previous_validation(run_dir: Path, recipe: Recipe, manifest_hash: str) -> tuple[bool, str]:
-    from .report import read_stage_report
-
     path = run_dir / "validate" / "report.json"
     if not path.is_file():
         return False, f"no validation report at {path}: run `llamaforge run {recipe.path} --stage validate` first"
@@ -150,7 +158,6 @@ def plan_stage(
     """Everything short of launching: validation of the request, the refusal of `full`, the
     derived config and the command. Returns the plan and the gatekeeping facts for the report."""
     from ..corpus.manifest import load_manifest, manifest_hash
-    from .adapter_chain import check_start_adapter
 
     recipe = load_recipe(recipe_path)
     hardware = recipe.hardware()
@@ -203,8 +210,6 @@ def plan_stage(
 
 
 def stage_recipe_text(plan: StagePlan) -> str:
-    from ..render import comment_text, dump_yaml
-
     lines = [
         f"# Stage recipe ({plan.stage}) derived by `llamaforge run` from {plan.recipe.path}",
         f"# recipe sha256 {plan.recipe.hash}; corpus manifest sha256 {plan.manifest_hash}",
@@ -340,8 +345,6 @@ def launch_and_watch(plan: StagePlan, console, *, live: bool = True, lock: HeldL
     Ctrl-C, SIGTERM and SIGHUP (under signals_interrupt) are forwarded to the child's process
     group, which gets facts/health.yaml stop_grace_seconds to exit. The child inherits the run
     folder's `lock`, so the folder stays locked while any of its processes lives."""
-    from .metrics import LogWatcher, health_facts
-
     env = dict(os.environ)
     env.update(plan.env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -390,8 +393,7 @@ def launch_and_watch(plan: StagePlan, console, *, live: bool = True, lock: HeldL
 
 def oom_advice(plan: StagePlan) -> str | None:
     """A configuration that would fit, from the planner, for a run that ran out of memory."""
-    from ..catalog import get_model
-    from ..plan import plan as plan_training
+    from ..planning.plan import plan as plan_training
 
     hw = plan.recipe.hardware()
     model_id = plan.recipe.header.get("model")
@@ -432,9 +434,6 @@ def run_stage(
     interrupted (StageResult.interrupted_by)."""
     from rich.console import Console
 
-    from .health import Thresholds
-    from .preference_health import PreferenceThresholds, is_preference_config
-
     console = console or Console()
     options = dict(corpus=corpus, name=name, runs_root=runs_root, resume=resume, force=force)
     plan, gate = plan_stage(recipe_path, stage, **options)
@@ -451,12 +450,6 @@ def run_stage(
 
 def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: bool, allow_code_execution: bool,
                 console, live: bool, lock: HeldLock) -> StageResult | StagePlan:
-    from .adapter_chain import chain_record, merged_base_record
-    from .health import evaluate_health, inspect_checkpoint
-    from .metrics import run_curve
-    from .preference_health import DEFAULT_BETA, evaluate_preference_health, is_preference_config
-    from .report import write_stage_report
-
     moved = _prepare_stage_dir(plan)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(plan.run_dir / RUN_RECORD, json.dumps({"name": plan.name, "recipe": str(plan.recipe.path)}, indent=2) + "\n")
@@ -551,8 +544,6 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
 
 
 def _run_gates(plan: StagePlan, persona: str | None, profile: str, *, allow_code_execution: bool) -> dict:
-    from ..gates import run_gates
-
     base = plan.config.get("base_model")
     adapter = plan.output_dir if plan.config.get("adapter") else None
     model = base if adapter else plan.output_dir
@@ -586,7 +577,6 @@ def copy_stage_recipe_for_slurm(plan: StagePlan) -> Path | None:
     sbatch = recipe_sbatch(plan.recipe)
     if sbatch is None:
         return None
-    from ..recipe_registry import rewrite_references
 
     target = plan.stage_dir / "launch.sbatch"
     text = sbatch.read_text(encoding="utf-8")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from ..catalog import Hardware, parse_hardware
 from ..errors import UserError
-from ..recipe_registry import read_header
+from ..planning.catalog import Hardware, parse_hardware
+from ..recipe.registry import read_header
 from .preference_health import PREFERENCE_METHODS
 
 STAGES = ("validate", "full")
