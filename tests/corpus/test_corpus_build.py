@@ -189,7 +189,7 @@ def test_user_mistakes_exit_2_and_write_nothing(corpus_dir, cli, sources, needle
 def test_unreadable_spec_exits_2(corpus_dir, cli):
     (corpus_dir / "bad.yaml").write_text("name: [unclosed\n", encoding="utf-8")
     res = cli("corpus", "build", corpus_dir / "bad.yaml")
-    assert res.code == 2 and "invalid YAML" in res.err
+    assert res.code == 2 and "malformed YAML" in res.err
     (corpus_dir / "bin.yaml").write_bytes(b"\xff\xfe\x00")
     assert cli("corpus", "build", corpus_dir / "bin.yaml").code == 2
 

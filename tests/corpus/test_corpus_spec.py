@@ -62,7 +62,7 @@ def test_spec_mistakes_are_one_line(changes, needle):
 def test_invalid_yaml_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\nsources: [\n  - path: a\n", encoding="utf-8")
-    with pytest.raises(UserError, match="invalid YAML at line"):
+    with pytest.raises(UserError, match="malformed YAML at line"):
         load_spec(p)
     with pytest.raises(UserError, match="not found"):
         load_spec(tmp_path / "missing.yaml")

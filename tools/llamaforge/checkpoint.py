@@ -224,17 +224,17 @@ def read_safetensors_shapes(path: Path) -> dict[str, list[int]]:
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
-# the layer index, the module and A/B of a LoRA tensor name (the key above keeps the whole module path)
-_LORA_LAYER_KEY = re.compile(r"layers\.(\d+)\..*?\.(\w+)\.lora_([AB])(?:\.\w+)?\.weight$")
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")   # the decoder layer a LoRA module path sits in
 
 
 def lora_shape_mismatch(shapes: dict[str, list[int]], linear_shapes: dict[str, tuple[int, int]], num_layers: int) -> str | None:
     """The first LoRA tensor that cannot belong to a model with these (in, out) linear shapes."""
     for key, shape in sorted(shapes.items()):
-        m = _LORA_LAYER_KEY.search(key)
-        if not m or len(shape) != 2:
+        m = _LORA_KEY.match(key)
+        layer_m = _LAYER_INDEX.search(m.group("module")) if m else None
+        if not layer_m or len(shape) != 2:
             continue
-        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
+        layer, module, ab = int(layer_m.group(1)), m.group("module").rsplit(".", 1)[-1], m.group("ab")
         if layer >= num_layers:
             return f"{key} is for layer {layer}, the model has {num_layers} layers"
         if module not in linear_shapes:

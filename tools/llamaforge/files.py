@@ -142,3 +142,13 @@ def read_json(path: Path, *, missing: str, unreadable: str, error: type[Exceptio
         raise error(missing) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise error(unreadable.replace("{reason}", f"{exc.__class__.__name__}: {exc}")) from None
+
+
+def yaml_error_line(exc: Exception) -> str:
+    """A YAML parse error (yaml.YAMLError) as one line, for every reader of a user's YAML file:
+    `malformed YAML at line L, column C: what the parser found` (where it knows the place)."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+    return f"malformed YAML{at}: {problem}"
+

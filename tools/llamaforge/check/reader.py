@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..files import yaml_error_line
 from ..planning.catalog import (
     Hardware, ModelSpec, NotModelled, cached_hf_config, catalog_model_for_repo, get_model, model_from_hf_config,
 )
@@ -67,10 +68,7 @@ def read_config(path: str | Path) -> LoadedConfig:
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{at}: {problem}; fix the YAML syntax") from None
+        raise UserError(f"{path}: {yaml_error_line(exc)}; fix the YAML syntax") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise UserError(f"{path}: an Axolotl config must be a YAML mapping of keys to values, this is {kind}")

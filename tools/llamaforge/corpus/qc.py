@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..files import yaml_error_line
 from ..paths import FACTS_DIR
 
 FLAG_BITS = {"short_answer": 1, "cliche": 2, "persona_break": 4, "refusal": 8, "repetition": 16}
@@ -67,8 +68,10 @@ def load_phrase_lists(cliches_file: str | None = None) -> dict[str, tuple[str, .
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise UserError(f"qc.cliches_file {path} not found; fix the path or remove the key") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable YAML phrase list ({type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the phrase list as UTF-8 YAML") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: {yaml_error_line(exc)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected keys cliches, persona_breaks, refusals with lists of phrases")
     out = {}

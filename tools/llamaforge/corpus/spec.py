@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import LINE_BREAKS, UserError, clip
+from ..files import yaml_error_line
 from ..paths import display_path, read_facts, repo_root
 
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "text", "preference")
@@ -272,10 +273,7 @@ def _read_spec_yaml(p: Path, path: str) -> Any:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the spec as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise UserError(f"{path}: {yaml_error_line(exc)}") from None
     return data
 
 

@@ -13,7 +13,7 @@ import yaml
 from ..checkpoint import final_output_problem
 from ..corpus.manifest import load_manifest, manifest_hash
 from ..errors import UserError
-from ..files import file_record, read_json, record_problems
+from ..files import file_record, read_json, record_problems, yaml_error_line
 from ..checkpoint import lora_shape_mismatch, read_safetensors_shapes
 from ..planning.catalog import model_from_hf_config
 from ..run.report import read_stage_report
@@ -287,8 +287,10 @@ def load_run_source(path: str | Path, *, adapter_files: tuple[str, ...] | None =
     stage_recipe = stage_dir / STAGE_RECIPE
     try:
         config = yaml.safe_load(stage_recipe.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{stage_recipe} (the config the run used) is missing or unreadable ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{stage_recipe} (the config the run used) is missing or unreadable ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{stage_recipe} (the config the run used): {yaml_error_line(exc)}") from None
     if not isinstance(config, dict) or not config.get("base_model"):
         raise UserError(f"{stage_recipe} has no base_model; it is not a stage config `llamaforge run` wrote")
     out_dir = stage_dir / OUTPUT

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..files import yaml_error_line
 
 
 def read_yaml(path: Path, what: str = "file") -> Any:
@@ -18,7 +19,7 @@ def read_yaml(path: Path, what: str = "file") -> Any:
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: {yaml_error_line(exc)}") from None
 
 
 def read_prompt_rows(path: Path) -> list[dict]:

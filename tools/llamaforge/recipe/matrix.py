@@ -14,6 +14,7 @@ import yaml
 
 from ..atomic import write_text_atomic
 from ..errors import UserError
+from ..files import yaml_error_line
 from ..paths import repo_root, templates_dir
 from .dpo import dpo_requests, render_dpo_recipe
 from .mlx import index_row, render_mlx_recipes
@@ -51,7 +52,7 @@ def load_matrix(path: Path | None = None) -> Matrix:
     except OSError as exc:
         raise UserError(f"{path}: cannot read the matrix ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: {yaml_error_line(exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("recipes"), list):
         raise UserError(f"{path}: a matrix is a mapping with a `recipes:` list")
     corpus = str(data.get("corpus", "leviathan"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..check.findings import CheckReport, Finding
 from ..corpus.spec import SpecReader
 from ..errors import UserError
+from ..files import yaml_error_line
 from ..planning.catalog import get_model, parse_apple_machine
 from ..planning.mlx_estimate import MlxPlan, MlxSetup, estimate_mlx, mlx_facts, plan_mlx
 from ..planning.plan import default_global_batch
@@ -172,7 +173,7 @@ def check_mlx_config(path):
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        add("error", "yaml", f"malformed YAML ({str(exc).splitlines()[0]})")
+        add("error", "yaml", yaml_error_line(exc))
         return report
     if not isinstance(cfg, dict):
         add("error", "yaml", "an MLX-LM config is a mapping of keys")

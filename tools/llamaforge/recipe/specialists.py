@@ -29,6 +29,7 @@ import yaml
 
 from ..corpus.spec import NAME_RE, SpecReader, corpus_facts
 from ..errors import Infeasible, UserError
+from ..files import yaml_error_line
 from ..paths import repo_root
 from ..planning.catalog import get_model, parse_hardware
 from ..planning.serve_estimate import engine_formats
@@ -215,7 +216,7 @@ def _read_yaml(p: Path, what: str):
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} {p}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{what} {p}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{what} {p}: {yaml_error_line(exc)}") from None
 
 
 def _find(value: str, spec_path: Path) -> Path | None:

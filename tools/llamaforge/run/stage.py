@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..files import yaml_error_line
 from ..planning.catalog import Hardware, parse_hardware
 from ..recipe.registry import read_header
 from .preference_health import PREFERENCE_METHODS
@@ -102,7 +103,7 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"recipe {p}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"recipe {p}: {yaml_error_line(exc)}") from None
     if not isinstance(config, dict):
         raise UserError(f"recipe {p}: an Axolotl recipe is a YAML mapping")
     if not config.get("datasets"):
