@@ -68,7 +68,7 @@ EST = ["estimate", "--model", "llama-3.1-8b", "--method", "lora", "--gpus", "1xH
 PLAN = ["plan", "--model", "llama-3.1-8b", "--gpus", "1xH100-80GB"]
 RENDER = ["render", "--model", "llama-3.1-8b", "--gpus", "1xH100-80GB"]
 ELICIT = ["corpus", "elicit", "passages.jsonl", "-t", "conversational"]
-EVAL = ["eval", "--model", "build/model"]
+EVAL = ["gates", "--model", "build/model"]
 
 CASES = [
     # estimate / plan: every number, and the hardware and model they name

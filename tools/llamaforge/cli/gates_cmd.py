@@ -1,4 +1,4 @@
-"""`llamaforge eval`: the evaluation gates (lm-eval) of a model or a base model + PEFT adapter."""
+"""`llamaforge gates` (also `llamaforge eval`, its former name): the evaluation gates (lm-eval) of a model or a base model + PEFT adapter."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ._app import app
 from ._common import JsonOpt, bounded, checked_path, console, one_line, print_json
 
 
-@app.command("eval")
-def eval_command(
+@app.command("gates")
+def gates_command(
     model: Annotated[str, typer.Option("--model", help="Model folder (Hugging Face format): the merged model, or the base of --adapter.")],
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT adapter folder to apply to --model (lm-eval's peft=).")] = None,
     profile: Annotated[str, typer.Option("--profile", help="Gate profile of evals/gates.yaml: demo, validate, release.")] = "demo",
@@ -58,3 +58,8 @@ def eval_command(
         console.print(f"[{style}]{summary_line(report)}[/]", soft_wrap=True)
         console.print(f"results: {report.output_dir}/results.json, report.md", soft_wrap=True, highlight=False)
     raise typer.Exit(0 if report.passed else 1)
+
+
+# `eval` is the command's first name, kept so that scripts written for it keep working
+app.command("eval", hidden=True, help="The same as `llamaforge gates` (its former name).")(gates_command)
+

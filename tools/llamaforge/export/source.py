@@ -97,7 +97,7 @@ def verdict_problems(report: dict) -> list[str]:
     gates = report.get("gates")
     if not isinstance(gates, dict):
         problems.append("no gate verdict is recorded (the full run ran with --no-gates?): gate the model with "
-                        "`llamaforge eval` and rerun the full stage")
+                        "`llamaforge gates` and rerun the full stage")
     elif gates.get("passed") is not True:
         why = (f"failed: {', '.join(gates['failed'])}" if gates.get("failed")
                else gates.get("skipped") or gates.get("error") or "no gate passed")

@@ -72,7 +72,7 @@ def code_execution_allowed() -> bool:
 def require_code_execution_opt_in() -> None:
     if not code_execution_allowed():
         raise CodeExecutionNotAllowed(
-            f"code execution not allowed: set {CODE_EVAL_ENV}=1 (llamaforge eval --allow-code-execution does) "
+            f"code execution not allowed: set {CODE_EVAL_ENV}=1 (llamaforge gates --allow-code-execution does) "
             "to execute model-written code"
         )
 

@@ -1,6 +1,6 @@
 """What our lm-eval task YAMLs (evals/tasks/*/) call through their `!function` shims: dataset
 loaders for `custom_dataset:` and `process_results:` scorers. The shims pass their own folder, so
-the tasks work from any working directory, with `llamaforge eval` and with the plain `lm_eval`
+the tasks work from any working directory, with `llamaforge gates` and with the plain `lm_eval`
 CLI (`--include_path evals/tasks`).
 
 The persona reaches the identity and inference-suite tasks as lm-eval task metadata: lm-eval calls
