@@ -22,7 +22,7 @@ from llamaforge.planning.plan import plan
 from llamaforge.planning.train_setup import TrainSetup
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_estimate_calibration as calib  # noqa: E402  (the calibration cases and their errors)
+import planning.test_estimate_calibration as calib  # noqa: E402  (the calibration cases and their errors)
 
 ROOT = repo_root()
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]

@@ -13,7 +13,7 @@ from llamaforge.corpus.build import BuildOptions, build_corpus
 from llamaforge.corpus.manifest import count_identity_errors, load_manifest, manifest_hash
 from llamaforge.errors import UserError
 
-from corpus_helpers import chat, read_jsonl, write_jsonl
+from .corpus_helpers import chat, read_jsonl, write_jsonl
 
 # One planted bad row of every kind, with the reason each must be quarantined for.
 PLANTED = [

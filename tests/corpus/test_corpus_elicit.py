@@ -7,7 +7,7 @@ from llamaforge.corpus.elicit import collect_answers, elicit_requests, list_temp
 from llamaforge.errors import UserError
 from llamaforge.paths import repo_root
 
-from corpus_helpers import read_jsonl, write_jsonl
+from .corpus_helpers import read_jsonl, write_jsonl
 
 NAMES = {"direct_inner_monologue", "conversational", "meta_awareness", "emotional_continuity", "desire_and_resistance"}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llamaforge.corpus.manifest import load_manifest
 
-from corpus_helpers import chat, write_jsonl
+from .corpus_helpers import chat, write_jsonl
 
 
 def make_source(folder: Path, rows: int) -> Path:

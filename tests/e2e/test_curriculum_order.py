@@ -77,7 +77,7 @@ def _render(root: Path, name: str):
     """A CPU recipe rendered by the templates for a corpus with three phases (as the matrix renders
     the committed recipes for leviathan's), with sample packing like them."""
     from llamaforge.planning.catalog import get_model, parse_hardware
-    from llamaforge.demo.workflow import DEMO_HYPER
+    from llamaforge.demo.workflow import demo_settings
     from llamaforge.planning.plan import Plan
     from llamaforge.recipe.request import Layout, RecipeRequest
     from llamaforge.recipe.sft import render_recipe
@@ -89,7 +89,7 @@ def _render(root: Path, name: str):
                        attn="sdpa", sample_packing=True)
     plan = Plan(setup=setup, estimate=None, reasons=["the curriculum-order test"], rejected=[])
     req = RecipeRequest(model="tiny", gpus="cpu", method="lora", corpus="curriculum", phases=PHASES,
-                        hyper_layers=(("common", dict(DEMO_HYPER, epochs=1, evals_per_epoch=1, saves_per_epoch=1)),))
+                        hyper_layers=(("common", dict(demo_settings("tiny").hyper, epochs=1, evals_per_epoch=1, saves_per_epoch=1)),))
     rec = render_recipe(req, Layout(recipe_dir_for_model=False, base=".", launch_from_root=True), plan_obj=plan,
                         base_model=str(root / "model"), name=name, output_dir=f"out-{name}")
     write_files(rec.files, root)

@@ -2,7 +2,7 @@
 tests/run/fake_chain_trainer.py: SFT stage 1 -> SFT stage 2 continuing its adapter
 (`lora_model_dir`) -> a DPO stage on the merged stage-2 model. The last report holds the chain:
 each adapter, its sha256, each stage's recipe and corpus. (The real-model DPO stage is
-tests/dpo/test_dpo_staged.py; merging is `llamaforge export --merge`'s, stood in here by its record.)"""
+tests/recipe/dpo/test_dpo_staged.py; merging is `llamaforge export --merge`'s, stood in here by its record.)"""
 
 from __future__ import annotations
 

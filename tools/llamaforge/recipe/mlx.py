@@ -109,7 +109,7 @@ def render_mlx_recipe(entry: MlxEntry, *, corpus: str, layers: tuple = (), base_
                  f"{tokens * hp.epochs:,.0f} tokens take ~{hours:,.0f} h" if hours is not None else "")
     method_line = (f"{s.method_label}; LoRA r={s.lora_rank}, scale {(entry.lora_alpha or 2 * s.lora_rank) / s.lora_rank:g} "
                    f"on all linear layers of all {s.trained_layers} layers: {s.lora_params() / 1e6:,.1f}M trainable")
-    # the one command that reproduces the memory and throughput lines (tests/test_recipe_headers_reproduce.py)
+    # the one command that reproduces the memory and throughput lines (tests/recipe/test_recipe_headers_reproduce.py)
     command = ["llamaforge", "estimate", "--gpus", machine.label, "--model", model.id, "--method", s.method]
     if s.method == "qlora":
         command += ["--bits", str(s.bits)]

@@ -27,7 +27,7 @@ import yaml
 from llamaforge.check.findings import check_configs, load_rules
 from llamaforge.check.reader import NOT_JUDGED
 
-SUITE = Path(__file__).parent / "fixtures" / "axolotl_examples"
+SUITE = Path(__file__).parent.parent / "fixtures" / "axolotl_examples"
 VERDICTS = yaml.safe_load((SUITE / "verdicts.yaml").read_text(encoding="utf-8"))
 EXAMPLES: dict[str, dict] = VERDICTS["examples"]
 MULTI_GPU = {name: e for name, e in EXAMPLES.items() if "gpus" in e}
@@ -252,7 +252,7 @@ def test_with_axolotls_validation_no_miss_and_no_false_rejection():
 
 # ---- docs/check.md: what check says on a few of the examples, and the suite's numbers -----------------------
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "check.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "check.md"
 DOC_EXAMPLES = (
     "archived/cerebras/btlm-ft.yml",
     "falcon-h1/falcon-h1-1b-qlora-cp.yaml",
@@ -303,13 +303,13 @@ def doc_numbers_block() -> str:
         f"priced as their own architecture ({verdicts['fits']} fit, {verdicts['tight']} tight, "
         f"{verdicts['does not fit']} do not fit), {judged.get('not judged', 0)} \"memory not judged\" |",
         f"| architectures priced | {architectures} |",
-        "| false errors, misses | none: asserted for every file by tests/test_check_peer_suite.py |",
+        "| false errors, misses | none: asserted for every file by tests/check/test_peer_suite.py |",
     ])
 
 
 def test_docs_check_md_shows_what_check_says():
     from doc_blocks import assert_block_in_sync
 
-    regen = "LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_check_peer_suite.py"
+    regen = "LLAMAFORGE_REGEN_DOCS=1 pytest tests/check/test_peer_suite.py"
     assert_block_in_sync(DOC, "<!-- peer-suite-numbers:begin -->", "<!-- peer-suite-numbers:end -->", doc_numbers_block(), regen)
     assert_block_in_sync(DOC, "<!-- peer-suite-examples:begin -->", "<!-- peer-suite-examples:end -->", doc_examples_block(), regen)

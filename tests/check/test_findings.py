@@ -25,7 +25,7 @@ from llamaforge.check.reader import (
     setup_from_config,
 )
 
-CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
 ISSUE_405B = CONFIGS / "issue2-405b-lora-8xH100.yaml"
 CLEAN_8B = CONFIGS / "clean-8b-qlora.yaml"
 IGNORED_405B = {"bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "bnb_4bit_quant_type", "push_to_hub"}
@@ -526,7 +526,7 @@ def test_cli_human_output(cli):
     ([str(CLEAN_8B), "--nodes", "2"], "--nodes needs --gpus"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(cli, args, needle):
-    args = [str(Path(__file__).parent.parent / a) if a.startswith("tests/") else a for a in args]
+    args = [str(Path(__file__).parents[2] / a) if a.startswith("tests/") else a for a in args]
     res = cli("check", *args, "--no-schema")
     assert res.code == 2
     lines = res.err.strip().splitlines()
@@ -574,7 +574,7 @@ def test_lora_kernels_on_cpu(table, rules):
 
 
 def test_committed_405b_qlora_recipe_is_not_told_to_switch_to_fsdp2():
-    recipe = Path(__file__).parent.parent / "recipes" / "llama-3.1-405b" / "qlora-8xH100-80GB.yaml"
+    recipe = Path(__file__).parents[2] / "recipes" / "llama-3.1-405b" / "qlora-8xH100-80GB.yaml"
     report = check_config(recipe, schema=False)
     assert report.ok and report.estimate.fits
     fsdp = next(f for f in report.findings if f.key == "fsdp_version")

@@ -21,7 +21,7 @@ def test_every_committed_recipe_passes_check_with_axolotls_schema(monkeypatch):
     from llamaforge.check.findings import check_configs
 
     monkeypatch.chdir(ROOT)          # recipes refer to their DeepSpeed files from the repository root
-    entries = [e for e in list_recipes() if e.trainer == "axolotl"]   # MLX-LM configs: tests/test_mlx.py
+    entries = [e for e in list_recipes() if e.trainer == "axolotl"]   # MLX-LM configs: tests/recipe/test_mlx.py
     reports = check_configs([ROOT / e.path for e in entries])
     for entry, report in zip(entries, reports):
         errors = [f.to_dict() for f in report.findings if f.severity == "error"]

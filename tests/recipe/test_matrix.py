@@ -55,7 +55,7 @@ def test_matrix_covers_the_required_recipes():
 def test_every_recipe_header_is_complete():
     for entry in list_recipes():
         if entry.trainer != "axolotl":
-            continue                  # MLX-LM configs: tests/test_mlx.py
+            continue                  # MLX-LM configs: tests/recipe/test_mlx.py
         text = (ROOT / entry.path).read_text()
         header = read_header(text)
         for key in ("model", "hardware", "method", "peak_gpu_gib", "host_ram_gib", "tokens_per_s"):

@@ -3,7 +3,7 @@
 Asserts: the median absolute error on peak memory over the cases with a fully published setup is
 at most 10%, no case is off by more than 40%, every fits/does-not-fit verdict matches the source,
 the median throughput error is at most 25%, and the calibration table in docs/hardware.md is the
-one these cases produce (`LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_estimate_calibration.py`
+one these cases produce (`LLAMAFORGE_REGEN_DOCS=1 pytest tests/planning/test_estimate_calibration.py`
 rewrites it)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from llamaforge.planning.catalog import ModelSpec, get_model, parse_hardware
 from llamaforge.planning.estimate import Estimate, StackFacts, estimate
 from llamaforge.planning.train_setup import DeepSpeedSettings, TrainSetup, parse_lora_targets
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent   # tests/
 CASES_FILE = HERE / "calibration" / "cases.yaml"
 DOCS_FILE = HERE.parent / "docs" / "hardware.md"
 BEGIN, END = "<!-- calibration-table:begin -->", "<!-- calibration-table:end -->"
@@ -304,4 +304,4 @@ def calibration_table() -> str:
 
 def test_docs_calibration_table_is_in_sync():
     assert_block_in_sync(DOCS_FILE, BEGIN, END, calibration_table(),
-                         "LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_estimate_calibration.py")
+                         "LLAMAFORGE_REGEN_DOCS=1 pytest tests/planning/test_estimate_calibration.py")

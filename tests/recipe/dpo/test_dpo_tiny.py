@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from specialists.tiny_training import cpu_plan, cut_to_steps, logged_metrics, train
+from ..specialists.tiny_training import cpu_plan, cut_to_steps, logged_metrics, train
 
 
 def _pair_texts(corpus: Path) -> list[str]:

@@ -6,7 +6,7 @@ Asserts, on the validation cases: vLLM's KV cache within 15% of the logged size,
 within 2%, GGUF sizes within 6%, llama.cpp's compute buffer within 5%, decode speed within 40%
 (median 25%), MLX training speed within 15%; every fits/refused verdict of the logs; and that the
 table in docs/serving.md is the one these cases produce
-(`LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_serve_calibration.py` rewrites it)."""
+(`LLAMAFORGE_REGEN_DOCS=1 pytest tests/planning/test_serve_calibration.py` rewrites it)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from llamaforge.planning.serve_estimate import (
     GIB, ServeSetup, estimate_serving, gguf_weight_bytes, llama_cpp_graph_bytes, vllm_weight_bytes_per_gpu,
 )
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent   # tests/
 CASES_FILE = HERE / "calibration" / "serving_cases.yaml"
 DOCS_FILE = HERE.parent / "docs" / "serving.md"
 BEGIN, END = "<!-- serving-calibration:begin -->", "<!-- serving-calibration:end -->"
@@ -177,4 +177,4 @@ def calibration_table() -> str:
 
 def test_docs_calibration_table_is_in_sync():
     assert_block_in_sync(DOCS_FILE, BEGIN, END, calibration_table(),
-                         "LLAMAFORGE_REGEN_DOCS=1 pytest tests/test_serve_calibration.py")
+                         "LLAMAFORGE_REGEN_DOCS=1 pytest tests/planning/test_serve_calibration.py")

@@ -20,7 +20,7 @@ from llamaforge.check.findings import check_configs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
 NAMES = [
     "issue2-405b-lora-8xH100", "liger-plugin", "clean-8b-qlora", "typos-8b-lora", "deepspeed-and-fsdp",
     "deepspeed-batch-mismatch", "packing-without-attention", "lora-kernels-fsdp1",

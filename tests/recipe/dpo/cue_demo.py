@@ -1,6 +1,6 @@
 """The demo-size preference stage on the real CPU model (SmolLM2-135M-Instruct): the cue pairs of
 datasets/demo_cue.yaml, a DPO recipe `llamaforge run` stages, and SFT recipes that chain through
-`lora_model_dir`. Shared by the slow tests of tests/dpo/."""
+`lora_model_dir`. Shared by the slow tests of tests/recipe/dpo/."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ PUBLISHED = {
     "llama-2-7b": 6_738_415_616,
     "llama-2-70b": 68_976_648_192,
     "qwen3-8b": 8_190_735_360,
-    "smollm2-135m": 134_515_008,   # SmolLM2-135M-Instruct; also the converted GGUF (tests/test_pretrained.py)
+    "smollm2-135m": 134_515_008,   # SmolLM2-135M-Instruct; also the converted GGUF (tests/models/test_pretrained.py)
 }
 
 
