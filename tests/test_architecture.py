@@ -2,7 +2,7 @@
 modules, and no module importing from a layer above its own. The layers, bottom to top (README,
 "Layout"), each importing only from its own layer or the ones below:
 
-    core      errors, paths, files, atomic, lock, libraries, checkpoint (top-level modules)
+    core      errors, paths, files, lock, libraries, checkpoint (top-level modules)
     planning  catalog, train setup, memory, estimate, plan, DPO and serving and Mac estimates
     models    the tiny and the real pretrained model, created or fetched locally
     check     what Axolotl would make of a config
@@ -24,7 +24,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tools" / "llamaforge"
-CORE = {"errors", "paths", "files", "atomic", "lock", "libraries", "checkpoint"}
+CORE = {"errors", "paths", "files", "lock", "libraries", "checkpoint"}
 LAYERS = [CORE, {"planning"}, {"models", "check"}, {"corpus"}, {"recipe"}, {"gates"}, {"run"}, {"export"},
           {"demo"}, {"cli"}, {"__main__"}]
 

@@ -176,7 +176,7 @@ def test_a_failure_half_way_leaves_no_report_json_not_even_an_old_pass(tmp_path,
 
 def test_an_interrupted_write_leaves_no_partial_file(tmp_path, tiny_curve, monkeypatch):
     t = Thresholds.load()
-    import llamaforge.atomic as atomic_module
+    import llamaforge.files as atomic_module
 
     real_replace = atomic_module.os.replace
 

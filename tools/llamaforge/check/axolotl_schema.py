@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from ..atomic import write_text_atomic
+from ..files import write_text_atomic
 from ..paths import FACTS_DIR
 
 TABLE_FORMAT = 1

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ..atomic import write_bytes_atomic
 from ..errors import UserError
-from ..files import JSON_SAFE_INT, check_folder_to_write, sha256_file
+from ..files import JSON_SAFE_INT, check_folder_to_write, sha256_file, write_bytes_atomic
 from ..lock import acquire_lock
 from ..paths import display_path
 from ..planning.catalog import get_model

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from ..atomic import write_bytes_atomic
 from ..errors import UserError, clip, require_one_line
-from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file, same_file
+from ..files import JSON_SAFE_INT, check_file_to_write, check_input_file, same_file, write_bytes_atomic
 from ..paths import templates_dir
 from .normalize import RowProblem, normalize_row
 from .qc import load_phrase_lists

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..files import write_text_atomic
 from ..corpus.build import BuildOptions, build_corpus
 from ..errors import UserError
 from ..export.runner import ExportOptions, export_run

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic
+from ..files import write_bytes_atomic
 from ..errors import UserError, exception_line
 from ..libraries import quiet_optional_kernels
 from ..paths import read_facts

@@ -17,9 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from ..errors import Infeasible, UserError, exception_line
-from ..files import file_record, record_problems
+from ..files import file_record, record_problems, write_text_atomic
 from ..planning.catalog import is_apple_hardware, model_from_hf_config, models, parse_apple_machine, parse_hardware
 from ..planning.serve_plan import ServeRequest, plan_serving
 from ..recipe.serving import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..files import write_text_atomic
 from ..errors import clip
 from .verdict import FAIL, PASS, GateReport, GateResult
 

@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..atomic import write_text_atomic
 from ..checkpoint import final_output_problem, lora_shape_mismatch, read_safetensors_shapes
 from ..errors import UserError, exception_line
-from ..files import check_folder_to_write
+from ..files import check_folder_to_write, write_text_atomic
 from ..libraries import quiet_optional_kernels
 from ..paths import evals_dir
 from ..planning.catalog import model_from_hf_config

@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..files import write_text_atomic
 from ..errors import UserError
 from ..paths import read_facts, repo_root
 from ..planning.catalog import get_model, model_from_hf_config

@@ -12,9 +12,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from ..atomic import write_text_atomic
 from ..errors import UserError
-from ..files import yaml_error_line
+from ..files import write_text_atomic, yaml_error_line
 from ..paths import repo_root, templates_dir
 from .dpo import dpo_requests, render_dpo_recipe
 from .mlx import index_row, render_mlx_recipes

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import write_text_atomic
 from ..errors import LINE_BREAKS, UserError
-from ..files import check_file_to_write
+from ..files import check_file_to_write, write_text_atomic
 from ..paths import recipes_dir, repo_root
 from .templating import comment_text, yaml_value
 

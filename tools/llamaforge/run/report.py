@@ -11,9 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic
 from ..errors import UserError, clip
-from ..files import json_safe, read_json
+from ..files import json_safe, read_json, write_bytes_atomic
 from .adapter_chain import chain_lines
 from .health import FAIL, NOT_MEASURED, PASS, STAGES, Thresholds
 from .metrics import Curve, health_facts

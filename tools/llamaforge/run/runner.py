@@ -20,10 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from ..checkpoint import inspect_checkpoint
 from ..errors import UserError, require_one_line
-from ..files import check_folder_to_write, top_level_records
+from ..files import check_folder_to_write, top_level_records, write_text_atomic
 from ..gates import run_gates
 from ..lock import HeldLock, acquire_lock
 from ..planning.catalog import get_model

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-import llamaforge.atomic as atomic
-from llamaforge.atomic import write_text_atomic
+import llamaforge.files as atomic
+from llamaforge.files import write_text_atomic
 
 
 def test_writes_with_mode_and_replaces(tmp_path):
