@@ -15,7 +15,9 @@ NAME = "leviathan-smollm2"
 
 
 def _gates(report: dict) -> dict:
-    return {g["name"]: g for g in report["gates"]["gates"]}
+    """Gate name -> gate, from a stage report (its `gates` section) or a gates results.json (a list)."""
+    gates = report["gates"]
+    return {g["name"]: g for g in (gates["gates"] if isinstance(gates, dict) else gates)}
 
 
 def test_the_demo_passes_and_prints_its_tables(demo_run):
