@@ -85,10 +85,16 @@ def _mlx_recipes():
     return [e for e in list_recipes() if e.trainer == "mlx-lm"]
 
 
-def test_committed_mlx_configs_use_only_keys_mlx_lm_reads_and_state_the_plan():
-    from mlx_lm.lora import CONFIG_DEFAULTS
+def _mlx_lm_config_keys() -> set[str]:
+    """The config keys mlx-lm reads, asked in a child process: importing mlx_lm.lora patches
+    PyYAML's SafeLoader for the whole process (it reads `1e3` as a float from then on)."""
+    code = "import json; from mlx_lm.lora import CONFIG_DEFAULTS; print(json.dumps(sorted(CONFIG_DEFAULTS)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
 
-    known = set(CONFIG_DEFAULTS) | {"lr_schedule", "optimizer_config"}
+
+def test_committed_mlx_configs_use_only_keys_mlx_lm_reads_and_state_the_plan():
+    known = _mlx_lm_config_keys() | {"lr_schedule", "optimizer_config"}
     entries = _mlx_recipes()
     assert {e.id for e in entries} == {"llama-3.1-8b/mlx-lora-1xM3Ultra-512GB", "llama-3.1-70b/mlx-qlora-1xM3Ultra-512GB"}
     for e in entries:
@@ -162,11 +168,9 @@ def test_an_mlx_config_rendered_from_the_matrix_trains_the_tiny_model_on_the_bui
 
 
 def test_check_passes_the_committed_mlx_configs_and_flags_what_mlx_lm_would_ignore_or_need(cli, tmp_path):
-    from mlx_lm.lora import CONFIG_DEFAULTS
-
     from llamaforge.planning.mlx_estimate import mlx_facts
 
-    assert set(CONFIG_DEFAULTS) <= set(mlx_facts()["config_keys"])     # the check knows every key mlx-lm reads
+    assert _mlx_lm_config_keys() <= set(mlx_facts()["config_keys"])     # the check knows every key mlx-lm reads
     paths = [str(ROOT / e.path) for e in _mlx_recipes()]
     res = cli("check", *paths, "--json")
     assert res.code == 0, res.out

@@ -6,7 +6,9 @@ import json
 import pytest
 import yaml
 
-from llamaforge.recipe.templating import comment_text, render_template, yaml_value
+import re
+
+from llamaforge.recipe.templating import comment_text, dump_yaml, render_template, yaml_value
 from llamaforge.recipe.request import deepspeed_filename
 
 NASTY = [
@@ -31,6 +33,25 @@ def test_yaml_value_round_trips_and_injects_nothing(value):
 @pytest.mark.parametrize("value", [1e-5, 2.0e-4, 5e-05, 0.03, 3.0, 1e20, 0, 16, True, False, None])
 def test_yaml_value_numbers_parse_as_numbers(value):
     assert yaml.safe_load(f"k: {yaml_value(value)}") == {"k": value}
+
+
+class _Yaml12Floats(yaml.SafeLoader):
+    """A reader that takes `1e3` for a number, as YAML 1.2 does and as mlx_lm.lora makes PyYAML's
+    SafeLoader do for the whole process once imported."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?$|^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."))
+
+
+@pytest.mark.parametrize("text", ["1e3", "1E-5", ".5e2", "1_000", "0o17", "0x1F", "+1.5"])
+def test_number_like_strings_stay_strings_for_a_yaml_1_2_reader(text):
+    assert yaml.load(f"k: {yaml_value(text)}", Loader=_Yaml12Floats) == {"k": text}
+    assert yaml.load(dump_yaml({"k": [text]}), Loader=_Yaml12Floats) == {"k": [text]}
+    assert yaml.safe_load(dump_yaml({"k": text})) == {"k": text}
+    assert yaml.safe_load(dump_yaml({"lr": 1e-5}))["lr"] == 1e-5     # numbers stay numbers
 
 
 def test_yaml_value_collections():

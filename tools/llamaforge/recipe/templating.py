@@ -5,6 +5,7 @@ Pure."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from functools import lru_cache
 
@@ -15,6 +16,26 @@ from ..paths import templates_dir
 
 # ---- the YAML-safe filters ------------------------------------------------------------------
 
+# Strings a YAML reader other than stock PyYAML may take for a number: YAML 1.2's core schema reads
+# `1e3`, `0o17` and `.5E2` as numbers, and some tools patch PyYAML's SafeLoader to do the same
+# (mlx_lm.lora does, on import). Such strings are always written quoted, so that a category named
+# `1e3` stays a string whoever reads the file.
+NUMBER_LIKE = re.compile(r"""^(?:[-+]?(?:\.[0-9_]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                              |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)
+                              |0o[0-7]+|0x[0-9a-fA-F]+)$""", re.X)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting NUMBER_LIKE strings as well as those its own resolver reads
+    as another type."""
+
+    def represent_str(self, data):
+        if NUMBER_LIKE.match(data):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+        return super().represent_str(data)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
 
 
 def yaml_value(value) -> str:
@@ -38,7 +59,7 @@ def yaml_value(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{yaml_value(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    if text and not LINE_BREAKS.search(text) and "#" not in text and ": " not in text:
+    if text and not LINE_BREAKS.search(text) and "#" not in text and ": " not in text and not NUMBER_LIKE.match(text):
         try:
             if yaml.safe_load(f"k: {text}") == {"k": text}:
                 return text
@@ -51,9 +72,9 @@ def dump_yaml(data, *, sort_keys: bool = False) -> str:
     """YAML text (block style, readable Unicode) that loads back to exactly `data`. PyYAML writes
     NEL (U+0085) raw when it allows Unicode, and a loader folds it into a space: data holding one is
     written with escapes instead."""
-    text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=True, width=100)
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys, allow_unicode=True, width=100)
     if "\x85" in text:
-        text = yaml.safe_dump(data, sort_keys=sort_keys, allow_unicode=False, width=100)
+        text = yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys, allow_unicode=False, width=100)
     return text
 
 
