@@ -26,6 +26,8 @@ def test_repository_profiles_hold_the_guide_thresholds():
     assert (bleed.task, bleed.metric, bleed.threshold, bleed.higher_is_better) == (
         "general_answers", "persona_bleed,none", 0.10, False)
     assert demo["humaneval"].compare.no_regression and demo["humaneval"].limit and demo["humaneval"].chat_template == "never"
+    # the demo's validation and merged-model profile: the same gates, HumanEval left to the full run
+    assert [g for g in profiles["demo-quick"].gates] == [g for g in profiles["demo"].gates if g.name != "humaneval"]
     assert by["validate"]["inference_suite"].threshold == 0.75
     release = by["release"]
     assert release["inference_suite"].threshold == 0.80

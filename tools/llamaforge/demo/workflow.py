@@ -62,6 +62,7 @@ class DemoSettings:
     validate_evals: int
     gates: str
     validate_gates: str
+    merged_gates: str
     why: tuple[str, ...]
 
 
@@ -75,6 +76,7 @@ def demo_settings(key: str = "demo") -> DemoSettings:
                         micro_batch=int(d["micro_batch"]), lora_r=int(d["lora_r"]), lora_alpha=int(d["lora_alpha"]),
                         hyper=dict(d["hyper"]), health=dict(d.get("health") or {}),
                         validate_evals=int(d["validate_evals"]), gates=d["gates"], validate_gates=d["validate_gates"],
+                        merged_gates=d["merged_gates"],
                         why=tuple(" ".join(str(w).split()) for w in d.get("why") or ()))
 
 
@@ -277,10 +279,10 @@ def run_demo(*, workdir: str | Path = "build/demo", runs_root: str | Path = "run
         return _finish(result, workdir)
 
     def gates():
-        rep = run_gates(str(merged_dir), profile=s.gates, persona=s.persona, base_model=str(model_dir),
+        rep = run_gates(str(merged_dir), profile=s.merged_gates, persona=s.persona, base_model=str(model_dir),
                         output_dir=run_dir / "merged-gates", allow_code_execution=True,
                         base_cache=run_dir / BASE_ANSWERS)
-        return rep.passed, f"merged model vs the base, gate profile `{s.gates}`; {run_dir / 'merged-gates' / 'report.md'}", rep
+        return rep.passed, f"merged model vs the base, gate profile `{s.merged_gates}`; {run_dir / 'merged-gates' / 'report.md'}", rep
 
     ok, rep = step("7. gates on the merged model", gates)
     result.gate_report = rep

@@ -48,9 +48,10 @@ from .verdict import (
 
 IDENTITY_TASK = "identity"
 # Generation batch on a CPU: measured on SmolLM2-135M, 2 cores, 48 new tokens per answer:
-# batch 1 ~10 tokens/s, 8 ~50, 16 ~69, 32 ~78 (docs/gates.md). Greedy answers of a batch can differ
-# from batch-1 answers by padding effects; base and tuned model run with the same batch.
-CPU_BATCH_SIZE = 16
+# batch 1 ~10 tokens/s, 8 ~50, 16 ~69, 32 ~78 (docs/gates.md); 32 also holds a 20-prompt task in one
+# batch instead of 16 + 4. Greedy answers of a batch can differ from batch-1 answers by padding
+# effects; base and tuned model run with the same batch (and base answers are cached per batch size).
+CPU_BATCH_SIZE = 32
 GATED, BASE = "model", "base"  # the two variants a report can hold
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
