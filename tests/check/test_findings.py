@@ -661,6 +661,28 @@ def test_missing_local_base_model_is_an_error(tmp_path):
     assert "base_model" not in keys_of(check_config(path, schema=False).findings)
 
 
+@pytest.mark.parametrize("extra,flagged", [
+    ({"evals_per_epoch": 1, "num_epochs": 1}, True),            # the one evaluation asked for never runs
+    ({"evals_per_epoch": 1}, True),                              # num_epochs defaults to 1
+    ({"evals_per_epoch": 1, "num_epochs": 0.5}, True),           # half an evaluation: eval_steps 2, "skipping"
+    ({"evals_per_epoch": 3, "num_epochs": 0.5}, False),          # 1.5 evaluations: eval_steps 0.67 of the run
+    ({"evals_per_epoch": 1, "num_epochs": 3}, False),            # eval_steps = 1/3 of the run
+    ({"evals_per_epoch": 4, "num_epochs": 1}, False),
+    ({"evals_per_epoch": 1, "num_epochs": 1, "eval_strategy": "epoch"}, False),
+    ({"evals_per_epoch": 1, "num_epochs": 1, "eval_steps": 10}, False),
+    ({"evals_per_epoch": 1, "num_epochs": 1, "val_set_size": 0, "test_datasets": None}, False),   # no eval set
+])
+def test_one_evaluation_per_run_is_an_error_because_axolotl_runs_none(table, rules, extra, flagged):
+    cfg = base_lora(val_set_size=0.05, **{k: v for k, v in extra.items() if k != "val_set_size"})
+    if "val_set_size" in extra:
+        cfg["val_set_size"] = extra["val_set_size"]
+    found = [f for f in combos(cfg, table, rules) if f.key == "evals_per_epoch"]
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].severity == "error" and "evaluates nothing" in found[0].message
+        assert [fx["config"] for fx in found[0].fixes] == [{"evals_per_epoch": 2}, {"eval_strategy": "epoch"}]
+
+
 def test_model_type_is_flagged_and_a_non_class_value_is_an_error(table, rules):
     found = combos(base_lora(model_type="LlamaForCausalLM"), table, rules)
     assert [(f.severity, f.key) for f in found] == [("warning", "model_type")]

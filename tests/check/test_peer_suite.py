@@ -150,11 +150,30 @@ def test_no_false_error(name):
         elif f.key == "memory":
             assert "does not fit" in f.message and report.setup is not None, f
             assert ARCHITECTURE.get(config_of(name).get("base_model")) == report.setup.model.id, f
+        elif f.key == "evals_per_epoch":
+            # Axolotl keeps eval_steps = 1 / (evals_per_epoch x num_epochs) only below 1: an eval set
+            # that nothing schedules an evaluation of (axolotl/utils/config/__init__.py normalize_config)
+            assert _never_evaluates(config_of(name)), f
         elif "is deprecated" in f.message:
             # a removed key: Axolotl rejects the config for it
             assert entry["axolotl"] == "rejected" and any(f.key in e for e in entry["errors"]), f
         else:
             pytest.fail(f"unexpected error on {name}: {f.key}: {f.message}")
+
+
+def _never_evaluates(cfg: dict) -> bool:
+    """The oracle of the evals rule, written from Axolotl's code independently of check's."""
+    has_eval_set = bool(cfg.get("val_set_size")) or bool(cfg.get("test_datasets"))
+    scheduled = cfg.get("eval_steps") or cfg.get("eval_strategy")
+    product = float(cfg.get("evals_per_epoch") or 0) * float(cfg.get("num_epochs") or 1)
+    return has_eval_set and not scheduled and 0 < product <= 1
+
+
+def test_every_example_that_never_evaluates_its_eval_set_is_an_error():
+    reports = suite(False)
+    flagged = {n for n in EXAMPLES if any(f.key == "evals_per_epoch" for f in reports[n].errors)}
+    assert flagged == {n for n in EXAMPLES if _never_evaluates(config_of(n))}
+    assert len(flagged) >= 30          # 37 of Axolotl 0.19's examples hold out rows nothing evaluates
 
 
 def test_the_issues_examples():
@@ -303,6 +322,8 @@ def doc_numbers_block() -> str:
         f"priced as their own architecture ({verdicts['fits']} fit, {verdicts['tight']} tight, "
         f"{verdicts['does not fit']} do not fit), {judged.get('not judged', 0)} \"memory not judged\" |",
         f"| architectures priced | {architectures} |",
+        f"| an eval set that is never evaluated (evals_per_epoch x num_epochs = 1: Axolotl schedules no evaluation) | "
+        f"{sum(any(f.key == 'evals_per_epoch' for f in reports[n].errors) for n in EXAMPLES)} configs: errors |",
         "| false errors, misses | none: asserted for every file by tests/check/test_peer_suite.py |",
     ])
 

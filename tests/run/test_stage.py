@@ -88,6 +88,26 @@ def test_full_stage_uses_the_train_split(workspace, tmp_path):
     assert gate["forced"] is False
 
 
+@pytest.mark.parametrize("epochs,evals,wanted", [(1, 1, 2), (0.5, 2, 3), (1, 0.5, 2), (3, 4, 4)])
+def test_a_stage_always_evaluates_where_axolotl_would_schedule_none(workspace, tmp_path, epochs, evals, wanted):
+    """evals_per_epoch x num_epochs <= 1 makes Axolotl 0.19 schedule no evaluation (docs/check.md): the
+    stage raises evals_per_epoch and says why, since its health checks need an evaluation."""
+    from llamaforge.check.findings import schedules_no_evaluation
+    from llamaforge.corpus.manifest import load_manifest
+    from llamaforge.run.stage import corpus_files
+
+    root, recipe_path, res = workspace
+    text = recipe_path.read_text()
+    cfg = yaml.safe_load(text)
+    one = tmp_path / "one.yaml"
+    one.write_text(text.replace(f"num_epochs: {cfg['num_epochs']}\n", f"num_epochs: {epochs}\n")
+                   .replace(f"evals_per_epoch: {cfg['evals_per_epoch']}\n", f"evals_per_epoch: {evals}\n"))
+    files = corpus_files(load_manifest(Path(res.out_dir)))
+    out, changes = derive_stage_config(load_recipe(one), "full", files, Path("out"))
+    assert out["num_epochs"] == epochs and out["evals_per_epoch"] == wanted and not schedules_no_evaluation(out)
+    assert any("schedule no evaluation" in c for c in changes) is (evals * epochs <= 1)
+
+
 def test_full_is_refused_without_a_validation(workspace, tmp_path):
     _, recipe_path, _ = workspace
     with pytest.raises(RunRefused, match="no validation report") as exc:

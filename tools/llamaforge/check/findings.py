@@ -387,7 +387,30 @@ def _local_base_model(cfg: dict, facts: dict) -> list[dict]:
     return [{"value": base, "looked": looked}]
 
 
+def schedules_no_evaluation(cfg: dict) -> bool:
+    """True when a config holds an eval set and asks for evaluations that Axolotl 0.19 never schedules:
+    evals_per_epoch x num_epochs <= 1 (but > 0) and neither eval_steps nor eval_strategy. Axolotl keeps
+    the derived eval_steps = 1 / that product only below 1 (utils/config normalize_config), and the
+    trainer then gets no evaluation strategy. Pure."""
+    evals, epochs = cfg.get("evals_per_epoch"), cfg.get("num_epochs", 1)
+    if not (cfg.get("val_set_size") or cfg.get("test_datasets")) or cfg.get("eval_steps") or cfg.get("eval_strategy"):
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (evals, epochs)):
+        return False
+    return evals * epochs <= 1
+
+
+def _evals_never_run(cfg: dict, facts: dict) -> list[dict]:
+    if not schedules_no_evaluation(cfg):
+        return []
+    evals, epochs = cfg["evals_per_epoch"], cfg.get("num_epochs", 1)
+    count = evals * epochs
+    asked = f"{count:g} evaluation" + ("" if count == 1 else "s")
+    return [{"evals": evals, "epochs": epochs, "asked": asked, "ratio": f"{1 / count:g}"}]
+
+
 RULE_CHECKS = {
+    "evals_never_run": _evals_never_run,
     "deepspeed_batch_sizes": _deepspeed_batch_sizes,
     "batch_sizes": _batch_sizes,
     "model_type_alias": _model_type_alias,

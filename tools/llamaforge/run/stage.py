@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..check.findings import schedules_no_evaluation
 from ..errors import UserError
 from ..files import yaml_error_line
 from ..planning.catalog import Hardware, parse_hardware
@@ -286,6 +287,12 @@ def derive_stage_config(
             cfg.pop("eval_steps", None)
             changes.append(f"evals_per_epoch: {evals} (at least {wanted} evaluations over the run, "
                            "enough to judge the curve)")
+    if schedules_no_evaluation(cfg):
+        epochs = float(cfg.get("num_epochs", 1))
+        asked, evals = cfg["evals_per_epoch"], math.floor(1 / epochs) + 1
+        cfg["evals_per_epoch"] = evals
+        changes.append(f"evals_per_epoch: {evals} (evals_per_epoch: {asked} with num_epochs: {epochs:g} makes Axolotl "
+                       "schedule no evaluation at all, and the health checks need one; `llamaforge check` says so)")
     if steps is not None:
         logging = max(1, min(int(cfg.get("logging_steps") or 10), steps // LOSS_POINTS))
         if logging != cfg.get("logging_steps"):
