@@ -70,7 +70,8 @@ def test_the_merged_model_is_verified_exported_and_passes_the_gates(demo_run):
     assert _gates(merged)["identity"]["value"] >= 0.9
     export = json.loads((demo / "export" / "export_report.json").read_text())
     assert export["merge"]["passed"] and export["ollama"] and export["vllm"]
-    assert (demo / "export" / "Modelfile").read_text().startswith("FROM")
+    modelfile = [ln for ln in (demo / "export" / "Modelfile").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert modelfile[0].startswith("FROM ")      # after the header comment, the first instruction
     assert "vllm" in (demo / "export" / "serve_vllm.sh").read_text()
     # build/demo/model stays the base: the same bytes as the converted model
     base = json.loads((demo / "model" / "llamaforge.json").read_text())
