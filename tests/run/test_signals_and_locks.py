@@ -37,9 +37,12 @@ def workspace(stage_workspace):
 
 def start_run(root: Path, name: str, pids: Path, *, mode: str = "wait") -> subprocess.Popen:
     env = dict(os.environ, FAKE_TRAINER_PIDS=str(pids), FAKE_TRAINER_MODE=mode)
+    # SIGINT at its default, as under a terminal: a test suite started in the background by a
+    # non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt, rightly (POSIX: background jobs ignore the terminal's interrupt)
     return subprocess.Popen([sys.executable, str(FAKE_LAUNCH), "run", "recipe.yaml", "--stage", "validate",
                              "--name", name], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_pids(proc: subprocess.Popen, pids: Path) -> tuple[int, int]:
