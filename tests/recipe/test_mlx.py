@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from functools import lru_cache
 
 import pytest
 import yaml
@@ -85,12 +86,13 @@ def _mlx_recipes():
     return [e for e in list_recipes() if e.trainer == "mlx-lm"]
 
 
-def _mlx_lm_config_keys() -> set[str]:
+@lru_cache(maxsize=1)
+def _mlx_lm_config_keys() -> frozenset[str]:
     """The config keys mlx-lm reads, asked in a child process: importing mlx_lm.lora patches
     PyYAML's SafeLoader for the whole process (it reads `1e3` as a float from then on)."""
     code = "import json; from mlx_lm.lora import CONFIG_DEFAULTS; print(json.dumps(sorted(CONFIG_DEFAULTS)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return set(json.loads(out.strip().splitlines()[-1]))
+    return frozenset(json.loads(out.strip().splitlines()[-1]))
 
 
 def test_committed_mlx_configs_use_only_keys_mlx_lm_reads_and_state_the_plan():
