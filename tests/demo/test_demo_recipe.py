@@ -26,7 +26,7 @@ def test_the_demo_recipe_renders_its_settings(tmp_path, cli):
     assert cfg["peft_layers_to_transform"] == list(range(30 - s.hyper["lora_top_layers"], 30))
     assert cfg["group_by_length"] is True and cfg["lora_r"] == s.lora_r and cfg["learning_rate"] == s.hyper["learning_rate"]
     assert cfg["chat_template"] == "chatml" and cfg["bf16"] is False
-    for line in ("# llamaforge-model: smollm2-135m", "# llamaforge-gates: demo", "# llamaforge-validate-gates: demo-quick",
+    for line in ("# llamaforge-model: smollm2-135m", "# llamaforge-gates: demo", "# llamaforge-validate-gates: demo-validate",
                  f"# llamaforge-validate-evals: {s.validate_evals}", "# llamaforge-persona: Leviathan",
                  "# llamaforge-health: plateau_steps=16, plateau_edge_fraction=0.5, spike_factor=2.0"):
         assert line in text, line
@@ -42,7 +42,7 @@ def test_a_short_validation_makes_the_evaluations_its_header_asks_for(tmp_path):
     recipe = load_recipe(tmp_path / "r.yaml")
     s = demo_settings()
     assert recipe.validation_evals == s.validate_evals and recipe.gate_profile_for("validate") == s.validate_gates
-    assert s.validate_gates == "demo-quick" and recipe.gate_profile_for("full") == "demo"
+    assert s.validate_gates == "demo-validate" and recipe.gate_profile_for("full") == "demo"
     files = CorpusFiles(dir=tmp_path, train=[tmp_path / "train.jsonl"], eval=tmp_path / "eval.jsonl",
                         sample=[tmp_path / "sample.jsonl"], sample_rows=77, train_rows=258, persona="Leviathan")
     cfg, changes = derive_stage_config(recipe, "validate", files, tmp_path / "out")

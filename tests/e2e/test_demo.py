@@ -34,7 +34,7 @@ def test_validation_and_full_run_pass_health_with_the_guides_thresholds_and_thei
     full = json.loads((runs / "full" / "report.json").read_text())
     for report, stage in ((validate, "validate"), (full, "full")):
         assert report["passed"] and report["health"]["passed"] and report["gates"]["passed"], stage
-        assert report["gates"]["profile"] == ("demo-quick" if stage == "validate" else "demo")
+        assert report["gates"]["profile"] == ("demo-validate" if stage == "validate" else "demo")
         checks = {c["name"]: c for c in report["health"]["checks"]}
         # the guide's numbers, not relaxed: final loss < 1.5 / < 1.0, eval perplexity < 3 / < 2, gap 0.5
         assert checks["final_train_loss"]["threshold"] == (1.5 if stage == "validate" else 1.0)

@@ -49,9 +49,9 @@ def test_a_validation_whose_gates_fail_blocks_the_full_run(demo_run, in_dir, cli
     recipe = root / "build/demo/nyx.yaml"
     text = (root / "build/demo/leviathan-smollm2.yaml").read_text()
     text = text.replace("# llamaforge-persona: Leviathan", "# llamaforge-persona: Nyx")
-    # the identity gate alone (the demo's validation ran demo-quick): the refusal is the point
-    assert "# llamaforge-validate-gates: demo-quick\n" in text
-    recipe.write_text(text.replace("# llamaforge-validate-gates: demo-quick", "# llamaforge-validate-gates: identity"))
+    # the identity gate alone (the demo's validation ran demo-validate): the refusal is the point
+    assert "# llamaforge-validate-gates: demo-validate\n" in text
+    recipe.write_text(text.replace("# llamaforge-validate-gates: demo-validate", "# llamaforge-validate-gates: identity"))
 
     res = cli("run", str(recipe), "--stage", "validate", "--runs-dir", "runs", "--json")
     assert res.code == 1, res.err

@@ -28,6 +28,16 @@ def test_repository_profiles_hold_the_guide_thresholds():
     assert demo["humaneval"].compare.no_regression and demo["humaneval"].limit and demo["humaneval"].chat_template == "never"
     # the demo's validation and merged-model profile: the same gates, HumanEval left to the full run
     assert [g for g in profiles["demo-quick"].gates] == [g for g in profiles["demo"].gates if g.name != "humaneval"]
+    # the demo's validation: the same gates, its no-regression bounds at two standard errors (a gate that stops
+    # a paid run at one would stop ~16% of runs whose true accuracy did not move); thresholds unchanged
+    quick, validate = by["demo-quick"], by["demo-validate"]
+    assert list(validate) == list(quick)
+    for name, gate in validate.items():
+        if gate.compare and gate.compare.no_regression:
+            assert gate.compare.stderr_multiplier == 2.0 and quick[name].compare.stderr_multiplier == 1.0, name
+            assert gate.threshold == quick[name].threshold, name
+        else:
+            assert gate == quick[name], name
     assert by["validate"]["inference_suite"].threshold == 0.75
     release = by["release"]
     assert release["inference_suite"].threshold == 0.80
