@@ -107,18 +107,28 @@ class DemoResult:
         return max(values) if values else None
 
     def gate_columns(self) -> list[dict]:
-        """One row per gate: base, the validation adapter, the full adapter, the merged model."""
+        """One row per gate: base, the validation adapter, the full adapter, the merged model. The
+        target is the last stage's (the release one); a stage whose profile sets another (the
+        validation's wider no-regression bound) is named beside it."""
         columns = {**{k: v for k, v in self.stage_gates.items() if isinstance(v, dict)},
                    **({"merged": self.gate_report.to_dict()} if self.gate_report is not None else {})}
         rows: dict[str, dict] = {}
+        targets: dict[str, dict[str, str]] = {}
         for column, gates in columns.items():
             for g in gates.get("gates") or []:
-                row = rows.setdefault(g["name"], {"gate": g["name"], "target": _target(g), "base": g.get("base_value")})
+                row = rows.setdefault(g["name"], {"gate": g["name"], "base": g.get("base_value")})
                 if row["base"] is None:
                     row["base"] = g.get("base_value")
                 row[column] = g.get("value")
                 row[f"{column}_verdict"] = g.get("verdict")
-        return list(rows.values())
+                targets.setdefault(g["name"], {})[column] = _target(g)
+        for name, row in rows.items():
+            by_column = targets[name]
+            main = list(by_column.values())[-1]
+            others = [f"{column}: {t}" for column, t in by_column.items() if t != main]
+            row["target"] = main + (f" ({'; '.join(others)})" if others else "")
+        return [{"gate": r["gate"], "target": r["target"], **{k: v for k, v in r.items() if k not in ("gate", "target")}}
+                for r in rows.values()]
 
     def to_dict(self) -> dict:
         return {
