@@ -18,9 +18,9 @@ def _gates(report: dict) -> dict[str, dict]:
 
 @pytest.mark.slow
 @pytest.mark.skip(reason="measured 2026-12-03 (docs/preference.md): the validation passes every preference health "
-                  "check, but the demo DPO does not move the cue gate (styled with the cue 0.0 -> 0.0), so validation "
-                  "fails its gates and the full stage is refused; 24 min on the shared CPU. Needs a stronger demo "
-                  "(an SFT stage on the mythic answers first) before it can run in CI")
+                  "check, but the demo DPO does not move the cue gate enough (styled with the cue 0.0 -> 0.0 from the base; "
+                  "cue following 0.44 -> 0.52 after an SFT stage on the cued answers, bench/cue_chain.py), so validation "
+                  "fails its gates and the full stage is refused. 45 pairs do not teach a 135M model the conditional register")
 def test_dpo_recipe_runs_validate_gate_full_and_moves_the_cue_gate(tmp_path, monkeypatch, cli, smollm2_dir):
     from llamaforge.corpus.build import BuildOptions, build_corpus
     from llamaforge.paths import datasets_dir
