@@ -35,16 +35,18 @@ from llamaforge.paths import datasets_dir  # noqa: E402
 METRICS = ("cue_following", "cued_styled", "uncued_plain", "exit_honoured", "persona_collapse")
 
 
-def sft_rows(pairs: Path, out: Path) -> int:
-    """The cued pairs as SFT rows: the prompt with ⟁, then the chosen (mythic) answer."""
+def sft_rows(pairs: Path, out: Path, registers: str = "cued") -> int:
+    """The pairs as SFT rows, each prompt with its chosen answer: the cued ones only (the prompt with
+    ⟁, the mythic answer), or `both` registers (the plain and way-out pairs' plain answers too)."""
     out.mkdir(parents=True, exist_ok=True)
     kept = 0
     for split in ("train", "eval"):
         with open(pairs / f"{split}.jsonl", encoding="utf-8") as src, open(out / f"{split}.jsonl", "w", encoding="utf-8") as dst:
             for line in src:
                 row = json.loads(line)
-                if row.get("_category") == "cued":
-                    dst.write(json.dumps({"messages": row["prompt"] + [row["chosen"]], "_category": "cued"}) + "\n")
+                if registers == "both" or row.get("_category") == "cued":
+                    dst.write(json.dumps({"messages": row["prompt"] + [row["chosen"]],
+                                          "_category": row.get("_category")}) + "\n")
                     kept += split == "train"
     return kept
 
@@ -58,6 +60,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="build/bench/cue-chain")
     ap.add_argument("--sft-epochs", type=int, default=3)
+    ap.add_argument("--sft-registers", choices=("cued", "both"), default="cued",
+                    help="SFT on the cued mythic answers only, or on the plain answers too")
     ap.add_argument("--dpo-lr", type=float, default=1e-3)
     ap.add_argument("--dpo-epochs", type=int, default=3)
     ap.add_argument("--full", action="store_true", help="also run the DPO full stage (--force where validation failed)")
@@ -82,9 +86,9 @@ def main() -> int:
 
     pairs = build_corpus(datasets_dir() / "demo_cue.yaml", BuildOptions(workers=1), cwd=work).out_dir
     model = link_model_folder(ensure_pretrained("smollm2-135m").path, work / "model")
-    rows = sft_rows(pairs, work / "sft-corpus")
+    rows = sft_rows(pairs, work / "sft-corpus", args.sft_registers)
     sft = write_sft_recipe(work / "sft.yaml", model, work / "sft-corpus", output_dir="outputs/sft", epochs=args.sft_epochs)
-    sft.write_text(sft.read_text().replace("micro_batch_size: 8", "micro_batch_size: 4"))   # 19 rows: ~5 steps an epoch
+    sft.write_text(sft.read_text().replace("micro_batch_size: 8", "micro_batch_size: 4"))   # 19 cued rows: ~5 steps an epoch
     if timed("sft", lambda: sh(["accelerate", "launch", "--cpu", "--num_processes", "1", "-m", "axolotl.cli.train",
                                 str(sft)], "sft.log")):
         print(f"SFT failed: {work / 'sft.log'}")
@@ -97,7 +101,7 @@ def main() -> int:
     base, tuned_sft = gate_values(work / "sft-gates/results.json")
     dpo = write_dpo_recipe(work / "dpo.yaml", work / "merged", pairs, output_dir="outputs/dpo",
                            epochs=args.dpo_epochs, learning_rate=args.dpo_lr)
-    columns = {"base": base, "SFT (cued answers)": tuned_sft}
+    columns = {"base": base, f"SFT ({args.sft_registers})": tuned_sft}
     stages = ["validate"] + (["full"] if args.full else [])
     for stage in stages:
         cmd = ["llamaforge", "run", str(dpo), "--stage", stage] + (["--force"] if stage == "full" else [])
@@ -109,7 +113,7 @@ def main() -> int:
         print(f"DPO {stage}: {health}")
         if results.is_file():
             columns[f"SFT + DPO {stage}"] = gate_values(results)[1]
-    print(f"\nrows: SFT {rows} cued answers x {args.sft_epochs} epochs; DPO lr {args.dpo_lr:g}, {args.dpo_epochs} epochs\n")
+    print(f"\nrows: SFT {rows} {args.sft_registers} answers x {args.sft_epochs} epochs; DPO lr {args.dpo_lr:g}, {args.dpo_epochs} epochs\n")
     print("| gate | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for m in METRICS:
