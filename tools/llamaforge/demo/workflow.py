@@ -116,7 +116,7 @@ class DemoResult:
         targets: dict[str, dict[str, str]] = {}
         for column, gates in columns.items():
             for g in gates.get("gates") or []:
-                row = rows.setdefault(g["name"], {"gate": g["name"], "base": g.get("base_value")})
+                row = rows.setdefault(g["name"], {"gate": g["name"], "target": "", "base": g.get("base_value")})
                 if row["base"] is None:
                     row["base"] = g.get("base_value")
                 row[column] = g.get("value")
@@ -127,8 +127,7 @@ class DemoResult:
             main = list(by_column.values())[-1]
             others = [f"{column}: {t}" for column, t in by_column.items() if t != main]
             row["target"] = main + (f" ({'; '.join(others)})" if others else "")
-        return [{"gate": r["gate"], "target": r["target"], **{k: v for k, v in r.items() if k not in ("gate", "target")}}
-                for r in rows.values()]
+        return list(rows.values())
 
     def to_dict(self) -> dict:
         return {
