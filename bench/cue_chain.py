@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def gate_values(results: Path) -> tuple[dict, dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.error = lambda message: sys.exit(print(f"cue_chain: {message}", file=sys.stderr) or 2)   # one line
     ap.add_argument("--workdir", default="build/bench/cue-chain")
     ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument("--sft-registers", choices=("cued", "both"), default="cued",
@@ -66,6 +68,15 @@ def main() -> int:
     ap.add_argument("--dpo-epochs", type=int, default=3)
     ap.add_argument("--full", action="store_true", help="also run the DPO full stage (--force where validation failed)")
     args = ap.parse_args()
+    problem = next((f"{opt} must be {want}, not {value!r}" for opt, value, ok, want in (
+        ("--sft-epochs", args.sft_epochs, args.sft_epochs >= 1, "a whole number >= 1"),
+        ("--dpo-epochs", args.dpo_epochs, args.dpo_epochs >= 1, "a whole number >= 1"),
+        ("--dpo-lr", args.dpo_lr, math.isfinite(args.dpo_lr) and 0 < args.dpo_lr < 1, "a number between 0 and 1"),
+        ("--workdir", args.workdir, not Path(args.workdir).exists() or Path(args.workdir).is_dir(), "a folder"),
+    ) if not ok), None)
+    if problem:
+        print(f"cue_chain: {problem}", file=sys.stderr)
+        return 2
     env = dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
