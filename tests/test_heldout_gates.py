@@ -19,7 +19,7 @@ from llamaforge.paths import datasets_dir, evals_dir
 def test_no_training_corpus_contains_a_gate_prompt_or_a_near_paraphrase():
     prompts = gate_prompts(evals_dir() / "tasks")
     tasks = {p.task for p in prompts}
-    assert {"identity", "inference_suite", "general_answers", "esoteric_spotcheck"} <= tasks
+    assert {"identity", "inference_suite", "general_answers", "esoteric_spotcheck", "cue"} <= tasks
     texts = training_texts(datasets_dir())
     assert len(texts) > 500 and any(t.where.startswith("sources/demo/") for t in texts)
     overlaps = find_overlaps(prompts, texts)

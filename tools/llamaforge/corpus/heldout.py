@@ -91,7 +91,7 @@ def gate_prompts(tasks_dir: Path, *, humaneval: bool = True) -> list[GatePrompt]
     tasks_dir = Path(tasks_dir)
     prompts: list[GatePrompt] = []
     for task, name in (("identity", "identity_prompts.jsonl"), ("inference_suite", "inference_suite.jsonl"),
-                       ("general_answers", "general_prompts.jsonl")):
+                       ("general_answers", "general_prompts.jsonl"), ("cue", "cue_prompts.jsonl")):
         path = tasks_dir / task / name
         if path.is_file():
             prompts += _jsonl_prompts(path, task)
