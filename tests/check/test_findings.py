@@ -733,3 +733,17 @@ def test_a_preference_stage_on_an_earlier_adapter_is_an_error(table, rules):
     assert keys_of(combos(base_lora(rl="dpo", lora_model_dir="runs/sft/full/out"), table, rules), "error") == {"lora_model_dir"}
     assert combos(base_lora(lora_model_dir="runs/sft/full/out"), table, rules) == []   # SFT continues it
     assert combos(base_lora(rl="dpo", lora_model_dir="x", merge_lora=True), table, rules) == []
+
+
+@pytest.mark.parametrize("extra,flagged", [
+    ({"dpo_loss_type": ["sigmoid", "sft"], "dpo_loss_weights": [1.0]}, True),     # TRL's zip(strict=True) stops
+    ({"dpo_loss_weights": [1.0, 0.5]}, True),                                        # one loss (sigmoid), two weights
+    ({"dpo_loss_type": ["sigmoid", "sft"], "dpo_loss_weights": [1.0, 1.0]}, False),  # RPO: DPO + NLL
+    ({"dpo_loss_type": ["sigmoid", "sft"]}, False),                                  # weights default to 1 each
+    ({"dpo_loss_weights": [2.0]}, False),
+])
+def test_dpo_loss_weights_must_match_the_losses(table, rules, extra, flagged):
+    found = [f for f in combos(base_lora(rl="dpo", **extra), table, rules) if f.key == "dpo_loss_weights"]
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].severity == "error" and "one weight per DPO loss" in found[0].message

@@ -9,7 +9,7 @@ import pytest
 
 from llamaforge.errors import UserError
 from llamaforge.run.metrics import Curve, TrainPoint, parse_log
-from llamaforge.run.preference_health import PreferenceThresholds, evaluate_preference_health
+from llamaforge.run.preference_health import PreferenceThresholds, evaluate_preference_health, preference_loss_terms
 
 T = PreferenceThresholds.load({}, stage="validate")
 N = 20
@@ -36,6 +36,11 @@ def verdicts(curve: Curve, t: PreferenceThresholds = T, **facts) -> dict[str, st
     facts = {"oom": None, "exit_code": 0, "checkpoint": None, **facts}
     report = evaluate_preference_health(curve, t, beta=0.1, **facts)
     return {c.name: c.status for c in report.checks}
+
+
+def loss_check(curve: Curve, terms, t: PreferenceThresholds = T):
+    report = evaluate_preference_health(curve, t, beta=0.1, loss_terms=terms, oom=None, exit_code=0, checkpoint=None)
+    return next(c for c in report.checks if c.name in ("dpo_loss_below_ln2", "preference_loss_falling"))
 
 
 def test_a_healthy_dpo_run_passes_every_preference_check():
@@ -65,6 +70,54 @@ def test_accuracies_at_chance_or_falling_fail():
 
 def test_loss_not_below_ln2_fails():
     assert verdicts(dpo_curve(loss=[math.log(2)] * N))["dpo_loss_below_ln2"] == "fail"
+
+
+def test_the_loss_terms_of_a_recipe_are_what_axolotl_hands_trl():
+    assert preference_loss_terms({"rl": "dpo"}) == (("sigmoid", 1.0),)
+    assert preference_loss_terms({"rl": "ipo"}) == (("ipo", 1.0),)
+    assert preference_loss_terms({"rl": "dpo", "dpo_loss_type": ["sigmoid", "sft"]}) == (("sigmoid", 1.0), ("sft", 1.0))
+    assert preference_loss_terms({"rl": "dpo", "dpo_loss_type": ["sigmoid", "sft"],
+                                  "dpo_loss_weights": [1, 0.5]}) == (("sigmoid", 1.0), ("sft", 0.5))
+    for bad in ({"dpo_loss_type": "sigmoid"}, {"dpo_loss_type": []},
+                {"dpo_loss_type": ["sigmoid", "sft"], "dpo_loss_weights": [1.0]},
+                {"dpo_loss_type": ["sigmoid"], "dpo_loss_weights": [-1.0]},
+                {"dpo_loss_type": ["sigmoid"], "dpo_loss_weights": [float("nan")]}):
+        with pytest.raises(UserError, match="dpo_loss"):
+            preference_loss_terms({"rl": "dpo", **bad})
+
+
+def test_dpo_plus_nll_is_judged_by_its_fall_not_by_ln2():
+    """DPO + the chosen answers' NLL (RPO) starts at ln 2 plus the NLL (~3 nats a token on the demo):
+    the ln-2 rule would fail a run that learned; its loss must fall by the share ln 2 -> loss_max asks."""
+    margins = [i / (N - 1) for i in range(N)]
+    learning = [math.log1p(math.exp(-m)) + 3.0 - 2.0 * i / (N - 1) for i, m in enumerate(margins)]
+    check = loss_check(dpo_curve(loss=learning), (("sigmoid", 1.0), ("sft", 1.0)))
+    assert check.status == "pass" and "sigmoid + sft" in check.message
+    assert loss_check(dpo_curve(loss=learning), (("sigmoid", 1.0),)).status == "fail"   # above ln 2 throughout
+    flat = [3.7] * N
+    assert loss_check(dpo_curve(loss=flat), (("sigmoid", 1.0), ("sft", 1.0))).status == "fail"
+    almost = [3.7 - 0.01 * i / (N - 1) for i in range(N)]          # a 0.3% fall: noise, not learning
+    assert loss_check(dpo_curve(loss=almost), (("sigmoid", 1.0), ("sft", 1.0))).status == "fail"
+    nan = learning[:-1] + [float("nan")]
+    assert loss_check(dpo_curve(loss=nan), (("sigmoid", 1.0), ("sft", 1.0))).status == "fail"
+
+
+def test_ipo_is_judged_by_its_fall_from_one_over_four_beta_squared():
+    start = 1 / (4 * 0.1 ** 2)                      # 25 at margin 0 with beta 0.1
+    falling = [start * (1 - 0.8 * i / (N - 1)) for i in range(N)]
+    assert loss_check(dpo_curve(loss=falling), (("ipo", 1.0),)).status == "pass"
+    assert loss_check(dpo_curve(loss=[start] * N), (("ipo", 1.0),)).status == "fail"
+    full = PreferenceThresholds.load({}, stage="full")
+    slight = [start * (1 - 0.05 * i / (N - 1)) for i in range(N)]   # 5% lower: enough to leave the start,
+    assert loss_check(dpo_curve(loss=slight), (("ipo", 1.0),)).status == "pass"
+    assert loss_check(dpo_curve(loss=slight), (("ipo", 1.0),), full).status == "fail"   # not the full run's 13%
+
+
+def test_a_weighted_dpo_loss_starts_at_its_weight_times_ln2():
+    margins = [i / (N - 1) for i in range(N)]
+    doubled = [2 * math.log1p(math.exp(-m)) for m in margins]
+    check = loss_check(dpo_curve(loss=doubled), (("sigmoid", 2.0),))
+    assert check.status == "pass" and check.threshold == pytest.approx(2 * T.loss_max)
 
 
 def test_chosen_rewards_collapsing_fail():

@@ -236,6 +236,23 @@ def test_preference_methods_without_health_checks_are_refused_with_the_reason(cl
     assert res.code == 2 and "corpus is not built" in res.err
 
 
+def test_a_dpo_loss_mix_trl_would_refuse_mid_launch_is_refused_before_any_compute(cli, tmp_path):
+    from llamaforge.paths import recipes_dir
+
+    dpo = (recipes_dir() / "llama-3.1-8b/dpo-lora-1xH100-80GB.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "rpo.yaml"
+    bad.write_text(dpo.replace("rl: dpo\n", "rl: dpo\ndpo_loss_type: [sigmoid, sft]\ndpo_loss_weights: [1.0]\n"),
+                   encoding="utf-8")
+    res = cli("run", str(bad), "--stage", "validate")
+    assert res.code == 2 and "rpo.yaml" in res.err and "dpo_loss_weights" in res.err and "sigmoid, sft" in res.err
+    assert not (tmp_path / "runs").exists()
+    # the same mix with one weight per loss gets as far as its corpus
+    bad.write_text(dpo.replace("rl: dpo\n", "rl: dpo\ndpo_loss_type: [sigmoid, sft]\ndpo_loss_weights: [1.0, 1.0]\n"),
+                   encoding="utf-8")
+    res = cli("run", str(bad), "--stage", "validate")
+    assert res.code == 2 and "corpus is not built" in res.err
+
+
 def test_cli_bad_input(cli, tmp_path):
     res = cli("run", str(tmp_path / "missing.yaml"), "--stage", "validate")
     assert res.code == 2 and "not found" in res.err

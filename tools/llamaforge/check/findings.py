@@ -409,7 +409,19 @@ def _evals_never_run(cfg: dict, facts: dict) -> list[dict]:
     return [{"evals": evals, "epochs": epochs, "asked": asked, "ratio": f"{1 / count:g}"}]
 
 
+def _dpo_loss_weights(cfg: dict, facts: dict) -> list[dict]:
+    if str(cfg.get("rl") or "").lower() != "dpo" or cfg.get("dpo_loss_weights") is None:
+        return []
+    types, weights = cfg.get("dpo_loss_type"), cfg.get("dpo_loss_weights")
+    n = len(types) if isinstance(types, list) else 1
+    if isinstance(weights, list) and len(weights) == n:
+        return []
+    shown = ", ".join(map(str, types)) if isinstance(types, list) else "sigmoid (the default)"
+    return [{"value": weights, "types": shown, "n": n}]
+
+
 RULE_CHECKS = {
+    "dpo_loss_weights": _dpo_loss_weights,
     "evals_never_run": _evals_never_run,
     "deepspeed_batch_sizes": _deepspeed_batch_sizes,
     "batch_sizes": _batch_sizes,

@@ -1,7 +1,7 @@
 """Health checks of a preference (DPO) stage, judged from the metrics TRL's DPOTrainer logs at every
 logging step (kept on each TrainPoint as `prefs`): margins positive and rising, accuracies above
-chance, the loss below ln 2, the chosen answers not pushed down, log-probs not running away, no
-NaN. The process, OOM and checkpoint checks are the SFT ones (health.py). Thresholds live in
+chance, the loss below ln 2 (or, for a recipe whose loss is not DPO's alone, falling by as much),
+the chosen answers not pushed down, log-probs not running away, no NaN. The process, OOM and checkpoint checks are the SFT ones (health.py). Thresholds live in
 facts/health.yaml `preference_thresholds`, each with its reason."""
 
 from __future__ import annotations
@@ -61,6 +61,34 @@ def is_preference_config(config: dict) -> bool:
     return str(config.get("rl") or "").lower() in PREFERENCE_METHODS
 
 
+def preference_loss_terms(config: dict) -> tuple[tuple[str, float], ...]:
+    """What the trainer minimises, as (TRL loss type, weight) terms: Axolotl passes `dpo_loss_type`
+    and `dpo_loss_weights` of an `rl: dpo` recipe to TRL (default: sigmoid, DPO's own loss), and
+    `rl: ipo` is TRL's "ipo" loss. `[sigmoid, sft]` is DPO plus the chosen answers' NLL (RPO, the
+    Llama 3 recipe). Raises UserError for a shape TRL would refuse mid-launch."""
+    rl = str(config.get("rl") or "").lower()
+    if rl == "ipo":
+        return (("ipo", 1.0),)
+    types = config.get("dpo_loss_type")
+    weights = config.get("dpo_loss_weights")
+    if types is None:
+        types = ["sigmoid"]
+    if isinstance(types, str) or not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        raise UserError(f"`dpo_loss_type: {types!r}` must be a list of TRL loss names, e.g. [sigmoid] or [sigmoid, sft]")
+    if weights is None:
+        weights = [1.0] * len(types)
+    if (not isinstance(weights, list) or len(weights) != len(types)
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+                       for w in weights)):
+        raise UserError(f"`dpo_loss_weights: {weights!r}` must be one positive number per `dpo_loss_type` entry "
+                        f"({len(types)}: {', '.join(types)})")
+    return tuple((t.lower(), float(w)) for t, w in zip(types, weights))
+
+
+def describe_loss(terms: tuple[tuple[str, float], ...]) -> str:
+    return " + ".join(t if w == 1 else f"{w:g} x {t}" for t, w in terms)
+
+
 def _points(curve: Curve) -> list[TrainPoint]:
     return sorted((p for p in curve.train if p.prefs and "rewards/margins" in p.prefs), key=lambda p: p.step)
 
@@ -116,16 +144,34 @@ def check_accuracies(curve: Curve, t: PreferenceThresholds) -> Check:
                  f"needs >= {_fmt(t.accuracy_min)} and not below the first {k}{why}")
 
 
-def check_dpo_loss(curve: Curve, t: PreferenceThresholds) -> Check:
+def check_dpo_loss(curve: Curve, t: PreferenceThresholds, terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),)) -> Check:
+    """DPO's own loss starts at ln 2 (margins 0): its late mean must be below loss_max. Any other
+    loss (IPO starts at 1/(4 beta^2); DPO + NLL starts at ln 2 plus the chosen answers' NLL) is asked
+    to fall from its first logged steps by the same share, loss_max / ln 2, as `preference_loss_falling`."""
     losses = [p.loss for p in _points(curve)]
+    plain = len(terms) == 1 and terms[0][0] == "sigmoid"
+    name = "dpo_loss_below_ln2" if plain else "preference_loss_falling"
     if len(losses) < t.min_points:
-        return _short("dpo_loss_below_ln2", "loss", t, t.loss_max)
+        return _short(name, "loss", t, t.loss_max)
     k = max(1, math.ceil(len(losses) * t.window_fraction))
     late = _mean(losses[-k:])
-    ok = math.isfinite(late) and late < t.loss_max
-    return Check("dpo_loss_below_ln2", PASS if ok else FAIL, round(late, 4), t.loss_max,
-                 f"mean DPO loss of the last {k} logged steps is {_fmt(late)} (ln 2 = {LN2:.3f} at the start), "
-                 f"needs < {_fmt(t.loss_max)}")
+    if plain:
+        weight = terms[0][1]
+        limit = t.loss_max * weight
+        ok = math.isfinite(late) and late < limit
+        scale = "" if weight == 1 else f" (weight {weight:g}: {weight:g} x ln 2 at the start)"
+        return Check(name, PASS if ok else FAIL, round(late, 4), round(limit, 4),
+                     f"mean DPO loss of the last {k} logged steps is {_fmt(late)} (ln 2 = {LN2:.3f} at the start)"
+                     f"{scale}, needs < {_fmt(limit)}")
+    early = _mean(losses[:k])
+    share = t.loss_max / LN2
+    limit = early - abs(early) * (1 - share)
+    ok = math.isfinite(late) and math.isfinite(early) and late < limit
+    return Check(name, PASS if ok else FAIL, round(late, 4), round(limit, 4),
+                 f"the loss is {describe_loss(terms)}, not DPO's alone, so it does not start at ln 2: mean of the "
+                 f"last {k} logged steps {_fmt(late)} against {_fmt(early)} for the first {k}, needs < {_fmt(limit)} "
+                 f"({1 - share:.1%} lower, the fall ln 2 -> {_fmt(t.loss_max)} asks of DPO); the preference itself is "
+                 "judged by the margins and accuracies")
 
 
 def check_chosen(curve: Curve, t: PreferenceThresholds, beta: float) -> Check:
@@ -158,7 +204,7 @@ def check_logps(curve: Curve, t: PreferenceThresholds) -> Check:
 
 
 def evaluate_preference_health(curve: Curve, thresholds: PreferenceThresholds, *, beta: float = DEFAULT_BETA,
-                               oom: str | None, exit_code: int | None, checkpoint: CheckpointFacts | None,
+                               loss_terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),), oom: str | None, exit_code: int | None, checkpoint: CheckpointFacts | None,
                                error: str | None = None, interrupted: str | None = None) -> HealthReport:
     """All checks of a DPO stage, in the order a person reads them."""
     t = thresholds
@@ -168,7 +214,7 @@ def evaluate_preference_health(curve: Curve, thresholds: PreferenceThresholds, *
         check_pref_nan(curve),
         *check_margins(curve, t),
         check_accuracies(curve, t),
-        check_dpo_loss(curve, t),
+        check_dpo_loss(curve, t, loss_terms),
         check_chosen(curve, t, beta),
         check_logps(curve, t),
         check_checkpoint(checkpoint),

@@ -46,7 +46,7 @@ def write_stage_report(stage_dir: Path, report: dict, curve: Curve, thresholds: 
         raise ValueError(f"write_stage_report: {problem}")
     paths: dict[str, Path] = {}
     png = stage_dir / LOSS_PNG
-    if plot_loss_curve(curve, thresholds, png, title=_title(record)):
+    if plot_loss_curve(curve, thresholds, png, title=_title(record), preference_limit=_preference_loss_limit(record)):
         paths["png"] = png
     files = {k: p.name for k, p in paths.items()}
     files.update(md=REPORT_MD, json=REPORT_JSON)
@@ -266,7 +266,19 @@ def epoch_boundaries(curve: Curve) -> list[tuple[int, float]]:
     return out
 
 
-def plot_loss_curve(curve: Curve, thresholds: Thresholds, path: Path, *, title: str) -> bool:
+def _preference_loss_limit(record: dict) -> tuple[float, str] | None:
+    """The loss limit the preference health check applied (its threshold and what it means)."""
+    for check in (record.get("health") or {}).get("checks") or []:
+        limit = check.get("threshold")
+        if isinstance(limit, (int, float)) and check.get("name") == "dpo_loss_below_ln2":
+            return float(limit), f"DPO loss limit {limit:g} (ln 2 = 0.693 at the start)"
+        if isinstance(limit, (int, float)) and check.get("name") == "preference_loss_falling":
+            return float(limit), f"loss limit {limit:g} (a fall from the first steps' mean)"
+    return None
+
+
+def plot_loss_curve(curve: Curve, thresholds: Thresholds, path: Path, *, title: str,
+                    preference_limit: tuple[float, str] | None = None) -> bool:
     """Train and eval loss against step, the loss limits as horizontal lines, epoch boundaries as
     vertical ones. False (and no file) when matplotlib is not installed."""
     try:
@@ -290,9 +302,10 @@ def plot_loss_curve(curve: Curve, thresholds: Thresholds, path: Path, *, title: 
                        label=f"final train loss limit {thresholds.final_train_loss_max:g}")
             ax.axhline(eval_limit, color="tab:orange", linestyle="--", linewidth=0.9,
                        label=f"eval ppl limit {thresholds.eval_ppl_max:g} (loss {eval_limit:.3g})")
-        else:   # a preference run: its loss limit (below ln 2, where DPO starts)
-            ax.axhline(thresholds.loss_max, color="tab:blue", linestyle="--", linewidth=0.9,
-                       label=f"DPO loss limit {thresholds.loss_max:g} (ln 2 = 0.693 at the start)")
+        else:   # a preference run: the loss limit its health check applied
+            limit, label = preference_limit or (thresholds.loss_max, f"DPO loss limit {thresholds.loss_max:g} "
+                                                                      "(ln 2 = 0.693 at the start)")
+            ax.axhline(limit, color="tab:blue", linestyle="--", linewidth=0.9, label=label)
         for k, step in epoch_boundaries(curve):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
             ax.annotate(f"epoch {k}", (step, 0.02), xycoords=("data", "axes fraction"), fontsize=7,

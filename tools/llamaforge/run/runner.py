@@ -31,7 +31,13 @@ from ..recipe.templating import comment_text, dump_yaml
 from .adapter_chain import chain_record, check_start_adapter, merged_base_record
 from .health import Thresholds, evaluate_health
 from .metrics import LogWatcher, health_facts, run_curve
-from .preference_health import DEFAULT_BETA, PreferenceThresholds, evaluate_preference_health, is_preference_config
+from .preference_health import (
+    DEFAULT_BETA,
+    PreferenceThresholds,
+    evaluate_preference_health,
+    is_preference_config,
+    preference_loss_terms,
+)
 from .report import read_stage_report, write_stage_report
 from .stage import (
     Recipe,
@@ -475,7 +481,8 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
         "allow_code_execution": allow_code_execution,
     }
     if is_preference_config(plan.config):
-        report["preference"] = {"method": str(plan.config["rl"]), "beta": plan.config.get("rl_beta", DEFAULT_BETA)}
+        report["preference"] = {"method": str(plan.config["rl"]), "beta": plan.config.get("rl_beta", DEFAULT_BETA),
+                                "loss": [list(term) for term in preference_loss_terms(plan.config)]}
     if plan.config.get("lora_model_dir"):
         report["starts_from"] = chain_record(Path(plan.config["lora_model_dir"]))
     elif (merged := merged_base_record(str(plan.config.get("base_model") or ""))) is not None:
@@ -509,7 +516,7 @@ def _run_locked(plan: StagePlan, gate: dict, thresholds, stage: str, *, gates: b
                  interrupted=interrupted)
     if is_preference_config(plan.config):
         health = evaluate_preference_health(curve, thresholds, beta=float(plan.config.get("rl_beta", DEFAULT_BETA)),
-                                            **facts)
+                                            loss_terms=preference_loss_terms(plan.config), **facts)
     else:
         health = evaluate_health(curve, thresholds, **facts)
     report["health"] = health.to_dict()

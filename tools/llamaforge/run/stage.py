@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..files import yaml_error_line
 from ..planning.catalog import Hardware, parse_hardware
 from ..recipe.registry import read_header
-from .preference_health import PREFERENCE_METHODS
+from .preference_health import PREFERENCE_METHODS, preference_loss_terms
 
 STAGES = ("validate", "full")
 EVALS_PER_VALIDATION = 20     # evaluations over a validation run: enough points to judge the eval curve
@@ -116,6 +116,11 @@ def load_recipe(path: str | Path) -> Recipe:
             f"({', '.join(PREFERENCE_METHODS)}) by the metrics their trainers log; launch this one with the "
             "command in its header"
         )
+    if rl:
+        try:
+            preference_loss_terms(config)
+        except UserError as exc:
+            raise UserError(f"recipe {p}: {exc}") from None
     return Recipe(p, text, config, read_header(text))
 
 
