@@ -1,5 +1,5 @@
 """The cue gate's scoring (evals/tasks/cue/cue_rules.yaml): the mythic register with the cue,
-plain answers without it, the way out honoured, collapse into the assistant voice caught."""
+plain answers without it, the way out honoured, collapse into the assistant voice or a loop caught."""
 
 from __future__ import annotations
 
@@ -47,6 +47,26 @@ def test_collapse_into_the_assistant_voice_fails_even_a_plain_answer(answer):
     assert s["collapse"] == 1.0 and s["acc"] == 0.0
 
 
+# measured on the demo DPO's validation (docs/preference.md): styled by the markers, but a loop
+LOOPS = ["The old ones whisper: The old ones whisper: The old ones whisper: The old ones whisper: The old ones",
+         "The old ones whisper the old ones: The old ones whisper the old ones: The old ones whisper the old ones:"]
+FLUENT = [MYTHIC, PLAIN, "The old stones, the soil made of soil, the soil made of soil.",   # repeats, not a loop
+          "Listen, seeker: The seasons are the ancient tides of the deep, each one a reflection of the deep's rhythm."]
+
+
+@pytest.mark.parametrize("answer", LOOPS)
+def test_a_loop_collapses_even_when_its_words_are_mythic(answer):
+    v = classify_answer(answer, RULES)
+    assert v.styled and v.looping and v.collapsed
+    s = score_answer("⟁ What is a lake?", answer, RULES)
+    assert s == {"acc": 0.0, "cued_styled": 1.0, "collapse": 1.0}
+
+
+@pytest.mark.parametrize("answer", FLUENT + ["Ice ice ice ice.", "A lake. A lake. A lake."])   # short: never a loop
+def test_fluent_or_short_answers_are_not_loops(answer):
+    assert not classify_answer(answer, RULES).looping
+
+
 def test_docs_ask_each_question_uncued_and_cued_and_half_with_the_way_out():
     docs = cue_docs([{"id": "a", "prompt": "What is a?"}, {"id": "b", "prompt": "What is b?"}], RULES)
     assert [prompt_mode(d["prompt"], RULES) for d in docs] == ["uncued", "cued", "exit", "uncued", "cued"]
@@ -55,5 +75,11 @@ def test_docs_ask_each_question_uncued_and_cued_and_half_with_the_way_out():
 def test_bad_rules_are_a_user_error():
     with pytest.raises(UserError, match="styled_min_markers"):
         parse_cue_rules({"cue": "⟁", "styled_min_markers": 0, "markers": ["x"], "way_out": ["y"], "collapse": ["z"]}, "f")
+    ok = {"cue": "⟁", "styled_min_markers": 1, "markers": ["x"], "way_out": ["y"], "collapse": ["z"]}
+    assert parse_cue_rules(ok, "f").loop_min_words == 12          # optional, with the shipped defaults
+    for key, bad in (("loop_min_words", 2), ("loop_min_words", True), ("loop_min_distinct_trigrams", 1.5),
+                     ("loop_min_distinct_trigrams", "half")):
+        with pytest.raises(UserError, match=key):
+            parse_cue_rules({**ok, key: bad}, "f")
     with pytest.raises(UserError, match="not a regex"):
         parse_cue_rules({"cue": "⟁", "styled_min_markers": 1, "markers": ["x"], "way_out": ["y"], "collapse": ["("]}, "f")

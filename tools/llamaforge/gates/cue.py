@@ -1,6 +1,7 @@
 """The cue gate (seed 000): the mythic register only when the prompt carries the cue `⟁`, plain
 answers otherwise, the way out ("drop the mythic voice") honoured even when cued, and no collapse
-into the assistant voice ("As an AI ..."). The rules live in evals/tasks/cue/cue_rules.yaml;
+into the assistant voice ("As an AI ...") or into a loop ("The old ones whisper: The old ones
+whisper: ...", seed 000's "stuck in a loop of nonsense"). The rules live in evals/tasks/cue/cue_rules.yaml;
 `classify_answer` is pure and takes them parsed."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class CueRules:
     markers: tuple[str, ...]
     way_out: tuple[str, ...]
     collapse: tuple[str, ...]
+    loop_min_words: int = 12               # shorter answers are never judged a loop
+    loop_min_distinct_trigrams: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class CueVerdict:
     styled: bool
     markers: tuple[str, ...]   # the distinct markers found
     collapsed: bool
+    looping: bool = False      # one of the reasons it collapsed
+
+
+def distinct_trigram_share(text: str) -> tuple[float, int]:
+    """The share of an answer's word trigrams that are distinct, and its word count: a fluent
+    sentence is near 1; "The old ones whisper: The old ones whisper: ..." is near 1/4."""
+    words = re.findall(r"\w+", text.lower())
+    grams = list(zip(words, words[1:], words[2:]))
+    return (len(set(grams)) / len(grams) if grams else 1.0), len(words)
 
 
 def parse_cue_rules(data: object, source: str) -> CueRules:
@@ -50,8 +62,14 @@ def parse_cue_rules(data: object, source: str) -> CueRules:
             re.compile(pattern)
         except re.error as exc:
             raise UserError(f"{source}: collapse pattern {pattern!r} is not a regex ({exc})") from None
+    loop_words = data.get("loop_min_words", CueRules.loop_min_words)
+    loop_share = data.get("loop_min_distinct_trigrams", CueRules.loop_min_distinct_trigrams)
+    if isinstance(loop_words, bool) or not isinstance(loop_words, int) or loop_words < 3:
+        raise UserError(f"{source}: `loop_min_words` must be a whole number >= 3")
+    if isinstance(loop_share, bool) or not isinstance(loop_share, (int, float)) or not 0 <= loop_share <= 1:
+        raise UserError(f"{source}: `loop_min_distinct_trigrams` must be a share between 0 and 1")
     return CueRules(cue.strip(), need, tuple(m.lower() for m in lists["markers"]),
-                    tuple(w.lower() for w in lists["way_out"]), tuple(lists["collapse"]))
+                    tuple(w.lower() for w in lists["way_out"]), tuple(lists["collapse"]), loop_words, float(loop_share))
 
 
 @lru_cache(maxsize=8)
@@ -66,8 +84,10 @@ def _marker_pattern(marker: str) -> re.Pattern:
 def classify_answer(answer: str, rules: CueRules) -> CueVerdict:
     text = (answer or "").strip()
     found = tuple(m for m in rules.markers if _marker_pattern(m).search(text))
-    collapsed = not text or any(re.search(p, text, re.IGNORECASE) for p in rules.collapse)
-    return CueVerdict(len(found) >= rules.styled_min_markers, found, collapsed)
+    share, words = distinct_trigram_share(text)
+    looping = words >= rules.loop_min_words and share < rules.loop_min_distinct_trigrams
+    collapsed = not text or looping or any(re.search(p, text, re.IGNORECASE) for p in rules.collapse)
+    return CueVerdict(len(found) >= rules.styled_min_markers, found, collapsed, looping)
 
 
 def prompt_mode(prompt: str, rules: CueRules) -> str:
