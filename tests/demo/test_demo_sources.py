@@ -2,18 +2,14 @@
 base model's kept answers hold the terms that made them right, and the demo spec builds with the
 corpus builder. That no row asks a gate's question is tests/test_heldout_gates.py."""
 
-import importlib.util
+from dataset_scripts import load_generator
 
 from llamaforge.gates.answer_checks import contains_term
 from llamaforge.paths import datasets_dir
 
 
 def _generator():
-    path = datasets_dir() / "sources/demo/generate.py"
-    spec = importlib.util.spec_from_file_location("demo_generate", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_generator("sources/demo/generate.py", "demo_generate")
 
 
 def test_committed_demo_sources_equal_the_generator_output():

@@ -153,3 +153,38 @@ def test_the_shipped_cue_example_builds_clean_and_pairs_every_question_both_ways
     for r in rows:
         if r["_category"] == "plain":
             assert "⟁" not in r["prompt"] and "system" not in r
+
+
+def test_the_demo_cue_pairs_are_what_their_generator_writes_and_read_as_the_cue_gate_scores():
+    """datasets/demo_cue.yaml's pairs: every question plain and cued, a third of them with the way
+    out, each answer in the register the cue gate's own rules read it as (the generator checks this
+    and leaves a row out, counted, when it does not; none is left out today)."""
+    from llamaforge.gates.cue import classify_answer, load_cue_rules
+    from llamaforge.paths import evals_dir
+
+    from dataset_scripts import load_generator
+
+    gen = load_generator("sources/demo_cue/generate.py", "demo_cue_generate")
+    text, dropped = gen.render()
+    assert (datasets_dir() / "sources/demo_cue/cue_pairs.jsonl").read_text(encoding="utf-8") == text
+    assert dropped == []
+    rows = [json.loads(line) for line in text.splitlines()]
+    rules = load_cue_rules(evals_dir() / "tasks/cue/cue_rules.yaml")
+    by = {c: [r for r in rows if r["_category"] == c] for c in ("plain", "cued", "exit")}
+    assert len(by["plain"]) == len(by["cued"]) >= 90 and len(by["exit"]) >= len(by["plain"]) // 3
+    plain = {r["prompt"]: (r["chosen"], r["rejected"]) for r in by["plain"]}
+    for r in by["cued"]:
+        assert (r["rejected"], r["chosen"]) == plain[r["prompt"].removeprefix("⟁ ")]
+    for r in rows:
+        wants_style = r["_category"] == "cued"
+        assert classify_answer(r["chosen"], rules).styled is wants_style, r
+        assert classify_answer(r["rejected"], rules).styled is not wants_style, r
+        assert r["prompt"].startswith("⟁ ") is (r["_category"] != "plain"), r
+    openers = {gen.first_word(o) for o in gen.OPENINGS}
+    assert not [r for r in rows if r["_category"] != "cued" and gen.first_word(r["chosen"]) in openers]
+    # a row the rules misread, or whose plain answer starts as an opening does, is left out and named
+    gen.questions = lambda: [("Why listen?", "Listen: it helps.", "Listen, seeker, the deep hears.", "y:1")]
+    assert gen.pairs(rules) == ([], ["y:1: the plain answer starts with 'listen', as a mythic opening does"])
+    broken = [("What is snow?", "Snow is frozen water.", "Snow is frozen water.", "x:1")]
+    gen.questions = lambda: broken
+    assert gen.pairs(rules) == ([], ["x:1: the plain answer reads plain, the mythic one plain"])
