@@ -66,6 +66,9 @@ def main() -> int:
                     help="SFT on the cued mythic answers only, or on the plain answers too")
     ap.add_argument("--dpo-lr", type=float, default=1e-3)
     ap.add_argument("--dpo-epochs", type=int, default=3)
+    ap.add_argument("--dpo-loss", choices=("dpo", "dpo+nll"), default="dpo",
+                    help="plain DPO on the top 10 layers (the measurements of docs/preference.md's chain), or DPO "
+                         "plus the chosen answers' NLL on every layer (what the slow test trains)")
     ap.add_argument("--full", action="store_true", help="also run the DPO full stage (--force where validation failed)")
     args = ap.parse_args()
     problem = next((f"{opt} must be {want}, not {value!r}" for opt, value, ok, want in (
@@ -99,7 +102,7 @@ def main() -> int:
     model = link_model_folder(ensure_pretrained("smollm2-135m").path, work / "model")
     rows = sft_rows(pairs, work / "sft-corpus", args.sft_registers)
     sft = write_sft_recipe(work / "sft.yaml", model, work / "sft-corpus", output_dir="outputs/sft", epochs=args.sft_epochs)
-    sft.write_text(sft.read_text().replace("micro_batch_size: 8", "micro_batch_size: 4"))   # 19 cued rows: ~5 steps an epoch
+    sft.write_text(sft.read_text().replace("micro_batch_size: 8", "micro_batch_size: 4"))   # small corpora: more steps an epoch
     if timed("sft", lambda: sh(["accelerate", "launch", "--cpu", "--num_processes", "1", "-m", "axolotl.cli.train",
                                 str(sft)], "sft.log")):
         print(f"SFT failed: {work / 'sft.log'}")
@@ -111,7 +114,7 @@ def main() -> int:
                                    "--profile", "cue", "--output", str(work / "sft-gates")], "sft-gates.log"))
     base, tuned_sft = gate_values(work / "sft-gates/results.json")
     dpo = write_dpo_recipe(work / "dpo.yaml", work / "merged", pairs, output_dir="outputs/dpo",
-                           epochs=args.dpo_epochs, learning_rate=args.dpo_lr)
+                           epochs=args.dpo_epochs, learning_rate=args.dpo_lr, nll=args.dpo_loss == "dpo+nll")
     columns = {"base": base, f"SFT ({args.sft_registers})": tuned_sft}
     stages = ["validate"] + (["full"] if args.full else [])
     for stage in stages:
@@ -124,7 +127,8 @@ def main() -> int:
         print(f"DPO {stage}: {health}")
         if results.is_file():
             columns[f"SFT + DPO {stage}"] = gate_values(results)[1]
-    print(f"\nrows: SFT {rows} {args.sft_registers} answers x {args.sft_epochs} epochs; DPO lr {args.dpo_lr:g}, {args.dpo_epochs} epochs\n")
+    print(f"\nrows: SFT {rows} {args.sft_registers} answers x {args.sft_epochs} epochs; {args.dpo_loss} lr {args.dpo_lr:g}, "
+          f"{args.dpo_epochs} epochs\n")
     print("| gate | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for m in METRICS:

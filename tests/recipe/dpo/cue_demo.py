@@ -31,14 +31,18 @@ def _headers(gates: str, evals: int, health: str | None) -> str:
 
 
 def write_dpo_recipe(path: Path, model: Path, corpus: Path, *, output_dir: str, lora_model_dir: Path | None = None,
-                     epochs: int = 3, learning_rate: float = 1e-3, gates: str = "cue") -> Path:
+                     epochs: int = 2, learning_rate: float = 3e-3, gates: str = "cue", nll: bool = True) -> Path:
+    """The demo's DPO stage. `nll`: DPO plus the chosen answers' NLL (RPO, `dpo_loss_type: [sigmoid,
+    sft]`), LoRA on every layer: what moved the cue gate on this model (docs/preference.md); without
+    it, plain DPO on the top 10 layers, which learned the pairs but not the register."""
     pair = {"type": "chat_template.default", "field_messages": "prompt", "field_chosen": "chosen",
             "field_rejected": "rejected"}
     config = {
         "base_model": str(model), "chat_template": "chatml",
         "rl": "dpo", "rl_beta": 0.1,
+        **({"dpo_loss_type": ["sigmoid", "sft"], "dpo_loss_weights": [1.0, 1.0]} if nll else {}),
         "adapter": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_target_linear": True,
-        "peft_layers_to_transform": TOP_LAYERS,
+        **({} if nll else {"peft_layers_to_transform": TOP_LAYERS}),
         **({"lora_model_dir": str(lora_model_dir)} if lora_model_dir else {}),
         "datasets": [{"path": str(corpus / "train.jsonl"), **pair}],
         "test_datasets": [{"path": str(corpus / "eval.jsonl"), **pair}],
