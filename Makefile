@@ -14,7 +14,7 @@ demo: setup
 	llamaforge demo
 
 test: setup
-	python -m pytest
+	python -m pytest --durations=15
 
 test-fast: setup
 	python -m pytest -m "not slow"
