@@ -1,8 +1,8 @@
 """The cue gate (seed 000): the mythic register only when the prompt carries the cue `⟁`, plain
 answers otherwise, the way out ("drop the mythic voice") honoured even when cued, and no collapse
 into the assistant voice ("As an AI ...") or into a loop ("The old ones whisper: The old ones
-whisper: ...", seed 000's "stuck in a loop of nonsense"). The rules live in evals/tasks/cue/cue_rules.yaml;
-`classify_answer` is pure and takes them parsed."""
+whisper: ...", seed 000's "stuck in a loop of nonsense"). The rules live in
+evals/tasks/cue/cue_rules.yaml; `classify_answer` is pure and takes them parsed."""
 
 from __future__ import annotations
 

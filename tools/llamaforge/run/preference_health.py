@@ -1,8 +1,9 @@
 """Health checks of a preference (DPO) stage, judged from the metrics TRL's DPOTrainer logs at every
 logging step (kept on each TrainPoint as `prefs`): margins positive and rising, accuracies above
 chance, the loss below ln 2 (or, for a recipe whose loss is not DPO's alone, falling by as much),
-the chosen answers not pushed down, log-probs not running away, no NaN. The process, OOM and checkpoint checks are the SFT ones (health.py). Thresholds live in
-facts/health.yaml `preference_thresholds`, each with its reason."""
+the chosen answers not pushed down, log-probs not running away, no NaN. The process, OOM and
+checkpoint checks are the SFT ones (health.py). Thresholds live in facts/health.yaml
+`preference_thresholds`, each with its reason."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def preference_loss_terms(config: dict) -> tuple[tuple[str, float], ...]:
     weights = config.get("dpo_loss_weights")
     if types is None:
         types = ["sigmoid"]
-    if isinstance(types, str) or not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
         raise UserError(f"`dpo_loss_type: {types!r}` must be a list of TRL loss names, e.g. [sigmoid] or [sigmoid, sft]")
     if weights is None:
         weights = [1.0] * len(types)
@@ -144,7 +145,8 @@ def check_accuracies(curve: Curve, t: PreferenceThresholds) -> Check:
                  f"needs >= {_fmt(t.accuracy_min)} and not below the first {k}{why}")
 
 
-def check_dpo_loss(curve: Curve, t: PreferenceThresholds, terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),)) -> Check:
+def check_dpo_loss(curve: Curve, t: PreferenceThresholds,
+                   terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),)) -> Check:
     """DPO's own loss starts at ln 2 (margins 0): its late mean must be below loss_max. Any other
     loss (IPO starts at 1/(4 beta^2); DPO + NLL starts at ln 2 plus the chosen answers' NLL) is asked
     to fall from its first logged steps by the same share, loss_max / ln 2, as `preference_loss_falling`."""
@@ -204,7 +206,8 @@ def check_logps(curve: Curve, t: PreferenceThresholds) -> Check:
 
 
 def evaluate_preference_health(curve: Curve, thresholds: PreferenceThresholds, *, beta: float = DEFAULT_BETA,
-                               loss_terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),), oom: str | None, exit_code: int | None, checkpoint: CheckpointFacts | None,
+                               loss_terms: tuple[tuple[str, float], ...] = (("sigmoid", 1.0),),
+                               oom: str | None, exit_code: int | None, checkpoint: CheckpointFacts | None,
                                error: str | None = None, interrupted: str | None = None) -> HealthReport:
     """All checks of a DPO stage, in the order a person reads them."""
     t = thresholds
