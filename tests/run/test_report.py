@@ -234,3 +234,30 @@ def test_read_rejects_corrupt_partial_or_forged_reports(tmp_path, tiny_curve, da
 def test_epoch_boundaries_of_the_tiny_run(tiny_curve):
     assert epoch_boundaries(tiny_curve) == [(1, 75.0), (2, 150.0), (3, 225.0)]
     assert epoch_boundaries(Curve()) == []
+
+
+def test_a_preference_report_names_its_loss_terms_and_plots_the_limit_its_check_applied(tmp_path, monkeypatch):
+    """A DPO+NLL stage: report.md lists the loss terms, and the plot's limit line is the one
+    `preference_loss_falling` applied, not DPO's ln-2 limit."""
+    from llamaforge.run.preference_health import PreferenceThresholds, evaluate_preference_health
+    from llamaforge.run.metrics import TrainPoint
+
+    pts = [TrainPoint(step=i + 1, epoch=(i + 1) / 20, loss=3.7 - 0.15 * i, grad_norm=1.0,
+                      prefs={"rewards/margins": 0.3 * i, "rewards/accuracies": 1.0, "rewards/chosen": 0.1 * i,
+                             "logps/chosen": -50.0 + i, "logps/rejected": -60.0 - i}) for i in range(20)]
+    curve = Curve(train=pts, total_steps=20, epochs=1.0)
+    t = PreferenceThresholds.load({}, stage="validate")
+    terms = (("sigmoid", 1.0), ("sft", 1.0))
+    health = evaluate_preference_health(curve, t, beta=0.1, loss_terms=terms, oom=None, exit_code=0,
+                                        checkpoint=CheckpointFacts(True, "out", True, "final: loads"))
+    plotted = []
+    monkeypatch.setattr(report_module, "plot_loss_curve",
+                        lambda *a, preference_limit=None, **k: plotted.append(preference_limit) or False)
+    rec = {"stage": "validate", "recipe": {"path": "dpo.yaml", "hash": "ab"}, "corpus": {"manifest_hash": "cd"},
+           "preference": {"method": "dpo", "beta": 0.1, "loss": [list(x) for x in terms]},
+           "health": health.to_dict(), "passed": health.passed}
+    md = write_stage_report(tmp_path, rec, curve, t)["md"].read_text()
+    assert '- preference.loss: `[["sigmoid", 1.0], ["sft", 1.0]]`' in md
+    check = next(c for c in health.checks if c.name == "preference_loss_falling")
+    assert check.status == "pass" and plotted == [(check.threshold, plotted[0][1])]
+    assert "fall from the first steps" in plotted[0][1]

@@ -131,6 +131,8 @@ def _run_lines(record: dict) -> list[str]:
             for sub, v in value.items():
                 if not isinstance(v, (dict, list)):
                     lines.append(f"- {key}.{sub}: {_inline(v)}")
+                elif isinstance(v, list) and not _holds_a_dict(v):   # e.g. preference.loss [[sigmoid, 1.0], [sft, 1.0]]
+                    lines.append(f"- {key}.{sub}: {_inline(json.dumps(v, ensure_ascii=False))}")
         elif isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) > 1:
             lines.append(f"- {key}:")
             lines += [f"  - {_cell(v)}" for v in value]
@@ -139,6 +141,10 @@ def _run_lines(record: dict) -> list[str]:
         else:
             lines.append(f"- {key}: {_inline(value)}")
     return lines
+
+
+def _holds_a_dict(value) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and any(_holds_a_dict(v) for v in value))
 
 
 def _inline(value) -> str:
