@@ -272,14 +272,16 @@ def epoch_boundaries(curve: Curve) -> list[tuple[int, float]]:
     return out
 
 
+_LOSS_LIMIT_LABELS = {"dpo_loss_below_ln2": "DPO loss limit {:g} (ln 2 = 0.693 at the start)",
+                      "preference_loss_falling": "loss limit {:g} (a fall from the first steps' mean)"}
+
+
 def _preference_loss_limit(record: dict) -> tuple[float, str] | None:
     """The loss limit the preference health check applied (its threshold and what it means)."""
     for check in (record.get("health") or {}).get("checks") or []:
-        limit = check.get("threshold")
-        if isinstance(limit, (int, float)) and check.get("name") == "dpo_loss_below_ln2":
-            return float(limit), f"DPO loss limit {limit:g} (ln 2 = 0.693 at the start)"
-        if isinstance(limit, (int, float)) and check.get("name") == "preference_loss_falling":
-            return float(limit), f"loss limit {limit:g} (a fall from the first steps' mean)"
+        label, limit = _LOSS_LIMIT_LABELS.get(check.get("name")), check.get("threshold")
+        if label and isinstance(limit, (int, float)):
+            return float(limit), label.format(limit)
     return None
 
 
