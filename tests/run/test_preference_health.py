@@ -81,9 +81,12 @@ def test_the_loss_terms_of_a_recipe_are_what_axolotl_hands_trl():
     for bad in ({"dpo_loss_type": "sigmoid"}, {"dpo_loss_type": []},
                 {"dpo_loss_type": ["sigmoid", "sft"], "dpo_loss_weights": [1.0]},
                 {"dpo_loss_type": ["sigmoid"], "dpo_loss_weights": [-1.0]},
-                {"dpo_loss_type": ["sigmoid"], "dpo_loss_weights": [float("nan")]}):
-        with pytest.raises(UserError, match="dpo_loss"):
+                {"dpo_loss_type": ["sigmoid"], "dpo_loss_weights": [float("nan")]},
+                {"dpo_loss_type": ["sigmoid", "Sigmoid"]}, {"dpo_loss_type": ["a b"]},
+                {"dpo_loss_type": ["$(touch x)"]}, {"dpo_loss_type": ["x\ny"]}, {"dpo_loss_type": ["it's"]}):
+        with pytest.raises(UserError, match="dpo_loss") as err:
             preference_loss_terms({"rl": "dpo", **bad})
+        assert "\n" not in str(err.value)
 
 
 def test_dpo_plus_nll_is_judged_by_its_fall_not_by_ln2():

@@ -33,6 +33,10 @@ from .metrics import Curve, TrainPoint
 LN2 = math.log(2)
 PREFERENCE_METHODS = ("dpo", "ipo")   # rl: methods whose TRL trainer logs rewards/margins and friends
 DEFAULT_BETA = 0.1                    # TRL's and Axolotl's default rl_beta
+# the loss names TRL 1.9's DPOTrainer knows (trl/trainer/dpo_trainer.py, "Unknown loss type"); it
+# compares them case-sensitively, and refuses any other only at the first training step
+TRL_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ def preference_loss_terms(config: dict) -> tuple[tuple[str, float], ...]:
         types = ["sigmoid"]
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
         raise UserError(f"`dpo_loss_type: {types!r}` must be a list of TRL loss names, e.g. [sigmoid] or [sigmoid, sft]")
+    unknown = [t for t in types if t not in TRL_DPO_LOSSES]
+    if unknown:
+        raise UserError(f"`dpo_loss_type` names {', '.join(map(repr, unknown))}, which TRL does not know; "
+                        f"one of {', '.join(TRL_DPO_LOSSES)}")
     if weights is None:
         weights = [1.0] * len(types)
     if (not isinstance(weights, list) or len(weights) != len(types)
@@ -83,7 +91,7 @@ def preference_loss_terms(config: dict) -> tuple[tuple[str, float], ...]:
                        for w in weights)):
         raise UserError(f"`dpo_loss_weights: {weights!r}` must be one positive number per `dpo_loss_type` entry "
                         f"({len(types)}: {', '.join(types)})")
-    return tuple((t.lower(), float(w)) for t, w in zip(types, weights))
+    return tuple((t, float(w)) for t, w in zip(types, weights))
 
 
 def describe_loss(terms: tuple[tuple[str, float], ...]) -> str:
